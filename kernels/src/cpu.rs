@@ -1,0 +1,460 @@
+//! The CPU backend: GEMMs through the `gemm` crate, everything else as cache-friendly
+//! row loops parallelised with rayon.
+
+use crate::topk::{Hit, TopK};
+use crate::{Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// A row-major `rows × cols` matrix in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// `rows × cols` values, row after row.
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// A matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// Row `r` as a slice.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// Runs every op on the host CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// Corpus rows scored per block in [`Backend::top_k_dot`], bounding the score buffer.
+const TOPK_BLOCK_ROWS: usize = 16_384;
+
+/// Raw pointer that may be shared across rayon tasks writing disjoint regions.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// One strided matrix operand for [`matmul`]: element `(i, j)` is at `ptr + i*row_stride + j*col_stride`.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+/// `dst (m×n, row stride dst_rs) = lhs (m×k) · rhs (k×n)`.
+///
+/// # Safety
+/// Every pointer must be valid for the extents its strides and sizes describe, and
+/// `dst` must not alias the operands.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: View,
+    rhs: View,
+    parallelism: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs,
+        false,
+        lhs.ptr,
+        lhs.col_stride,
+        lhs.row_stride,
+        rhs.ptr,
+        rhs.col_stride,
+        rhs.row_stride,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// Parallelism for a GEMM of `m × n × k`: threads only when the work pays for them.
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    if m * n * k >= 64 * 64 * 64 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(KernelError::Shape(what()))
+    }
+}
+
+/// In-place layer norm of one row.
+#[inline]
+fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+/// The exact GELU: `x · Φ(x)`.
+#[inline]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// In-place numerically stable softmax of one row.
+#[inline]
+fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Matrix;
+
+    fn device_name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Matrix> {
+        check(data.len() == rows * cols, || {
+            format!("{} values for a {rows}x{cols} matrix", data.len())
+        })?;
+        Ok(Matrix {
+            rows,
+            cols,
+            data: data.to_vec(),
+        })
+    }
+
+    fn download(&self, tensor: &Matrix) -> Result<Vec<f32>> {
+        Ok(tensor.data.clone())
+    }
+
+    fn shape(&self, tensor: &Matrix) -> (usize, usize) {
+        (tensor.rows, tensor.cols)
+    }
+
+    fn embed_tokens(
+        &self,
+        word: &Matrix,
+        position: &Matrix,
+        token_type: &Matrix,
+        token_ids: &[u32],
+        position_ids: &[u32],
+        norm: &LayerNorm<Matrix>,
+    ) -> Result<Matrix> {
+        let hidden = word.cols;
+        check(position.cols == hidden && token_type.cols == hidden, || {
+            "embedding tables differ in width".into()
+        })?;
+        check(token_ids.len() == position_ids.len(), || {
+            "token and position ids differ in length".into()
+        })?;
+        if let Some(&bad) = token_ids.iter().find(|&&t| t as usize >= word.rows) {
+            return Err(KernelError::Shape(format!(
+                "token id {bad} outside a vocabulary of {}",
+                word.rows
+            )));
+        }
+        if let Some(&bad) = position_ids.iter().find(|&&p| p as usize >= position.rows) {
+            return Err(KernelError::Shape(format!(
+                "position {bad} outside {} positions",
+                position.rows
+            )));
+        }
+        let mut out = Matrix::zeros(token_ids.len(), hidden);
+        out.data
+            .par_chunks_mut(hidden)
+            .zip(token_ids.par_iter().zip(position_ids.par_iter()))
+            .for_each(|(row, (&tok, &pos))| {
+                let w = word.row(tok as usize);
+                let p = position.row(pos as usize);
+                let t = token_type.row(0);
+                for i in 0..hidden {
+                    row[i] = w[i] + p[i] + t[i];
+                }
+                layer_norm_row(row, &norm.gamma.data, &norm.beta.data, norm.eps);
+            });
+        Ok(out)
+    }
+
+    fn linear(
+        &self,
+        x: &Matrix,
+        weight: &Matrix,
+        bias: Option<&Matrix>,
+        activation: Activation,
+    ) -> Result<Matrix> {
+        check(x.cols == weight.cols, || {
+            format!(
+                "linear: input has {} columns, weight expects {}",
+                x.cols, weight.cols
+            )
+        })?;
+        let (m, k, n) = (x.rows, x.cols, weight.rows);
+        let mut out = Matrix::zeros(m, n);
+        if m > 0 {
+            // SAFETY: sizes and strides describe exactly the three buffers.
+            unsafe {
+                matmul(
+                    m,
+                    n,
+                    k,
+                    out.data.as_mut_ptr(),
+                    n as isize,
+                    View {
+                        ptr: x.data.as_ptr(),
+                        row_stride: k as isize,
+                        col_stride: 1,
+                    },
+                    // weightᵀ: element (i, j) is weight[j][i].
+                    View {
+                        ptr: weight.data.as_ptr(),
+                        row_stride: 1,
+                        col_stride: k as isize,
+                    },
+                    gemm_parallelism(m, n, k),
+                );
+            }
+        }
+        if bias.is_some() || activation != Activation::Identity {
+            let bias = bias.map(|b| b.data.as_slice());
+            out.data.par_chunks_mut(n).for_each(|row| {
+                if let Some(b) = bias {
+                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+                match activation {
+                    Activation::Identity => {}
+                    Activation::Gelu => row.iter_mut().for_each(|v| *v = gelu(*v)),
+                    Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn add_layer_norm(
+        &self,
+        x: &mut Matrix,
+        residual: &Matrix,
+        norm: &LayerNorm<Matrix>,
+    ) -> Result<()> {
+        check(x.rows == residual.rows && x.cols == residual.cols, || {
+            "residual shape differs".into()
+        })?;
+        let cols = x.cols;
+        x.data
+            .par_chunks_mut(cols)
+            .zip(residual.data.par_chunks(cols))
+            .for_each(|(row, res)| {
+                row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
+                layer_norm_row(row, &norm.gamma.data, &norm.beta.data, norm.eps);
+            });
+        Ok(())
+    }
+
+    fn attention(&self, qkv: &Matrix, offsets: &SeqOffsets, heads: usize) -> Result<Matrix> {
+        check(
+            qkv.cols % 3 == 0 && heads > 0 && (qkv.cols / 3) % heads == 0,
+            || format!("attention: {} columns for {heads} heads", qkv.cols),
+        )?;
+        check(offsets.last().copied().unwrap_or(0) == qkv.rows, || {
+            "attention: offsets do not cover the rows".into()
+        })?;
+        let hidden = qkv.cols / 3;
+        let head_dim = hidden / heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let stride = qkv.cols as isize;
+        let mut out = Matrix::zeros(qkv.rows, hidden);
+        let out_ptr = SharedMut(out.data.as_mut_ptr());
+        let base = qkv.data.as_ptr() as usize;
+        let tasks: Vec<(usize, usize, usize)> = offsets
+            .windows(2)
+            .filter(|w| w[1] > w[0])
+            .flat_map(|w| (0..heads).map(move |h| (w[0], w[1] - w[0], h)))
+            .collect();
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores, (start, len, h)| {
+                let out_ptr = out_ptr;
+                let q = (base as *const f32).wrapping_add(start * qkv.cols + h * head_dim);
+                let k = q.wrapping_add(hidden);
+                let v = q.wrapping_add(2 * hidden);
+                scores.resize(len * len, 0.0);
+                // SAFETY: every view stays inside `qkv`, and each task writes its own
+                // (sequence, head) block of `out`.
+                unsafe {
+                    matmul(
+                        len,
+                        len,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        len as isize,
+                        View {
+                            ptr: q,
+                            row_stride: stride,
+                            col_stride: 1,
+                        },
+                        View {
+                            ptr: k,
+                            row_stride: 1,
+                            col_stride: stride,
+                        },
+                        Parallelism::None,
+                    );
+                    for row in scores.chunks_mut(len) {
+                        row.iter_mut().for_each(|s| *s *= scale);
+                        softmax_row(row);
+                    }
+                    matmul(
+                        len,
+                        head_dim,
+                        len,
+                        out_ptr.0.add(start * hidden + h * head_dim),
+                        hidden as isize,
+                        View {
+                            ptr: scores.as_ptr(),
+                            row_stride: len as isize,
+                            col_stride: 1,
+                        },
+                        View {
+                            ptr: v,
+                            row_stride: stride,
+                            col_stride: 1,
+                        },
+                        Parallelism::None,
+                    );
+                }
+            });
+        Ok(out)
+    }
+
+    fn pool(&self, x: &Matrix, offsets: &SeqOffsets, pooling: Pooling) -> Result<Matrix> {
+        check(offsets.last().copied().unwrap_or(0) == x.rows, || {
+            "pool: offsets do not cover the rows".into()
+        })?;
+        check(offsets.windows(2).all(|w| w[1] > w[0]), || {
+            "pool: empty sequence".into()
+        })?;
+        let n = offsets.len().saturating_sub(1);
+        let cols = x.cols;
+        let mut out = Matrix::zeros(n, cols);
+        out.data
+            .par_chunks_mut(cols.max(1))
+            .zip(offsets.par_windows(2))
+            .for_each(|(dst, w)| {
+                let rows = (w[0]..w[1]).map(|r| x.row(r));
+                match pooling {
+                    Pooling::Cls => dst.copy_from_slice(x.row(w[0])),
+                    Pooling::Mean => {
+                        for row in rows {
+                            dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+                        }
+                        let inv = 1.0 / (w[1] - w[0]) as f32;
+                        dst.iter_mut().for_each(|d| *d *= inv);
+                    }
+                    Pooling::Max => {
+                        dst.fill(f32::NEG_INFINITY);
+                        for row in rows {
+                            dst.iter_mut().zip(row).for_each(|(d, v)| *d = d.max(*v));
+                        }
+                    }
+                }
+            });
+        Ok(out)
+    }
+
+    fn l2_normalize(&self, x: &mut Matrix) -> Result<()> {
+        let cols = x.cols.max(1);
+        x.data.par_chunks_mut(cols).for_each(|row| {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            // Same guard as torch.nn.functional.normalize (eps = 1e-12).
+            let inv = 1.0 / norm.max(1e-12);
+            row.iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok(())
+    }
+
+    fn top_k_dot(&self, queries: &Matrix, corpus: &Matrix, k: usize) -> Result<Vec<Vec<Hit>>> {
+        check(queries.cols == corpus.cols, || {
+            format!(
+                "top_k_dot: queries have {} columns, corpus {}",
+                queries.cols, corpus.cols
+            )
+        })?;
+        let (nq, dim) = (queries.rows, queries.cols);
+        let mut selections: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        if nq == 0 || k == 0 {
+            return Ok(selections.into_iter().map(TopK::into_sorted).collect());
+        }
+        let mut scores = vec![0.0f32; nq * TOPK_BLOCK_ROWS.min(corpus.rows.max(1))];
+        for block_start in (0..corpus.rows).step_by(TOPK_BLOCK_ROWS) {
+            let block = TOPK_BLOCK_ROWS.min(corpus.rows - block_start);
+            // SAFETY: `scores` holds nq × block values; the corpus view covers `block` rows.
+            unsafe {
+                matmul(
+                    nq,
+                    block,
+                    dim,
+                    scores.as_mut_ptr(),
+                    block as isize,
+                    View {
+                        ptr: queries.data.as_ptr(),
+                        row_stride: dim as isize,
+                        col_stride: 1,
+                    },
+                    View {
+                        ptr: corpus.data.as_ptr().add(block_start * dim),
+                        row_stride: 1,
+                        col_stride: dim as isize,
+                    },
+                    gemm_parallelism(nq, block, dim),
+                );
+            }
+            selections
+                .par_iter_mut()
+                .zip(scores.par_chunks(block))
+                .for_each(|(sel, row)| {
+                    for (i, &s) in row.iter().enumerate() {
+                        sel.push((block_start + i) as u32, s);
+                    }
+                });
+        }
+        Ok(selections.into_iter().map(TopK::into_sorted).collect())
+    }
+}

@@ -1,0 +1,140 @@
+//! The op-set Marquee's models run on.
+//!
+//! Models are written once against the [`Backend`] trait; each backend (the CPU one in
+//! [`cpu`] now, a CUDA one later) implements every op for its own tensor type. Tensors
+//! are row-major 2-D `f32` matrices; ragged batches of sequences are rows of one matrix
+//! split by offsets, so no arithmetic is ever spent on padding.
+
+pub mod cpu;
+pub mod topk;
+
+pub use cpu::{CpuBackend, Matrix};
+pub use topk::Hit;
+
+/// Errors raised by a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// Operand shapes do not agree.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The device ran out of memory.
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// Anything else the device reported.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// Result of a backend op.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// How the token vectors of one sequence become one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the sequence's tokens.
+    Mean,
+    /// The first token's vector.
+    Cls,
+    /// Component-wise maximum over the tokens.
+    Max,
+}
+
+/// Element-wise activation applied after a linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// No activation.
+    Identity,
+    /// The exact (erf) GELU used by BERT.
+    Gelu,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+/// Row offsets of a ragged batch: sequence `i` is rows `offsets[i]..offsets[i + 1]`.
+pub type SeqOffsets = [usize];
+
+/// The op-set, implemented once per device. Every op takes and returns row-major
+/// `rows × cols` f32 matrices resident on the backend's device.
+pub trait Backend: Send + Sync + 'static {
+    /// A matrix on this backend's device.
+    type Tensor: Send + Sync;
+
+    /// Human-readable device name, e.g. `cpu`.
+    fn device_name(&self) -> String;
+    /// Copies a host matrix to the device.
+    fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Self::Tensor>;
+    /// Copies a device matrix back to the host (row-major).
+    fn download(&self, tensor: &Self::Tensor) -> Result<Vec<f32>>;
+    /// `(rows, cols)` of a tensor.
+    fn shape(&self, tensor: &Self::Tensor) -> (usize, usize);
+
+    /// Embedding lookup for BERT-style encoders: for every token,
+    /// `word[token_ids[t]] + position[position_ids[t]] + token_type[0]`, then layer norm.
+    #[allow(clippy::too_many_arguments)]
+    fn embed_tokens(
+        &self,
+        word: &Self::Tensor,
+        position: &Self::Tensor,
+        token_type: &Self::Tensor,
+        token_ids: &[u32],
+        position_ids: &[u32],
+        norm: &LayerNorm<Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+
+    /// `activation(x · weightᵀ + bias)`, with `weight` stored `out × in` as in PyTorch.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        activation: Activation,
+    ) -> Result<Self::Tensor>;
+
+    /// `x ← layer_norm(x + residual)`.
+    fn add_layer_norm(
+        &self,
+        x: &mut Self::Tensor,
+        residual: &Self::Tensor,
+        norm: &LayerNorm<Self::Tensor>,
+    ) -> Result<()>;
+
+    /// Multi-head self-attention over a ragged batch. `qkv` holds, per token, the query,
+    /// key and value projections side by side (`3 × hidden` columns); every sequence
+    /// attends only to itself. Returns the `tokens × hidden` context.
+    fn attention(
+        &self,
+        qkv: &Self::Tensor,
+        offsets: &SeqOffsets,
+        heads: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Pools each sequence's rows into one row.
+    fn pool(
+        &self,
+        x: &Self::Tensor,
+        offsets: &SeqOffsets,
+        pooling: Pooling,
+    ) -> Result<Self::Tensor>;
+
+    /// Scales every row to unit L2 norm (zero rows stay zero).
+    fn l2_normalize(&self, x: &mut Self::Tensor) -> Result<()>;
+
+    /// For each query row, the `k` corpus rows with the largest dot product, best first,
+    /// ties broken by the lower row index. NaN scores never rank.
+    fn top_k_dot(
+        &self,
+        queries: &Self::Tensor,
+        corpus: &Self::Tensor,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>>;
+}
+
+/// Parameters of a layer norm.
+pub struct LayerNorm<T> {
+    /// Scale, one row of `hidden` values.
+    pub gamma: T,
+    /// Shift, one row of `hidden` values.
+    pub beta: T,
+    /// Added to the variance.
+    pub eps: f32,
+}

@@ -1,0 +1,15 @@
+//! Marquee's plugin interface.
+//!
+//! - [`abi`]: the versioned C ABI (mirrored by `include/marquee_plugin.h`).
+//! - [`sdk`]: what a Rust plugin author writes against: the [`Plugin`] trait and the
+//!   [`export_plugin!`] macro, which together keep every panic on the plugin's side.
+//! - [`host`] (feature `host`): loading plugins with `libloading` and calling them safely.
+
+pub mod abi;
+#[cfg(feature = "host")]
+pub mod host;
+pub mod sdk;
+mod types;
+
+pub use sdk::{Plugin, PluginError, Tensor, TensorMut, Tokens};
+pub use types::{DType, ModelInfo, PluginKind, Status};

@@ -1,0 +1,439 @@
+//! The safe side a Rust plugin author writes against.
+//!
+//! Implement [`Plugin`] for your model type and call [`export_plugin!`](crate::export_plugin)
+//! once in the `cdylib`. The macro generates the entry symbol and a table of
+//! `extern "C"` shims that validate pointers, convert tensors to safe views, and catch
+//! every panic, turning it into `MQ_STATUS_INTERNAL` with the panic message as the
+//! thread's last error.
+
+use crate::abi::*;
+use crate::types::{DType, ModelInfo, PluginKind, Status};
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+/// A failed plugin call: a status class and a message for the caller.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PluginError {
+    /// The status class.
+    pub status: Status,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+impl PluginError {
+    /// A failure of the given class.
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    /// The caller's input is wrong.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(Status::InvalidArgument, message)
+    }
+    /// A needed file does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Status::NotFound, message)
+    }
+    /// A failure inside the plugin.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Status::Internal, message)
+    }
+    /// The call is not implemented.
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(Status::Unimplemented, message)
+    }
+}
+
+/// Token ids of one text after truncation, and its length before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Ids fed to the model (at most the requested maximum).
+    pub ids: Vec<u32>,
+    /// How many tokens the text had before truncation.
+    pub untruncated_len: usize,
+}
+
+/// A borrowed read-only tensor handed to [`Plugin::embed`].
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    dtype: DType,
+    shape: &'a [u64],
+    bytes: &'a [u8],
+}
+
+/// A borrowed output tensor for [`Plugin::embed`] to fill.
+#[derive(Debug)]
+pub struct TensorMut<'a> {
+    /// Element type (the host asks for F32 embeddings).
+    pub dtype: DType,
+    /// Extent of each dimension.
+    pub shape: &'a [u64],
+    /// The output values, `product(shape)` of them.
+    pub values: &'a mut [f32],
+}
+
+impl<'a> Tensor<'a> {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// Extent of each dimension.
+    pub fn shape(&self) -> &'a [u64] {
+        self.shape
+    }
+    /// The elements as `u32`, or an error naming `what` if the dtype differs.
+    pub fn as_u32(&self, what: &str) -> Result<&'a [u32], PluginError> {
+        self.typed(DType::U32, what)
+    }
+    /// The elements as `f32`, or an error naming `what` if the dtype differs.
+    pub fn as_f32(&self, what: &str) -> Result<&'a [f32], PluginError> {
+        self.typed(DType::F32, what)
+    }
+    /// The raw bytes (for U8 tensors such as encoded images).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    fn typed<T: Copy>(&self, want: DType, what: &str) -> Result<&'a [T], PluginError> {
+        if self.dtype != want {
+            return Err(PluginError::invalid_argument(format!(
+                "{what}: expected {want:?} tensor, got {:?}",
+                self.dtype
+            )));
+        }
+        let (head, body, tail) = unsafe { self.bytes.align_to::<T>() };
+        if !head.is_empty() || !tail.is_empty() {
+            return Err(PluginError::invalid_argument(format!(
+                "{what}: misaligned tensor"
+            )));
+        }
+        Ok(body)
+    }
+}
+
+/// A model plugin. One value of the implementing type is one loaded model instance.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// Plugin name, unique among plugins (e.g. `bert-text`).
+    const NAME: &'static str;
+    /// Plugin version.
+    const VERSION: &'static str;
+    /// What the plugin does.
+    const KIND: PluginKind;
+
+    /// Whether this plugin can load the model directory (checked by file layout).
+    fn accepts(model_dir: &Path) -> bool;
+    /// Loads a model directory; `config_json` is a JSON object of options or empty.
+    fn create(model_dir: &Path, config_json: &str) -> Result<Self, PluginError>;
+    /// Describes the loaded model.
+    fn info(&self) -> ModelInfo;
+    /// Tokenizes one text, keeping at most `max_tokens` ids (text encoders).
+    fn tokenize(&self, _text: &str, _max_tokens: usize) -> Result<Tokens, PluginError> {
+        Err(PluginError::unimplemented(format!(
+            "plugin {} does not tokenize text",
+            Self::NAME
+        )))
+    }
+    /// Embeds one batch into `output` (see the ABI's `embed` for the input layout).
+    fn embed(&self, inputs: &[Tensor<'_>], output: TensorMut<'_>) -> Result<(), PluginError>;
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Runs `body`, turning errors and panics into a status code and the thread's last error.
+#[doc(hidden)]
+pub fn guard(body: impl FnOnce() -> Result<(), PluginError>) -> MqStatus {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => MQ_STATUS_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.message);
+            e.status.code()
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("plugin panicked: {what}"));
+            MQ_STATUS_INTERNAL
+        }
+    }
+}
+
+/// Reads a NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `ptr` must be null or point to a NUL-terminated string.
+#[doc(hidden)]
+pub unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, PluginError> {
+    if ptr.is_null() {
+        return Err(PluginError::invalid_argument(format!("{what} is null")));
+    }
+    CStr::from_ptr(ptr)
+        .to_str()
+        .map_err(|_| PluginError::invalid_argument(format!("{what} is not UTF-8")))
+}
+
+fn dims(shape: &[u64; MQ_MAX_DIMS], ndim: u32) -> Result<&[u64], PluginError> {
+    shape
+        .get(..ndim as usize)
+        .ok_or_else(|| PluginError::invalid_argument(format!("tensor with {ndim} dimensions")))
+}
+
+fn element_count(shape: &[u64]) -> Result<usize, PluginError> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .ok_or_else(|| PluginError::invalid_argument("tensor size overflows"))
+}
+
+/// Builds safe views of the host's tensors.
+///
+/// # Safety
+/// The pointers must describe valid tensors as the ABI specifies.
+#[doc(hidden)]
+pub unsafe fn tensor_args<'a>(
+    inputs: *const MqTensor,
+    n_inputs: usize,
+    output: *mut MqTensorMut,
+) -> Result<(Vec<Tensor<'a>>, TensorMut<'a>), PluginError> {
+    if (inputs.is_null() && n_inputs > 0) || output.is_null() {
+        return Err(PluginError::invalid_argument("null tensor pointer"));
+    }
+    let raw_inputs: &[MqTensor] = if n_inputs == 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(inputs, n_inputs)
+    };
+    let mut views = Vec::with_capacity(n_inputs);
+    for (i, t) in raw_inputs.iter().enumerate() {
+        let dtype = DType::from_code(t.dtype)
+            .ok_or_else(|| PluginError::invalid_argument(format!("input {i}: unknown dtype")))?;
+        let shape = dims(&t.shape, t.ndim)?;
+        let len = element_count(shape)? * dtype.size();
+        let bytes = if len == 0 {
+            &[][..]
+        } else if t.data.is_null() {
+            return Err(PluginError::invalid_argument(format!(
+                "input {i}: null data"
+            )));
+        } else {
+            std::slice::from_raw_parts(t.data as *const u8, len)
+        };
+        views.push(Tensor {
+            dtype,
+            shape,
+            bytes,
+        });
+    }
+    let out = &*output;
+    if DType::from_code(out.dtype) != Some(DType::F32) {
+        return Err(PluginError::invalid_argument(
+            "output must be an F32 tensor",
+        ));
+    }
+    let shape = dims(&out.shape, out.ndim)?;
+    let len = element_count(shape)?;
+    let values = if len == 0 {
+        &mut [][..]
+    } else if out.data.is_null() {
+        return Err(PluginError::invalid_argument("output: null data"));
+    } else {
+        std::slice::from_raw_parts_mut(out.data as *mut f32, len)
+    };
+    Ok((
+        views,
+        TensorMut {
+            dtype: DType::F32,
+            shape,
+            values,
+        },
+    ))
+}
+
+/// The thread's last error message (for the generated `last_error` shim).
+#[doc(hidden)]
+pub fn last_error_ptr() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Generates the entry symbol `marquee_plugin_entry` and the ABI table for a type
+/// implementing [`Plugin`]. Call it once, at the root of a `cdylib` crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        mod __marquee_plugin_exports {
+            use super::*;
+            use std::ffi::c_char;
+            use std::path::Path;
+            use $crate::abi::*;
+            use $crate::sdk::{guard, last_error_ptr, str_arg, tensor_args};
+            use $crate::{Plugin, PluginError};
+
+            type P = $plugin;
+
+            unsafe extern "C" fn accepts(model_dir: *const c_char) -> u32 {
+                let mut ok = false;
+                guard(|| {
+                    ok = P::accepts(Path::new(str_arg(model_dir, "model_dir")?));
+                    Ok(())
+                });
+                ok as u32
+            }
+
+            unsafe extern "C" fn create(
+                model_dir: *const c_char,
+                config_json: *const c_char,
+                out: *mut *mut MqInstance,
+            ) -> MqStatus {
+                guard(|| {
+                    if out.is_null() {
+                        return Err(PluginError::invalid_argument("null output pointer"));
+                    }
+                    let dir = str_arg(model_dir, "model_dir")?;
+                    let config = if config_json.is_null() {
+                        ""
+                    } else {
+                        str_arg(config_json, "config_json")?
+                    };
+                    let instance = Box::new(P::create(Path::new(dir), config)?);
+                    *out = Box::into_raw(instance) as *mut MqInstance;
+                    Ok(())
+                })
+            }
+
+            unsafe extern "C" fn destroy(instance: *mut MqInstance) {
+                guard(|| {
+                    if !instance.is_null() {
+                        drop(Box::from_raw(instance as *mut P));
+                    }
+                    Ok(())
+                });
+            }
+
+            unsafe fn instance_ref<'a>(instance: *const MqInstance) -> Result<&'a P, PluginError> {
+                (instance as *const P)
+                    .as_ref()
+                    .ok_or_else(|| PluginError::invalid_argument("null instance"))
+            }
+
+            unsafe extern "C" fn model_info(
+                instance: *const MqInstance,
+                out: *mut MqModelInfo,
+            ) -> MqStatus {
+                guard(|| {
+                    let p = instance_ref(instance)?;
+                    let out = out
+                        .as_mut()
+                        .ok_or_else(|| PluginError::invalid_argument("null output pointer"))?;
+                    *out = p.info();
+                    Ok(())
+                })
+            }
+
+            unsafe extern "C" fn tokenize(
+                instance: *const MqInstance,
+                text: *const u8,
+                text_len: usize,
+                max_tokens: u32,
+                out_ids: *mut u32,
+                out_len: *mut usize,
+                untruncated_len: *mut usize,
+            ) -> MqStatus {
+                guard(|| {
+                    let p = instance_ref(instance)?;
+                    if (text.is_null() && text_len > 0)
+                        || out_ids.is_null()
+                        || out_len.is_null()
+                        || untruncated_len.is_null()
+                    {
+                        return Err(PluginError::invalid_argument("null pointer argument"));
+                    }
+                    let bytes = if text_len == 0 {
+                        &[][..]
+                    } else {
+                        std::slice::from_raw_parts(text, text_len)
+                    };
+                    let text = std::str::from_utf8(bytes)
+                        .map_err(|_| PluginError::invalid_argument("text is not UTF-8"))?;
+                    let tokens = p.tokenize(text, max_tokens as usize)?;
+                    if tokens.ids.len() > max_tokens as usize {
+                        return Err(PluginError::internal("tokenizer exceeded max_tokens"));
+                    }
+                    std::ptr::copy_nonoverlapping(tokens.ids.as_ptr(), out_ids, tokens.ids.len());
+                    *out_len = tokens.ids.len();
+                    *untruncated_len = tokens.untruncated_len;
+                    Ok(())
+                })
+            }
+
+            unsafe extern "C" fn embed(
+                instance: *const MqInstance,
+                inputs: *const MqTensor,
+                n_inputs: usize,
+                output: *mut MqTensorMut,
+            ) -> MqStatus {
+                guard(|| {
+                    let p = instance_ref(instance)?;
+                    let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
+                    p.embed(&inputs, output)
+                })
+            }
+
+            unsafe extern "C" fn last_error() -> *const c_char {
+                last_error_ptr()
+            }
+
+            struct SyncApi(MqPluginApi);
+            // SAFETY: the table holds only function pointers and pointers to static strings.
+            unsafe impl Sync for SyncApi {}
+            unsafe impl Send for SyncApi {}
+
+            static NAME_C: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+            static VERSION_C: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+            static API: std::sync::OnceLock<SyncApi> = std::sync::OnceLock::new();
+
+            /// The plugin's entry symbol: the handshake of the Marquee plugin ABI.
+            #[no_mangle]
+            pub unsafe extern "C" fn marquee_plugin_entry(
+                host_abi_version: u32,
+            ) -> *const MqPluginApi {
+                if host_abi_version != MQ_ABI_VERSION {
+                    return std::ptr::null();
+                }
+                let api = API.get_or_init(|| {
+                    let name =
+                        NAME_C.get_or_init(|| std::ffi::CString::new(P::NAME).unwrap_or_default());
+                    let version = VERSION_C
+                        .get_or_init(|| std::ffi::CString::new(P::VERSION).unwrap_or_default());
+                    SyncApi(MqPluginApi {
+                        abi_version: MQ_ABI_VERSION,
+                        kind: P::KIND.code(),
+                        name: name.as_ptr(),
+                        version: version.as_ptr(),
+                        accepts,
+                        create,
+                        destroy,
+                        model_info,
+                        tokenize,
+                        embed,
+                        last_error,
+                    })
+                });
+                &api.0
+            }
+        }
+    };
+}

@@ -1,0 +1,128 @@
+//! Keeps `include/marquee_plugin.h` in sync with `src/abi.rs`: compiles a C program
+//! against the header that prints every constant, struct size and field offset, and
+//! compares them with the Rust side.
+
+use marquee_plugin_api::abi::*;
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
+use std::path::Path;
+use std::process::Command;
+
+fn rust_side() -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: usize| {
+        m.insert(k.to_string(), v as u64);
+    };
+    put("MQ_ABI_VERSION", MQ_ABI_VERSION as usize);
+    put("MQ_MAX_DIMS", MQ_MAX_DIMS);
+    for (k, v) in [
+        ("MQ_STATUS_OK", MQ_STATUS_OK),
+        ("MQ_STATUS_INVALID_ARGUMENT", MQ_STATUS_INVALID_ARGUMENT),
+        ("MQ_STATUS_NOT_FOUND", MQ_STATUS_NOT_FOUND),
+        ("MQ_STATUS_RESOURCE_EXHAUSTED", MQ_STATUS_RESOURCE_EXHAUSTED),
+        ("MQ_STATUS_UNIMPLEMENTED", MQ_STATUS_UNIMPLEMENTED),
+        ("MQ_STATUS_INTERNAL", MQ_STATUS_INTERNAL),
+        ("MQ_KIND_TEXT_ENCODER", MQ_KIND_TEXT_ENCODER),
+        ("MQ_KIND_IMAGE_ENCODER", MQ_KIND_IMAGE_ENCODER),
+        ("MQ_KIND_FUSION", MQ_KIND_FUSION),
+        ("MQ_KIND_GENERATOR", MQ_KIND_GENERATOR),
+        ("MQ_DTYPE_F32", MQ_DTYPE_F32),
+        ("MQ_DTYPE_U32", MQ_DTYPE_U32),
+        ("MQ_DTYPE_U8", MQ_DTYPE_U8),
+    ] {
+        put(k, v as usize);
+    }
+    put("sizeof(MqTensor)", size_of::<MqTensor>());
+    put("MqTensor.data", offset_of!(MqTensor, data));
+    put("MqTensor.shape", offset_of!(MqTensor, shape));
+    put("MqTensor.ndim", offset_of!(MqTensor, ndim));
+    put("MqTensor.dtype", offset_of!(MqTensor, dtype));
+    put("sizeof(MqTensorMut)", size_of::<MqTensorMut>());
+    put("MqTensorMut.data", offset_of!(MqTensorMut, data));
+    put("MqTensorMut.shape", offset_of!(MqTensorMut, shape));
+    put("MqTensorMut.ndim", offset_of!(MqTensorMut, ndim));
+    put("MqTensorMut.dtype", offset_of!(MqTensorMut, dtype));
+    put("sizeof(MqModelInfo)", size_of::<MqModelInfo>());
+    put(
+        "MqModelInfo.output_dim",
+        offset_of!(MqModelInfo, output_dim),
+    );
+    put(
+        "MqModelInfo.max_input_tokens",
+        offset_of!(MqModelInfo, max_input_tokens),
+    );
+    put("sizeof(MqPluginApi)", size_of::<MqPluginApi>());
+    put(
+        "MqPluginApi.abi_version",
+        offset_of!(MqPluginApi, abi_version),
+    );
+    put("MqPluginApi.kind", offset_of!(MqPluginApi, kind));
+    put("MqPluginApi.name", offset_of!(MqPluginApi, name));
+    put("MqPluginApi.version", offset_of!(MqPluginApi, version));
+    put("MqPluginApi.accepts", offset_of!(MqPluginApi, accepts));
+    put("MqPluginApi.create", offset_of!(MqPluginApi, create));
+    put("MqPluginApi.destroy", offset_of!(MqPluginApi, destroy));
+    put(
+        "MqPluginApi.model_info",
+        offset_of!(MqPluginApi, model_info),
+    );
+    put("MqPluginApi.tokenize", offset_of!(MqPluginApi, tokenize));
+    put("MqPluginApi.embed", offset_of!(MqPluginApi, embed));
+    put(
+        "MqPluginApi.last_error",
+        offset_of!(MqPluginApi, last_error),
+    );
+    m
+}
+
+#[test]
+fn c_header_matches_rust_abi() {
+    let expected = rust_side();
+    let mut program = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"marquee_plugin.h\"\nint main(void) {\n",
+    );
+    for key in expected.keys() {
+        let expr = if let Some(ty) = key.strip_prefix("sizeof(") {
+            format!("sizeof({}", ty)
+        } else if let Some((ty, field)) = key.split_once('.') {
+            format!("offsetof({ty}, {field})")
+        } else {
+            key.clone()
+        };
+        program.push_str(&format!(
+            "  printf(\"%s=%llu\\n\", \"{key}\", (unsigned long long)({expr}));\n"
+        ));
+    }
+    program.push_str("  return 0;\n}\n");
+    let dir = tempfile_dir();
+    let source = dir.join("check.c");
+    let binary = dir.join("check");
+    std::fs::write(&source, program).unwrap();
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(&include)
+        .arg(&source)
+        .arg("-o")
+        .arg(&binary)
+        .status()
+        .unwrap_or_else(|e| panic!("running the C compiler {cc:?}: {e}"));
+    assert!(status.success(), "the header does not compile");
+    let output = Command::new(&binary).output().unwrap();
+    let got: BTreeMap<String, u64> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    let header = std::fs::read_to_string(include.join("marquee_plugin.h")).unwrap();
+    assert!(header.contains(&format!("#define MQ_ENTRY_SYMBOL \"{MQ_ENTRY_SYMBOL}\"")));
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("marquee-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

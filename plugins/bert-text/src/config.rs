@@ -1,0 +1,195 @@
+//! Configuration files of a Hugging Face BERT directory with sentence-transformers
+//! modules, as serde structs mirroring the JSON files.
+
+use anyhow::{bail, Context, Result};
+use marquee_kernels::{Activation, Pooling};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `config.json` of a BERT model (the fields the forward pass needs).
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    /// Width of every token vector.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Feed-forward activation; only `gelu` (exact erf) is supported.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// Positions the position-embedding table covers.
+    pub max_position_embeddings: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f32,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_position_embedding_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_layer_norm_eps() -> f32 {
+    1e-12
+}
+fn default_position_embedding_type() -> String {
+    "absolute".into()
+}
+
+/// One entry of `modules.json`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ModuleEntry {
+    /// Sub-folder holding the module's files ("" for the transformer).
+    #[serde(default)]
+    pub path: String,
+    /// Python class, e.g. `sentence_transformers.models.Pooling`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `1_Pooling/config.json`: exactly one mode must be on.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+impl PoolingConfig {
+    /// The single pooling mode the file selects.
+    pub fn mode(&self) -> Result<Pooling> {
+        if self.pooling_mode_mean_sqrt_len_tokens
+            || self.pooling_mode_weightedmean_tokens
+            || self.pooling_mode_lasttoken
+        {
+            bail!("unsupported pooling mode (supported: mean, cls, max)");
+        }
+        match (
+            self.pooling_mode_mean_tokens,
+            self.pooling_mode_cls_token,
+            self.pooling_mode_max_tokens,
+        ) {
+            (true, false, false) => Ok(Pooling::Mean),
+            (false, true, false) => Ok(Pooling::Cls),
+            (false, false, true) => Ok(Pooling::Max),
+            _ => bail!("the pooling config must enable exactly one of mean, cls, max"),
+        }
+    }
+}
+
+/// `2_Dense/config.json`: a linear projection after pooling.
+#[derive(Clone, Debug, Deserialize)]
+pub struct DenseConfig {
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+    /// Whether the layer has a bias.
+    #[serde(default = "default_true")]
+    pub bias: bool,
+    /// Python class of the activation (Identity or Tanh).
+    #[serde(default = "default_dense_activation")]
+    pub activation_function: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_dense_activation() -> String {
+    "torch.nn.modules.activation.Tanh".into()
+}
+
+impl DenseConfig {
+    /// The activation the file names.
+    pub fn activation(&self) -> Result<Activation> {
+        match self.activation_function.rsplit('.').next() {
+            Some("Identity") => Ok(Activation::Identity),
+            Some("Tanh") => Ok(Activation::Tanh),
+            Some("GELU") => Ok(Activation::Gelu),
+            _ => bail!(
+                "unsupported Dense activation {:?} (supported: Identity, Tanh, GELU)",
+                self.activation_function
+            ),
+        }
+    }
+}
+
+/// `sentence_bert_config.json`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SentenceBertConfig {
+    /// Token limit used by sentence-transformers.
+    pub max_seq_length: Option<usize>,
+}
+
+/// The sentence-transformers pipeline after the transformer, in order.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// How token vectors become one vector.
+    pub pooling: Pooling,
+    /// Optional projection (its folder and config).
+    pub dense: Vec<(PathBuf, DenseConfig)>,
+    /// Whether the output is L2-normalised.
+    pub normalize: bool,
+    /// Token limit from `sentence_bert_config.json`, if any.
+    pub max_seq_length: Option<usize>,
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+impl Pipeline {
+    /// Reads `modules.json` and the module configs; a plain HF directory without
+    /// `modules.json` gets mean pooling and no normalisation, as sentence-transformers does.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let sbert: SentenceBertConfig = if dir.join("sentence_bert_config.json").is_file() {
+            read_json(&dir.join("sentence_bert_config.json"))?
+        } else {
+            SentenceBertConfig::default()
+        };
+        let mut pipeline = Pipeline {
+            pooling: Pooling::Mean,
+            dense: Vec::new(),
+            normalize: false,
+            max_seq_length: sbert.max_seq_length,
+        };
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(pipeline);
+        }
+        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+        for module in modules {
+            let folder = dir.join(&module.path);
+            match module.kind.rsplit('.').next().unwrap_or_default() {
+                "Transformer" => {}
+                "Pooling" => {
+                    let config: PoolingConfig = read_json(&folder.join("config.json"))?;
+                    pipeline.pooling = config.mode()?;
+                }
+                "Dense" => {
+                    let config: DenseConfig = read_json(&folder.join("config.json"))?;
+                    pipeline.dense.push((folder, config));
+                }
+                "Normalize" => pipeline.normalize = true,
+                other => bail!("unsupported sentence-transformers module {other:?}"),
+            }
+        }
+        Ok(pipeline)
+    }
+}

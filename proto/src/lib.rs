@@ -1,0 +1,11 @@
+//! Marquee's gRPC API (`marquee.v1`): generated messages, clients and servers.
+
+/// Version 1 of the API.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("marquee.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Marquee proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/marquee_descriptor.bin"));

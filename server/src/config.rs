@@ -1,0 +1,258 @@
+//! Server configuration: embedded defaults, then a TOML file, then `MARQUEE_`-prefixed
+//! environment variables (nested keys joined by `__`), then command-line overrides.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The embedded defaults (`server/src/defaults.toml`).
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Per-request limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most inputs one Embed request may carry.
+    pub max_inputs_per_request: usize,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Most requests of one EmbedStream processed at once.
+    pub max_stream_in_flight: usize,
+}
+
+/// The dynamic batcher's limits for one model.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Most inputs in one batch.
+    pub max_batch_size: usize,
+    /// Most tokens in one batch (one longer input still runs alone).
+    pub max_batch_tokens: usize,
+    /// How long the first queued input waits for others to fill its batch, in µs.
+    pub max_queue_delay_us: u64,
+    /// Most inputs waiting in the queue; beyond it requests get RESOURCE_EXHAUSTED.
+    pub max_queue_inputs: usize,
+}
+
+/// The tokenization worker pool.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokenization {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// One model to load at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model directory; relative paths are under `data_dir`.
+    pub path: PathBuf,
+    /// Plugin name (as in its handshake); empty picks the first plugin that accepts the directory.
+    #[serde(default)]
+    pub plugin: String,
+    /// Options handed to the plugin as a JSON object.
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Batching limits for this model; the global `[batching]` when absent.
+    #[serde(default)]
+    pub batching: Option<Batching>,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address (`/metrics`).
+    pub metrics_listen: SocketAddr,
+    /// Local data directory (models, later collections).
+    pub data_dir: PathBuf,
+    /// Directory plugins are loaded from; empty means the server executable's directory.
+    pub plugin_dir: PathBuf,
+    /// Plugin libraries to load at start-up, by file stem without the `lib` prefix.
+    pub plugins: Vec<String>,
+    /// Model that answers requests naming none.
+    pub default_model: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `MARQUEE_LOG` overrides it.
+    pub log_level: String,
+    /// Per-request limits.
+    pub limits: Limits,
+    /// Default batching limits.
+    pub batching: Batching,
+    /// Tokenization worker pool.
+    pub tokenization: Tokenization,
+    /// Models to load at start-up, by serving name.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` if given, then the `MARQUEE_` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("config file {} does not exist", file.display());
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MARQUEE")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("plugins")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        let check = |b: &Batching, what: &str| -> Result<()> {
+            if b.max_batch_size == 0 || b.max_batch_tokens == 0 || b.max_queue_inputs == 0 {
+                bail!("{what}: batch and queue limits must be positive");
+            }
+            if b.max_queue_inputs < self.limits.max_inputs_per_request {
+                bail!(
+                    "{what}: max_queue_inputs ({}) is below limits.max_inputs_per_request ({})",
+                    b.max_queue_inputs,
+                    self.limits.max_inputs_per_request
+                );
+            }
+            Ok(())
+        };
+        check(&self.batching, "[batching]")?;
+        for (name, model) in &self.models {
+            if let Some(b) = &model.batching {
+                check(b, &format!("[models.{name}.batching]"))?;
+            }
+        }
+        if self.limits.max_inputs_per_request == 0 || self.limits.max_stream_in_flight == 0 {
+            bail!("[limits]: limits must be positive");
+        }
+        Ok(())
+    }
+
+    /// The plugin directory, resolved.
+    pub fn plugin_dir(&self) -> Result<PathBuf> {
+        if !self.plugin_dir.as_os_str().is_empty() {
+            return Ok(self.plugin_dir.clone());
+        }
+        let exe = std::env::current_exe().context("locating the server executable")?;
+        Ok(exe
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")))
+    }
+
+    /// A model path resolved against the data directory.
+    pub fn model_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.data_dir.join(path)
+        }
+    }
+
+    /// Adds or replaces a model from a `NAME=DIR` or `NAME=PLUGIN:DIR` flag.
+    pub fn add_model_flag(&mut self, flag: &str) -> Result<()> {
+        let (name, rest) = flag
+            .split_once('=')
+            .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+            .with_context(|| format!("--model {flag:?}: expected NAME=DIR or NAME=PLUGIN:DIR"))?;
+        let (plugin, dir) = match rest.split_once(':') {
+            Some((plugin, dir)) if !plugin.contains('/') && !dir.is_empty() => (plugin, dir),
+            _ => ("", rest),
+        };
+        let dir = PathBuf::from(dir);
+        let path = if dir.is_relative() {
+            std::env::current_dir()?.join(dir)
+        } else {
+            dir
+        };
+        self.models.insert(
+            name.to_string(),
+            ModelConfig {
+                path,
+                plugin: plugin.to_string(),
+                options: Default::default(),
+                batching: None,
+            },
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load() {
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.listen.port(), 50051);
+        assert_eq!(s.default_model, "all-MiniLM-L6-v2");
+        assert!(s.models.contains_key("all-MiniLM-L6-v2"));
+    }
+
+    #[test]
+    fn example_config_is_valid_and_documents_every_default_key() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/marquee.example.toml");
+        let s = Settings::load(Some(&example)).unwrap();
+        assert_eq!(s.batching.max_batch_size, 64);
+        let text = std::fs::read_to_string(example).unwrap();
+        for key in DEFAULTS_TOML
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim()))
+            .filter(|k| !k.starts_with('#'))
+        {
+            assert!(text.contains(key), "example config lacks {key}");
+        }
+    }
+
+    #[test]
+    fn model_flag_with_and_without_plugin() {
+        let mut s = Settings::load(None).unwrap();
+        s.add_model_flag("a=/m/a").unwrap();
+        s.add_model_flag("b=bert-text:/m/b").unwrap();
+        assert_eq!(s.models["a"].plugin, "");
+        assert_eq!(s.models["a"].path, PathBuf::from("/m/a"));
+        assert_eq!(s.models["b"].plugin, "bert-text");
+        assert!(s.add_model_flag("noequals").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[batching]\nmax_batch_size = 0\n").unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
+        std::fs::write(&f, "no_such_key = 1\n").unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! `marquee-server`: the Marquee gRPC server binary.
+
+use anyhow::Result;
+use clap::Parser;
+use marquee_server::config::{LogFormat, Settings};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+/// Marquee: a gRPC model server for multimodal retrieval.
+///
+/// With no flags it starts on its embedded defaults: gRPC on 127.0.0.1:50051, metrics on
+/// 127.0.0.1:9464, data in ./data, plugins next to this executable, and the model
+/// all-MiniLM-L6-v2 from data/models/all-MiniLM-L6-v2.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// TOML configuration file, applied over the embedded defaults (see deploy/marquee.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address, serving /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Local data directory; relative model paths are resolved under it.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory plugin libraries are loaded from (default: this executable's directory).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Model to serve, as NAME=MODEL_DIR (plugin chosen from the directory's contents) or
+    /// NAME=PLUGIN:MODEL_DIR. Repeatable; when given, replaces the configured [models].
+    #[arg(long = "model", value_name = "NAME=[PLUGIN:]DIR")]
+    models: Vec<String>,
+}
+
+fn settings(args: &Args) -> Result<Settings> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    if let Some(a) = args.listen {
+        settings.listen = a;
+    }
+    if let Some(a) = args.metrics_listen {
+        settings.metrics_listen = a;
+    }
+    if let Some(d) = &args.data_dir {
+        settings.data_dir = d.clone();
+    }
+    if let Some(d) = &args.plugin_dir {
+        settings.plugin_dir = d.clone();
+    }
+    if !args.models.is_empty() {
+        settings.models.clear();
+        for flag in &args.models {
+            settings.add_model_flag(flag)?;
+        }
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_from_env("MARQUEE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let settings = settings(&args)?;
+    init_logging(&settings);
+    marquee_server::server::run(settings, shutdown_signal()).await
+}

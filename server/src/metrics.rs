@@ -1,0 +1,65 @@
+//! Prometheus metrics: names, buckets, recording helpers and the `/metrics` endpoint.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
+
+/// Requests by RPC and gRPC status code.
+pub const REQUESTS: &str = "marquee_requests_total";
+/// End-to-end RPC latency by RPC.
+pub const REQUEST_SECONDS: &str = "marquee_request_duration_seconds";
+/// Per-stage latency (`stage` = queue, tokenize, inference) by model.
+pub const STAGE_SECONDS: &str = "marquee_stage_duration_seconds";
+/// Inputs per inference batch.
+pub const BATCH_SIZE: &str = "marquee_batch_size";
+/// Tokens per inference batch.
+pub const BATCH_TOKENS: &str = "marquee_batch_tokens";
+/// Inference batches run, by model.
+pub const BATCHES: &str = "marquee_inference_batches_total";
+/// Inputs waiting in a model's queue.
+pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
+
+/// Installs the global recorder and returns the handle that renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let latency = [
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ];
+    let tokens = [
+        16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), &tokens)?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// Records one finished RPC.
+pub fn record_request(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+    counter!(REQUESTS, "rpc" => rpc, "code" => format!("{code:?}")).increment(1);
+    histogram!(REQUEST_SECONDS, "rpc" => rpc).record(elapsed.as_secs_f64());
+}
+
+/// Records one stage of a request.
+pub fn record_stage(model: &str, stage: &'static str, elapsed: Duration) {
+    histogram!(STAGE_SECONDS, "model" => model.to_string(), "stage" => stage)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records one inference batch.
+pub fn record_batch(model: &str, inputs: usize, tokens: usize, elapsed: Duration) {
+    let model = model.to_string();
+    histogram!(BATCH_SIZE, "model" => model.clone()).record(inputs as f64);
+    histogram!(BATCH_TOKENS, "model" => model.clone()).record(tokens as f64);
+    counter!(BATCHES, "model" => model.clone()).increment(1);
+    histogram!(STAGE_SECONDS, "model" => model, "stage" => "batch").record(elapsed.as_secs_f64());
+}
+
+/// Sets a model's queue depth.
+pub fn set_queue_depth(model: &str, inputs: usize) {
+    gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(inputs as f64);
+}

@@ -1,0 +1,336 @@
+//! Loaded plugins and the models served with them. Models can be loaded and unloaded
+//! at run time: an unloaded model stops taking requests at once, and its inference
+//! thread finishes the jobs already queued before the instance is destroyed.
+
+use crate::batcher::{self, EmbedJob};
+use crate::config::Batching;
+use crate::metrics as m;
+use dashmap::DashMap;
+use marquee_plugin_api::host::{PluginInstance, PluginLibrary};
+use marquee_plugin_api::PluginKind;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+/// A model being served.
+pub struct LoadedModel {
+    /// Serving name.
+    pub name: String,
+    /// The plugin instance.
+    pub instance: Arc<PluginInstance>,
+    /// Directory it was loaded from.
+    pub path: PathBuf,
+    /// Batching limits.
+    pub batching: Batching,
+    queue: Arc<Semaphore>,
+    jobs: mpsc::Sender<EmbedJob>,
+}
+
+impl LoadedModel {
+    /// What the plugin does.
+    pub fn kind(&self) -> PluginKind {
+        self.instance.library().kind()
+    }
+
+    /// Inputs waiting in the queue (including those being tokenized).
+    pub fn queued_inputs(&self) -> usize {
+        self.batching.max_queue_inputs - self.queue.available_permits()
+    }
+
+    /// Reserves `inputs` places in the queue, or fails with `RESOURCE_EXHAUSTED`.
+    pub fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, Status> {
+        let permit = u32::try_from(inputs)
+            .ok()
+            .and_then(|n| Arc::clone(&self.queue).try_acquire_many_owned(n).ok())
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "model {} is overloaded: {} of {} queue places taken, {inputs} requested; retry later",
+                    self.name,
+                    self.queued_inputs(),
+                    self.batching.max_queue_inputs
+                ))
+            })?;
+        m::set_queue_depth(&self.name, self.queued_inputs());
+        Ok(permit)
+    }
+
+    /// Hands a tokenized job to the inference thread.
+    pub fn submit(&self, job: EmbedJob) -> Result<(), Status> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Status::unavailable(format!("model {} is shutting down", self.name)))
+    }
+}
+
+/// Everything loaded: plugin libraries and models.
+pub struct Registry {
+    plugin_dir: PathBuf,
+    plugins: Mutex<Vec<Arc<PluginLibrary>>>,
+    models: DashMap<String, Arc<LoadedModel>>,
+    default_model: RwLock<String>,
+}
+
+/// Whether a plugin or model name is a plain name (no path separators or `..`).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.contains("..")
+}
+
+impl Registry {
+    /// An empty registry loading plugins from `plugin_dir`.
+    pub fn new(plugin_dir: PathBuf, default_model: String) -> Self {
+        Self {
+            plugin_dir,
+            plugins: Mutex::new(Vec::new()),
+            models: DashMap::new(),
+            default_model: RwLock::new(default_model),
+        }
+    }
+
+    /// The directory plugins come from.
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugin_dir
+    }
+
+    /// Loads the plugin library `lib<stem>.so` (platform naming) from the plugin directory.
+    pub fn load_plugin(&self, stem: &str) -> Result<Arc<PluginLibrary>, Status> {
+        if !is_plain_name(stem) {
+            return Err(Status::invalid_argument(format!(
+                "plugin name {stem:?} must be a plain file stem (letters, digits, '-', '_', '.')"
+            )));
+        }
+        let file = self.plugin_dir.join(libloading_filename(stem));
+        let canonical_dir = self.plugin_dir.canonicalize().map_err(|e| {
+            Status::failed_precondition(format!(
+                "plugin directory {}: {e}",
+                self.plugin_dir.display()
+            ))
+        })?;
+        let canonical = file.canonicalize().map_err(|_| {
+            Status::not_found(format!(
+                "no plugin library {} in {}",
+                file.display(),
+                canonical_dir.display()
+            ))
+        })?;
+        if !canonical.starts_with(&canonical_dir) {
+            return Err(Status::permission_denied(format!(
+                "{} resolves outside the plugin directory",
+                file.display()
+            )));
+        }
+        let mut plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plugins.iter().find(|p| p.path() == canonical) {
+            return Ok(Arc::clone(p));
+        }
+        let library = PluginLibrary::open(&canonical)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if plugins.iter().any(|p| p.name() == library.name()) {
+            return Err(Status::already_exists(format!(
+                "a plugin named {} is already loaded",
+                library.name()
+            )));
+        }
+        tracing::info!(plugin = library.name(), version = library.version(), path = %canonical.display(), "plugin loaded");
+        plugins.push(Arc::clone(&library));
+        Ok(library)
+    }
+
+    /// Loaded plugin libraries.
+    pub fn plugins(&self) -> Vec<Arc<PluginLibrary>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The plugin for a model: by handshake name (loading `marquee_<name>` from the
+    /// plugin directory if needed), or the first loaded plugin accepting the directory.
+    fn plugin_for(&self, plugin: &str, path: &Path) -> Result<Arc<PluginLibrary>, Status> {
+        if plugin.is_empty() {
+            return self
+                .plugins()
+                .into_iter()
+                .find(|p| p.accepts(path))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "no loaded plugin accepts the model directory {}",
+                        path.display()
+                    ))
+                });
+        }
+        if let Some(p) = self.plugins().into_iter().find(|p| p.name() == plugin) {
+            return Ok(p);
+        }
+        self.load_plugin(&format!("marquee_{}", plugin.replace('-', "_")))
+            .map_err(|e| match e.code() {
+                tonic::Code::NotFound => Status::not_found(format!("no plugin named {plugin:?}")),
+                _ => e,
+            })
+    }
+
+    /// Loads a model directory and starts serving it under `name`. Blocking: call it
+    /// off the async runtime.
+    pub fn load_model(
+        &self,
+        name: &str,
+        plugin: &str,
+        path: &Path,
+        options_json: &str,
+        batching: Batching,
+    ) -> Result<Arc<LoadedModel>, Status> {
+        if !is_plain_name(name) {
+            return Err(Status::invalid_argument(format!(
+                "model name {name:?} must be letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if self.models.contains_key(name) {
+            return Err(Status::already_exists(format!(
+                "model {name} is already loaded"
+            )));
+        }
+        if !path.is_dir() {
+            return Err(Status::not_found(format!(
+                "model directory {} does not exist",
+                path.display()
+            )));
+        }
+        let library = self.plugin_for(plugin, path)?;
+        let instance = Arc::new(
+            library
+                .create(path, options_json)
+                .map_err(|e| crate::status::from_host(&e))?,
+        );
+        let (jobs, receiver) = mpsc::channel();
+        let model = Arc::new(LoadedModel {
+            name: name.to_string(),
+            instance: Arc::clone(&instance),
+            path: path.to_path_buf(),
+            queue: Arc::new(Semaphore::new(batching.max_queue_inputs)),
+            batching: batching.clone(),
+            jobs,
+        });
+        match self.models.entry(name.to_string()) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(Status::already_exists(format!(
+                    "model {name} is already loaded"
+                )))
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Arc::clone(&model));
+            }
+        }
+        let thread_name = format!("infer-{name}");
+        let model_name = name.to_string();
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || batcher::run(model_name, instance, batching, receiver))
+            .map_err(|e| Status::internal(format!("starting the inference thread: {e}")))?;
+        tracing::info!(model = name, plugin = library.name(), dim = model.instance.info().output_dim, path = %path.display(), "model loaded");
+        Ok(model)
+    }
+
+    /// Stops serving a model. Queued requests still complete.
+    pub fn unload_model(&self, name: &str) -> Result<(), Status> {
+        self.models
+            .remove(name)
+            .map(|_| tracing::info!(model = name, "model unloaded"))
+            .ok_or_else(|| Status::not_found(format!("model {name} is not loaded")))
+    }
+
+    /// The model serving `name`, or the default model for an empty name.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, Status> {
+        let name = if name.is_empty() {
+            self.default_model_name()
+                .ok_or_else(|| Status::not_found("no model is loaded"))?
+        } else {
+            name.to_string()
+        };
+        self.models
+            .get(&name)
+            .map(|m| Arc::clone(&m))
+            .ok_or_else(|| {
+                let mut loaded: Vec<String> = self.models.iter().map(|m| m.key().clone()).collect();
+                loaded.sort();
+                Status::not_found(format!(
+                    "model {name:?} is not loaded (loaded: {})",
+                    if loaded.is_empty() {
+                        "none".into()
+                    } else {
+                        loaded.join(", ")
+                    }
+                ))
+            })
+    }
+
+    /// The default model's name: the configured one if loaded, else the first by name.
+    pub fn default_model_name(&self) -> Option<String> {
+        let configured = self
+            .default_model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if self.models.contains_key(&configured) {
+            return Some(configured);
+        }
+        self.models.iter().map(|m| m.key().clone()).min()
+    }
+
+    /// Every loaded model, sorted by name.
+    pub fn models(&self) -> Vec<Arc<LoadedModel>> {
+        let mut all: Vec<_> = self.models.iter().map(|m| Arc::clone(m.value())).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// `lib<stem>.so` on Linux, `lib<stem>.dylib` on macOS, `<stem>.dll` on Windows.
+fn libloading_filename(stem: &str) -> String {
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_only() {
+        assert!(is_plain_name("marquee_bert_text"));
+        assert!(is_plain_name("all-MiniLM-L6-v2"));
+        for bad in ["", "../x", "a/b", "..", "a\\b", "x y"] {
+            assert!(!is_plain_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_and_non_library_plugins_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().to_path_buf(), String::new());
+        let missing = registry.load_plugin("nothing_here").unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        std::fs::write(
+            dir.path().join(libloading_filename("garbage")),
+            b"not an ELF",
+        )
+        .unwrap();
+        let garbage = registry.load_plugin("garbage").unwrap_err();
+        assert_eq!(garbage.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            garbage.message().contains("cannot load plugin"),
+            "{}",
+            garbage.message()
+        );
+        assert_eq!(
+            registry.load_plugin("../etc").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

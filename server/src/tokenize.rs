@@ -1,0 +1,82 @@
+//! The tokenization worker pool: tokenizes a request's texts in parallel, off the
+//! async runtime, and lays the ids out as a ragged batch.
+
+use crate::registry::LoadedModel;
+use rayon::prelude::*;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// A request's texts as one ragged batch of token ids.
+pub struct TokenizedBatch {
+    /// Every input's ids, back to back.
+    pub ids: Vec<u32>,
+    /// Input boundaries (`n + 1` entries).
+    pub offsets: Vec<usize>,
+    /// Inputs that were cut at the model's limit.
+    pub truncated_inputs: u32,
+}
+
+/// Threads dedicated to tokenization.
+pub struct TokenizerPool {
+    pool: rayon::ThreadPool,
+}
+
+impl TokenizerPool {
+    /// A pool of `workers` threads (0: one per core).
+    pub fn new(workers: usize) -> anyhow::Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("tokenize-{i}"))
+            .build()?;
+        Ok(Self { pool })
+    }
+
+    /// Tokenizes `texts` for `model`. With `refuse_truncation`, an input over the
+    /// model's token limit fails the request with `INVALID_ARGUMENT`.
+    pub async fn tokenize(
+        &self,
+        model: Arc<LoadedModel>,
+        texts: Vec<String>,
+        refuse_truncation: bool,
+    ) -> Result<TokenizedBatch, Status> {
+        let (reply, result) = oneshot::channel();
+        self.pool.spawn(move || {
+            let limit = model.instance.info().max_input_tokens;
+            let tokens: Result<Vec<_>, Status> = texts
+                .par_iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let t = model
+                        .instance
+                        .tokenize(text, limit)
+                        .map_err(|e| crate::status::from_host(&e))?;
+                    if refuse_truncation && t.untruncated_len > limit as usize {
+                        return Err(Status::invalid_argument(format!(
+                            "input {i} has {} tokens, over model {}'s limit of {limit}, and truncation is disabled",
+                            t.untruncated_len, model.name
+                        )));
+                    }
+                    Ok(t)
+                })
+                .collect();
+            let _ = reply.send(tokens.map(|tokens| {
+                let mut batch = TokenizedBatch {
+                    ids: Vec::with_capacity(tokens.iter().map(|t| t.ids.len()).sum()),
+                    offsets: Vec::with_capacity(tokens.len() + 1),
+                    truncated_inputs: 0,
+                };
+                batch.offsets.push(0);
+                for t in tokens {
+                    batch.truncated_inputs += u32::from(t.untruncated_len > t.ids.len());
+                    batch.ids.extend_from_slice(&t.ids);
+                    batch.offsets.push(batch.ids.len());
+                }
+                batch
+            }));
+        });
+        result
+            .await
+            .map_err(|_| Status::internal("tokenization worker stopped"))?
+    }
+}
