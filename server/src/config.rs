@@ -89,7 +89,7 @@ pub struct Settings {
     pub default_model: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
-    /// Log filter (tracing `EnvFilter` syntax); `MARQUEE_LOG` overrides it.
+    /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
     /// Per-request limits.
     pub limits: Limits,

@@ -61,8 +61,7 @@ fn settings(args: &Args) -> Result<Settings> {
 }
 
 fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_from_env("MARQUEE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let filter = EnvFilter::new(&settings.log_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

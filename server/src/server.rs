@@ -118,6 +118,9 @@ pub async fn run(
     // One machine-readable line on stdout for scripts and tests.
     println!("marquee-server listening grpc={grpc_addr} metrics={metrics_addr}");
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            crate::status::oversize_as_resource_exhausted,
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

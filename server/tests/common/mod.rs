@@ -1,0 +1,178 @@
+//! Test harness: runs the real `marquee-server` binary on free local ports.
+#![allow(dead_code)]
+
+use marquee_client::Client;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The directory holding the server binary and the plugins built beside it.
+pub fn plugin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_marquee-server"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let plugin = dir.join(format!(
+        "{}marquee_bert_text{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        plugin.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        plugin.display()
+    );
+    dir
+}
+
+/// The all-MiniLM-L6-v2 directory (fetched by scripts/fetch-model.sh).
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("MARQUEE_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("data/models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model: run scripts/fetch-model.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A running server process, killed on drop.
+pub struct Server {
+    child: Child,
+    /// gRPC address, e.g. `http://127.0.0.1:41225`.
+    pub url: String,
+    /// Metrics address, e.g. `127.0.0.1:42677`.
+    pub metrics: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server with `args` after the port flags.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts the server with extra arguments and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marquee-server"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("MARQUEE_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting marquee-server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(str::to_string)
+        };
+        let (Some(grpc), Some(metrics)) = (field("grpc="), field("metrics=")) else {
+            let _ = child.kill();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
+        };
+        Server {
+            child,
+            url: format!("http://{grpc}"),
+            metrics,
+            log,
+        }
+    }
+
+    /// Starts a server serving all-MiniLM-L6-v2 as `minilm` with `extra` arguments.
+    pub fn minilm(extra: &[&str]) -> Server {
+        let model = format!("minilm={}", minilm_dir().display());
+        let plugins = plugin_dir().display().to_string();
+        let mut args = vec!["--plugin-dir", &plugins, "--model", &model];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await.expect("connecting")
+    }
+
+    /// Waits until the server log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Body of `GET /metrics`.
+    pub fn scrape_metrics(&self) -> String {
+        let mut stream = TcpStream::connect(&self.metrics).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Largest absolute component difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
