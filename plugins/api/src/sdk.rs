@@ -274,7 +274,8 @@ pub fn last_error_ptr() -> *const c_char {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        mod __marquee_plugin_exports {
+        #[doc(hidden)]
+        pub mod __marquee_plugin_exports {
             use super::*;
             use std::ffi::c_char;
             use std::path::Path;

@@ -1,0 +1,252 @@
+//! Plugins as the server sees them: a working C plugin, broken plugins that must not
+//! stop the others, and models loaded and unloaded at run time.
+
+mod common;
+
+use common::Server;
+use marquee_client::proto::{
+    GetModelRequest, ListModelsRequest, LoadModelRequest, ModelKind, UnloadModelRequest,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tonic::Code;
+
+fn lib_name(stem: &str) -> String {
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// Builds a plugin directory: the real BERT plugin, C plugins compiled from
+/// tests/c_plugins against the public header, and a file that is no library at all.
+fn plugin_dir(dir: &Path) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let bert = lib_name("marquee_bert_text");
+    std::fs::copy(common::plugin_dir().join(&bert), plugins.join(&bert)).unwrap();
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c_plugins");
+    let include = common::repo_root().join("plugins/api/include");
+    for (source, stem) in [
+        ("echo.c", "c_echo"),
+        ("wrong_abi.c", "wrong_abi"),
+        ("no_entry.c", "no_entry"),
+    ] {
+        let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-std=c11", "-shared", "-fPIC", "-Wall", "-Werror", "-I"])
+            .arg(&include)
+            .arg(sources.join(source))
+            .arg("-o")
+            .arg(plugins.join(lib_name(stem)))
+            .status()
+            .expect("running the C compiler");
+        assert!(status.success(), "compiling {source}");
+    }
+    std::fs::write(
+        plugins.join(lib_name("not_a_library")),
+        b"#!/bin/sh\necho hi\n",
+    )
+    .unwrap();
+    plugins
+}
+
+fn config(dir: &Path, plugins: &Path) -> PathBuf {
+    let echo_model = dir.join("echo-model");
+    std::fs::create_dir_all(&echo_model).unwrap();
+    let path = dir.join("marquee.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"plugin_dir = "{plugins}"
+plugins = ["marquee_bert_text", "c_echo", "wrong_abi", "no_entry", "not_a_library", "missing_plugin"]
+default_model = "minilm"
+
+[models.minilm]
+path = "{minilm}"
+
+[models.echo]
+path = "{echo}"
+plugin = "c-echo"
+
+[models.broken]
+path = "{echo}"
+plugin = "c-echo"
+options = {{ fail = true }}
+"#,
+            plugins = plugins.display(),
+            minilm = common::minilm_dir().display(),
+            echo = echo_model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_plugins_are_reported_and_the_rest_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    for needle in [
+        "does not support ABI version 1",
+        "exports no `marquee_plugin_entry` symbol",
+        "cannot load plugin",
+        "no plugin library",
+        "echo: refusing to start because the config asks it to fail",
+    ] {
+        assert!(
+            server.wait_for_log(needle),
+            "log lacks {needle:?}:\n{}",
+            server.log.lock().unwrap()
+        );
+    }
+    let mut client = server.client().await;
+    let models = client
+        .models
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["echo", "minilm"]);
+    assert!(models[1].is_default);
+    assert_eq!(models[0].plugin, "c-echo");
+    assert_eq!(models[0].kind, ModelKind::TextEncoder as i32);
+
+    // The C plugin serves real answers: [length, sum of bytes, first byte].
+    let echo = client.embed_texts("echo", &["ab", "c"]).await.unwrap();
+    assert_eq!(echo, vec![vec![2.0, 195.0, 97.0], vec![1.0, 99.0, 99.0]]);
+    assert_eq!(client.embed_texts("", &["x"]).await.unwrap()[0].len(), 384);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn models_load_and_unload_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let mut client = server.client().await;
+    let echo_dir = dir.path().join("echo-model").display().to_string();
+
+    let load = |name: &str, plugin: &str, path: &str| LoadModelRequest {
+        name: name.into(),
+        plugin: plugin.into(),
+        path: path.into(),
+        config_json: String::new(),
+    };
+    // The plugin is chosen from the directory when not named.
+    let info = client
+        .models
+        .load_model(load("echo2", "", &echo_dir))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.plugin.as_str(), info.dimension), ("c-echo", 3));
+    assert_eq!(
+        client.embed_texts("echo2", &["a"]).await.unwrap(),
+        vec![vec![1.0, 97.0, 97.0]]
+    );
+
+    let err = |r: Result<tonic::Response<_>, tonic::Status>| {
+        r.map(|_: tonic::Response<_>| ()).unwrap_err()
+    };
+    let e = err(client.models.load_model(load("echo2", "", &echo_dir)).await);
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = err(client
+        .models
+        .load_model(load("x", "../../etc/evil", &echo_dir))
+        .await);
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = err(client
+        .models
+        .load_model(load("x", "no-such-plugin", &echo_dir))
+        .await);
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = err(client
+        .models
+        .load_model(load("x", "", "/no/such/dir"))
+        .await);
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mut bad_config = load("x", "c-echo", &echo_dir);
+    bad_config.config_json = "{\"fail\": 1}".into();
+    let e = err(client.models.load_model(bad_config).await);
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("refusing to start"));
+
+    client
+        .models
+        .unload_model(UnloadModelRequest {
+            name: "echo2".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .embed_texts("echo2", &["a"])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let e = err(client
+        .models
+        .get_model(GetModelRequest {
+            name: "echo2".into(),
+        })
+        .await);
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unloading_a_model_does_not_drop_its_in_flight_requests() {
+    let server = Server::minilm(&[]);
+    let long = "an old film about a lighthouse keeper and a storm ".repeat(30);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut client = server.client().await;
+        let texts = vec![long.clone(); 32];
+        tasks.push(tokio::spawn(async move {
+            client.embed_texts("minilm", &texts).await
+        }));
+    }
+    let mut client = server.client().await;
+    // Wait until every request is admitted to the queue, then unload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let info = client
+            .models
+            .get_model(GetModelRequest {
+                name: "minilm".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if info.queued_inputs as usize >= 4 * 32 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    client
+        .models
+        .unload_model(UnloadModelRequest {
+            name: "minilm".into(),
+        })
+        .await
+        .unwrap();
+    for t in tasks {
+        let vectors = t
+            .await
+            .unwrap()
+            .expect("in-flight request answered after unload");
+        assert_eq!(vectors.len(), 32);
+    }
+    assert_eq!(
+        client
+            .embed_texts("minilm", &["x"])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+}
