@@ -46,6 +46,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// One strided matrix operand for [`matmul`]: element `(i, j)` is at `ptr + i*row_stride + j*col_stride`.
 #[derive(Clone, Copy)]
 struct View {
@@ -290,7 +297,7 @@ impl Backend for CpuBackend {
 
     fn attention(&self, qkv: &Matrix, offsets: &SeqOffsets, heads: usize) -> Result<Matrix> {
         check(
-            qkv.cols % 3 == 0 && heads > 0 && (qkv.cols / 3) % heads == 0,
+            qkv.cols.is_multiple_of(3) && heads > 0 && (qkv.cols / 3).is_multiple_of(heads),
             || format!("attention: {} columns for {heads} heads", qkv.cols),
         )?;
         check(offsets.last().copied().unwrap_or(0) == qkv.rows, || {
@@ -311,7 +318,6 @@ impl Backend for CpuBackend {
         tasks
             .into_par_iter()
             .for_each_init(Vec::new, |scores, (start, len, h)| {
-                let out_ptr = out_ptr;
                 let q = (base as *const f32).wrapping_add(start * qkv.cols + h * head_dim);
                 let k = q.wrapping_add(hidden);
                 let v = q.wrapping_add(2 * hidden);
@@ -345,7 +351,7 @@ impl Backend for CpuBackend {
                         len,
                         head_dim,
                         len,
-                        out_ptr.0.add(start * hidden + h * head_dim),
+                        out_ptr.get().add(start * hidden + h * head_dim),
                         hidden as isize,
                         View {
                             ptr: scores.as_ptr(),

@@ -60,7 +60,11 @@ impl<B: Backend> Bert<B> {
                 config.position_embedding_type
             );
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             bail!("hidden_size is not a multiple of num_attention_heads");
         }
         let (h, inter, eps) = (

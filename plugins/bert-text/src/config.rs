@@ -51,9 +51,12 @@ pub struct ModuleEntry {
     pub kind: String,
 }
 
-/// `1_Pooling/config.json`: exactly one mode must be on.
+/// `1_Pooling/config.json`: either the `pooling_mode` string (sentence-transformers ≥ 6)
+/// or the older `pooling_mode_*` booleans; exactly one mode must be selected.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode: Option<serde_json::Value>,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -71,6 +74,19 @@ pub struct PoolingConfig {
 impl PoolingConfig {
     /// The single pooling mode the file selects.
     pub fn mode(&self) -> Result<Pooling> {
+        if let Some(mode) = &self.pooling_mode {
+            let single = match mode {
+                serde_json::Value::String(s) => Some(s.as_str()),
+                serde_json::Value::Array(list) if list.len() == 1 => list[0].as_str(),
+                _ => None,
+            };
+            return match single {
+                Some("mean") => Ok(Pooling::Mean),
+                Some("cls") => Ok(Pooling::Cls),
+                Some("max") => Ok(Pooling::Max),
+                _ => bail!("unsupported pooling_mode {mode} (supported: mean, cls, max)"),
+            };
+        }
         if self.pooling_mode_mean_sqrt_len_tokens
             || self.pooling_mode_weightedmean_tokens
             || self.pooling_mode_lasttoken
@@ -127,6 +143,13 @@ impl DenseConfig {
     }
 }
 
+/// `tokenizer_config.json` (only the length limit).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TokenizerConfig {
+    /// Token limit of the tokenizer; huge sentinel values mean "none".
+    pub model_max_length: Option<f64>,
+}
+
 /// `sentence_bert_config.json`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SentenceBertConfig {
@@ -143,7 +166,8 @@ pub struct Pipeline {
     pub dense: Vec<(PathBuf, DenseConfig)>,
     /// Whether the output is L2-normalised.
     pub normalize: bool,
-    /// Token limit from `sentence_bert_config.json`, if any.
+    /// Token limit: `sentence_bert_config.json`'s, else `tokenizer_config.json`'s
+    /// `model_max_length` (what sentence-transformers falls back to), if any.
     pub max_seq_length: Option<usize>,
 }
 
@@ -163,11 +187,19 @@ impl Pipeline {
         } else {
             SentenceBertConfig::default()
         };
+        let tokenizer_limit = if dir.join("tokenizer_config.json").is_file() {
+            read_json::<TokenizerConfig>(&dir.join("tokenizer_config.json"))?
+                .model_max_length
+                .filter(|n| (1.0..1e9).contains(n))
+                .map(|n| n as usize)
+        } else {
+            None
+        };
         let mut pipeline = Pipeline {
             pooling: Pooling::Mean,
             dense: Vec::new(),
             normalize: false,
-            max_seq_length: sbert.max_seq_length,
+            max_seq_length: sbert.max_seq_length.or(tokenizer_limit),
         };
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {

@@ -103,8 +103,7 @@ impl BertText {
         let limit = config.max_position_embeddings;
         let max_seq_length = options
             .max_seq_length
-            .or(pipeline.max_seq_length)
-            .unwrap_or(limit);
+            .unwrap_or_else(|| pipeline.max_seq_length.unwrap_or(limit).min(limit));
         if max_seq_length == 0 || max_seq_length > limit {
             bail!("max_seq_length {max_seq_length} outside 1..={limit}");
         }

@@ -1,0 +1,240 @@
+//! Every CPU op against a plain, obviously-correct f64 implementation, on odd sizes.
+
+use marquee_kernels::{Activation, Backend, CpuBackend, LayerNorm, Matrix, Pooling};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
+    Matrix {
+        rows,
+        cols,
+        data: values(rows * cols, seed),
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - w).abs() / w.abs().max(1.0);
+        assert!(err <= tol, "element {i}: got {g}, want {w}");
+    }
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt()))
+}
+
+#[test]
+fn linear_with_bias_and_activations() {
+    let cpu = CpuBackend;
+    let (m, k, n) = (37, 129, 67);
+    let x = matrix(m, k, 1);
+    let w = matrix(n, k, 2);
+    let b = matrix(1, n, 3);
+    for act in [Activation::Identity, Activation::Gelu, Activation::Tanh] {
+        let got = cpu.linear(&x, &w, Some(&b), act).unwrap();
+        let mut want = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = b.data[j] as f64;
+                for t in 0..k {
+                    s += x.data[i * k + t] as f64 * w.data[j * k + t] as f64;
+                }
+                want[i * n + j] = match act {
+                    Activation::Identity => s,
+                    Activation::Gelu => gelu(s),
+                    Activation::Tanh => s.tanh(),
+                };
+            }
+        }
+        assert_close(&got.data, &want, 1e-5);
+    }
+    assert!(cpu
+        .linear(&x, &matrix(n, k + 1, 4), None, Activation::Identity)
+        .is_err());
+}
+
+#[test]
+fn add_layer_norm_and_embeddings() {
+    let cpu = CpuBackend;
+    let (rows, h) = (9, 33);
+    let norm = LayerNorm {
+        gamma: matrix(1, h, 5),
+        beta: matrix(1, h, 6),
+        eps: 1e-12,
+    };
+    let mut x = matrix(rows, h, 7);
+    let residual = matrix(rows, h, 8);
+    let want: Vec<f64> = (0..rows)
+        .flat_map(|r| {
+            let v: Vec<f64> = (0..h)
+                .map(|c| (x.data[r * h + c] + residual.data[r * h + c]) as f64)
+                .collect();
+            let mean = v.iter().sum::<f64>() / h as f64;
+            let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / h as f64;
+            (0..h)
+                .map(|c| {
+                    (v[c] - mean) / (var + 1e-12).sqrt() * norm.gamma.data[c] as f64
+                        + norm.beta.data[c] as f64
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    cpu.add_layer_norm(&mut x, &residual, &norm).unwrap();
+    assert_close(&x.data, &want, 1e-5);
+
+    let (word, pos, ty) = (matrix(11, h, 9), matrix(5, h, 10), matrix(2, h, 11));
+    let out = cpu
+        .embed_tokens(&word, &pos, &ty, &[3, 10, 0], &[0, 1, 0], &norm)
+        .unwrap();
+    assert_eq!((out.rows, out.cols), (3, h));
+    assert!(
+        cpu.embed_tokens(&word, &pos, &ty, &[11], &[0], &norm)
+            .is_err(),
+        "token id out of range"
+    );
+    assert!(
+        cpu.embed_tokens(&word, &pos, &ty, &[1], &[5], &norm)
+            .is_err(),
+        "position out of range"
+    );
+}
+
+#[test]
+fn ragged_attention_matches_per_sequence_softmax_attention() {
+    let cpu = CpuBackend;
+    let (heads, head_dim) = (3, 5);
+    let hidden = heads * head_dim;
+    let offsets = [0usize, 1, 8, 21];
+    let qkv = matrix(21, 3 * hidden, 12);
+    let got = cpu.attention(&qkv, &offsets, heads).unwrap();
+    let at = |r: usize, c: usize| qkv.data[r * 3 * hidden + c] as f64;
+    let mut want = vec![0f64; 21 * hidden];
+    for w in offsets.windows(2) {
+        for h in 0..heads {
+            for i in w[0]..w[1] {
+                let scores: Vec<f64> = (w[0]..w[1])
+                    .map(|j| {
+                        (0..head_dim)
+                            .map(|d| at(i, h * head_dim + d) * at(j, hidden + h * head_dim + d))
+                            .sum::<f64>()
+                            / (head_dim as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                for d in 0..head_dim {
+                    want[i * hidden + h * head_dim + d] = (w[0]..w[1])
+                        .zip(&exps)
+                        .map(|(j, e)| e / sum * at(j, 2 * hidden + h * head_dim + d))
+                        .sum();
+                }
+            }
+        }
+    }
+    assert_close(&got.data, &want, 1e-5);
+}
+
+#[test]
+fn pooling_and_normalisation() {
+    let cpu = CpuBackend;
+    let x = matrix(7, 4, 13);
+    let offsets = [0usize, 3, 7];
+    let mean = cpu.pool(&x, &offsets, Pooling::Mean).unwrap();
+    let cls = cpu.pool(&x, &offsets, Pooling::Cls).unwrap();
+    let max = cpu.pool(&x, &offsets, Pooling::Max).unwrap();
+    for (s, w) in offsets.windows(2).enumerate() {
+        for c in 0..4 {
+            let col: Vec<f64> = (w[0]..w[1]).map(|r| x.data[r * 4 + c] as f64).collect();
+            assert_close(
+                &[mean.data[s * 4 + c]],
+                &[col.iter().sum::<f64>() / col.len() as f64],
+                1e-6,
+            );
+            assert_eq!(cls.data[s * 4 + c] as f64, col[0]);
+            assert_eq!(
+                max.data[s * 4 + c] as f64,
+                col.iter().cloned().fold(f64::MIN, f64::max)
+            );
+        }
+    }
+    assert!(
+        cpu.pool(&x, &[0, 3, 3, 7], Pooling::Mean).is_err(),
+        "empty sequence"
+    );
+
+    let mut m = Matrix {
+        rows: 2,
+        cols: 3,
+        data: vec![3.0, 0.0, 4.0, 0.0, 0.0, 0.0],
+    };
+    cpu.l2_normalize(&mut m).unwrap();
+    assert_eq!(m.data, vec![0.6, 0.0, 0.8, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn top_k_matches_a_full_sort_with_index_tiebreak() {
+    let cpu = CpuBackend;
+    let dim = 8;
+    // Duplicated rows create exact ties; a NaN row must never rank.
+    let mut corpus = matrix(40_000, dim, 14);
+    let row5: Vec<f32> = corpus.data[5 * dim..6 * dim].to_vec();
+    corpus.data[17 * dim..18 * dim].copy_from_slice(&row5);
+    corpus.data[30_001 * dim..30_002 * dim].copy_from_slice(&row5);
+    corpus.data[9 * dim] = f32::NAN;
+    let mut queries = matrix(3, dim, 15);
+    queries.data[..dim].copy_from_slice(&row5);
+    for k in [0, 1, 10, 37, 40_000, 50_000] {
+        let got = cpu.top_k_dot(&queries, &corpus, k).unwrap();
+        for (q, hits) in got.iter().enumerate() {
+            let mut all: Vec<(f32, u32)> = (0..corpus.rows)
+                .map(|i| {
+                    let s: f32 = (0..dim)
+                        .map(|d| queries.data[q * dim + d] * corpus.data[i * dim + d])
+                        .sum();
+                    (s, i as u32)
+                })
+                .filter(|(s, _)| !s.is_nan())
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let want: Vec<u32> = all.iter().take(k).map(|(_, i)| *i).collect();
+            let got_ids: Vec<u32> = hits.iter().map(|h| h.index).collect();
+            assert_eq!(got_ids.len(), want.len(), "k={k}");
+            // Near-ties may swap between summation orders; exact ties must follow the index.
+            let agree = got_ids.iter().zip(&want).filter(|(a, b)| a == b).count();
+            assert!(
+                agree as f64 >= 0.99 * want.len() as f64,
+                "k={k}: {agree} of {}",
+                want.len()
+            );
+        }
+        if k >= corpus.rows {
+            let at = |id: u32| got[0].iter().position(|h| h.index == id).unwrap();
+            let p = at(5);
+            assert_eq!(
+                (at(17), at(30_001)),
+                (p + 1, p + 2),
+                "exact ties ordered by index"
+            );
+            assert_eq!(
+                got[0].len(),
+                corpus.rows - 1,
+                "NaN row never ranks; k > n returns n"
+            );
+        }
+    }
+}
