@@ -1,6 +1,7 @@
 //! The CPU backend: GEMMs through the `gemm` crate, everything else as cache-friendly
 //! row loops parallelised with rayon.
 
+use crate::simd;
 use crate::topk::{Hit, TopK};
 use crate::{Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets};
 use gemm::Parallelism;
@@ -109,44 +110,17 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     }
 }
 
+/// Rows handed to one rayon task by row-wise ops: about 16k values, enough to amortise
+/// scheduling and small enough to spread over the cores.
+fn rows_per_task(cols: usize) -> usize {
+    (16_384 / cols.max(1)).max(1)
+}
+
 fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
     if cond {
         Ok(())
     } else {
         Err(KernelError::Shape(what()))
-    }
-}
-
-/// In-place layer norm of one row.
-#[inline]
-fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-        *v = (*v - mean) * inv * g + b;
-    }
-}
-
-/// The exact GELU: `x · Φ(x)`.
-#[inline]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// In-place numerically stable softmax of one row.
-#[inline]
-fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -215,7 +189,7 @@ impl Backend for CpuBackend {
                 for i in 0..hidden {
                     row[i] = w[i] + p[i] + t[i];
                 }
-                layer_norm_row(row, &norm.gamma.data, &norm.beta.data, norm.eps);
+                simd::layer_norm_rows(row, None, &norm.gamma.data, &norm.beta.data, norm.eps);
             });
         Ok(out)
     }
@@ -261,16 +235,18 @@ impl Backend for CpuBackend {
         }
         if bias.is_some() || activation != Activation::Identity {
             let bias = bias.map(|b| b.data.as_slice());
-            out.data.par_chunks_mut(n).for_each(|row| {
-                if let Some(b) = bias {
-                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                }
-                match activation {
-                    Activation::Identity => {}
-                    Activation::Gelu => row.iter_mut().for_each(|v| *v = gelu(*v)),
-                    Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
-                }
-            });
+            out.data
+                .par_chunks_mut(n * rows_per_task(n))
+                .for_each(|rows| {
+                    if let Some(b) = bias {
+                        simd::add_bias_rows(rows, b);
+                    }
+                    match activation {
+                        Activation::Identity => {}
+                        Activation::Gelu => simd::gelu_in_place(rows),
+                        Activation::Tanh => simd::tanh_in_place(rows),
+                    }
+                });
         }
         Ok(out)
     }
@@ -285,12 +261,12 @@ impl Backend for CpuBackend {
             "residual shape differs".into()
         })?;
         let cols = x.cols;
+        let chunk = cols * rows_per_task(cols);
         x.data
-            .par_chunks_mut(cols)
-            .zip(residual.data.par_chunks(cols))
-            .for_each(|(row, res)| {
-                row.iter_mut().zip(res).for_each(|(v, r)| *v += r);
-                layer_norm_row(row, &norm.gamma.data, &norm.beta.data, norm.eps);
+            .par_chunks_mut(chunk)
+            .zip(residual.data.par_chunks(chunk))
+            .for_each(|(rows, res)| {
+                simd::layer_norm_rows(rows, Some(res), &norm.gamma.data, &norm.beta.data, norm.eps);
             });
         Ok(())
     }
@@ -343,10 +319,7 @@ impl Backend for CpuBackend {
                         },
                         Parallelism::None,
                     );
-                    for row in scores.chunks_mut(len) {
-                        row.iter_mut().for_each(|s| *s *= scale);
-                        softmax_row(row);
-                    }
+                    simd::softmax_rows(scores, len, scale);
                     matmul(
                         len,
                         head_dim,
@@ -407,12 +380,9 @@ impl Backend for CpuBackend {
 
     fn l2_normalize(&self, x: &mut Matrix) -> Result<()> {
         let cols = x.cols.max(1);
-        x.data.par_chunks_mut(cols).for_each(|row| {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            // Same guard as torch.nn.functional.normalize (eps = 1e-12).
-            let inv = 1.0 / norm.max(1e-12);
-            row.iter_mut().for_each(|v| *v *= inv);
-        });
+        x.data
+            .par_chunks_mut(cols * rows_per_task(cols))
+            .for_each(|rows| simd::l2_normalize_rows(rows, cols));
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! split by offsets, so no arithmetic is ever spent on padding.
 
 pub mod cpu;
+mod simd;
 pub mod topk;
 
 pub use cpu::{CpuBackend, Matrix};

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 /// Loads the configured plugins and models; failures are logged and skipped so the
 /// server keeps serving what did load.
@@ -62,6 +63,18 @@ async fn serve_metrics(listener: TcpListener, handle: PrometheusHandle) {
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "metrics endpoint stopped");
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: without it a small response waits
+/// for the client's delayed ACK (about 40 ms on Linux).
+fn incoming_no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Runs the server until `shutdown` resolves.
@@ -126,7 +139,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(embedding)
         .add_service(models)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+        .serve_with_incoming_shutdown(incoming_no_delay(grpc), shutdown)
         .await
         .context("gRPC server failed")?;
     tracing::info!("server stopped");

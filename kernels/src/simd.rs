@@ -1,0 +1,230 @@
+//! Element-wise CPU kernels written as plain loops that LLVM vectorizes, compiled
+//! three times (AVX-512, AVX2+FMA, baseline) and picked at run time, so one binary
+//! runs anywhere and still uses the widest vectors the CPU has.
+
+/// Defines a function whose body is compiled for AVX-512, AVX2+FMA and the baseline,
+/// dispatching on the CPU's features at each call.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) { generic($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) { generic($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features `v4` was compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `v3` was compiled for.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+/// Lanes used to split reductions so they vectorize (16 f32 = one AVX-512 register).
+const LANES: usize = 16;
+
+/// Sum with `LANES` independent accumulators.
+#[inline(always)]
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Maximum with `LANES` independent accumulators (NaN-free inputs).
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    tail.iter()
+        .chain(acc.iter())
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// `erf(x)` for f32 as a rational polynomial on [-4, 4] (the approximation Eigen and
+/// XLA use for float erf; error of a few ulp), with no branches or calls.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
+    p = x2.mul_add(p, -2.101_024_e-6);
+    p = x2.mul_add(p, -5.692_506_4e-5);
+    p = x2.mul_add(p, -7.349_906_3e-4);
+    p = x2.mul_add(p, -2.954_600_6e-3);
+    p = x2.mul_add(p, -1.609_603_3e-2);
+    let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
+    q = x2.mul_add(q, -1.682_827e-3);
+    q = x2.mul_add(q, -7.373_329_3e-3);
+    q = x2.mul_add(q, -1.426_473_9e-2);
+    x * p / q
+}
+
+/// `e^x` for f32 by range reduction to [-ln2/2, ln2/2] and a degree-6 polynomial
+/// (relative error about 2e-7); inputs are clamped to [-87, 88], so very negative
+/// inputs give about 1.6e-38 (a softmax term of nothing).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    p = r.mul_add(p, 1.0 / 24.0);
+    p = r.mul_add(p, 1.0 / 6.0);
+    p = r.mul_add(p, 0.5);
+    p = r.mul_add(p, 1.0);
+    p = r.mul_add(p, 1.0);
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+multiversion! {
+    /// `x ← gelu(x)` (erf form) in place.
+    pub fn gelu_in_place(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            let v = *x;
+            *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+multiversion! {
+    /// `x ← tanh(x)` in place.
+    pub fn tanh_in_place(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            // tanh(v) = 1 - 2 / (e^{2v} + 1), exact enough and branch-free.
+            let e = exp(2.0 * *x);
+            *x = 1.0 - 2.0 / (e + 1.0);
+        }
+    }
+}
+
+multiversion! {
+    /// Adds `bias` to every row of a `rows × bias.len()` matrix.
+    pub fn add_bias_rows(data: &mut [f32], bias: &[f32]) {
+        for row in data.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of each `len`-wide row of `data` after scaling it by `scale`.
+    pub fn softmax_rows(data: &mut [f32], len: usize, scale: f32) {
+        for row in data.chunks_exact_mut(len) {
+            let max = lane_max(row) * scale;
+            for v in row.iter_mut() {
+                *v = exp(v.mul_add(scale, -max));
+            }
+            let inv = 1.0 / lane_sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Layer norm of every row of `rows` (width `gamma.len()`), after adding
+    /// `residual` (same shape) when given. Mean and variance in two passes, as PyTorch.
+    pub fn layer_norm_rows(rows: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
+        let width = gamma.len();
+        for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+            if let Some(res) = residual {
+                for (v, x) in row.iter_mut().zip(&res[r * width..(r + 1) * width]) {
+                    *v += x;
+                }
+            }
+            let mean = lane_sum(row) / width as f32;
+            let mut acc = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            for c in chunks {
+                for i in 0..LANES {
+                    acc[i] += (c[i] - mean) * (c[i] - mean);
+                }
+            }
+            let var = (acc.iter().sum::<f32>() + tail) / width as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Scales every `width`-wide row to unit L2 norm (norm floored at 1e-12 as in
+    /// `torch.nn.functional.normalize`).
+    pub fn l2_normalize_rows(data: &mut [f32], width: usize) {
+        for row in data.chunks_exact_mut(width) {
+            let mut acc = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for i in 0..LANES {
+                    acc[i] += c[i] * c[i];
+                }
+            }
+            let norm = (acc.iter().sum::<f32>() + tail).sqrt();
+            let inv = 1.0 / norm.max(1e-12);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_and_exp_match_libm() {
+        let mut worst_erf = 0f64;
+        let mut worst_exp = 0f64;
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 6e-5;
+            worst_erf = worst_erf.max((erf(x) as f64 - libm::erf(x as f64)).abs());
+            let y = x * 10.0;
+            let e = libm::exp(y as f64);
+            worst_exp = worst_exp.max(((exp(y) as f64) - e).abs() / e);
+        }
+        assert!(worst_erf < 1e-6, "erf abs error {worst_erf}");
+        assert!(worst_exp < 1e-6, "exp rel error {worst_exp}");
+        assert!(exp(-200.0) < 2e-38);
+        assert_eq!(erf(10.0), 1.0);
+    }
+}
