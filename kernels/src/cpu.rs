@@ -208,15 +208,17 @@ impl Backend for CpuBackend {
             )
         })?;
         let (m, k, n) = (x.rows, x.cols, weight.rows);
-        let mut out = Matrix::zeros(m, n);
-        if m > 0 {
-            // SAFETY: sizes and strides describe exactly the three buffers.
+        // gemm overwrites every element (read_dst is false), so the output is not zeroed.
+        let mut data: Vec<f32> = Vec::with_capacity(m * n);
+        if m > 0 && n > 0 {
+            // SAFETY: sizes and strides describe exactly the three buffers; the output
+            // is the vector's spare capacity, fully written before `set_len`.
             unsafe {
                 matmul(
                     m,
                     n,
                     k,
-                    out.data.as_mut_ptr(),
+                    data.spare_capacity_mut().as_mut_ptr().cast(),
                     n as isize,
                     View {
                         ptr: x.data.as_ptr(),
@@ -231,8 +233,16 @@ impl Backend for CpuBackend {
                     },
                     gemm_parallelism(m, n, k),
                 );
+                data.set_len(m * n);
             }
+        } else {
+            data.resize(m * n, 0.0);
         }
+        let mut out = Matrix {
+            rows: m,
+            cols: n,
+            data,
+        };
         if bias.is_some() || activation != Activation::Identity {
             let bias = bias.map(|b| b.data.as_slice());
             out.data
