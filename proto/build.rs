@@ -4,7 +4,13 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["marquee/v1/embedding.proto", "marquee/v1/models.proto"];
+const PROTOS: &[&str] = &[
+    "marquee/v1/embedding.proto",
+    "marquee/v1/models.proto",
+    "marquee/v1/retrieval.proto",
+    "marquee/v1/evaluation.proto",
+    "marquee/storage/v1/storage.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

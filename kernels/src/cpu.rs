@@ -3,7 +3,9 @@
 
 use crate::simd;
 use crate::topk::{Hit, TopK};
-use crate::{Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets};
+use crate::{
+    Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
+};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -396,19 +398,37 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn top_k_dot(&self, queries: &Matrix, corpus: &Matrix, k: usize) -> Result<Vec<Vec<Hit>>> {
+    fn top_k_dot(
+        &self,
+        queries: &Matrix,
+        corpus: &Matrix,
+        k: usize,
+        options: &TopKOptions<'_>,
+    ) -> Result<Vec<Vec<Hit>>> {
         check(queries.cols == corpus.cols, || {
             format!(
                 "top_k_dot: queries have {} columns, corpus {}",
                 queries.cols, corpus.cols
             )
         })?;
+        let per_row = |what: &str, len: Option<usize>| {
+            check(len.is_none_or(|l| l == corpus.rows), || {
+                format!("top_k_dot: {what} must have one entry per corpus row")
+            })
+        };
+        per_row("row_bias", options.row_bias.map(<[f32]>::len))?;
+        per_row("allowed", options.allowed.map(<[bool]>::len))?;
+        per_row("tie_rank", options.tie_rank.map(<[u32]>::len))?;
+        check(
+            options.excluded.is_none_or(|e| e.len() == queries.rows),
+            || "top_k_dot: excluded must have one list per query".into(),
+        )?;
         let (nq, dim) = (queries.rows, queries.cols);
         let mut selections: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
-        if nq == 0 || k == 0 {
+        if nq == 0 || k == 0 || corpus.rows == 0 {
             return Ok(selections.into_iter().map(TopK::into_sorted).collect());
         }
-        let mut scores = vec![0.0f32; nq * TOPK_BLOCK_ROWS.min(corpus.rows.max(1))];
+        let mut scores = vec![0.0f32; nq * TOPK_BLOCK_ROWS.min(corpus.rows)];
         for block_start in (0..corpus.rows).step_by(TOPK_BLOCK_ROWS) {
             let block = TOPK_BLOCK_ROWS.min(corpus.rows - block_start);
             // SAFETY: `scores` holds nq × block values; the corpus view covers `block` rows.
@@ -435,9 +455,22 @@ impl Backend for CpuBackend {
             selections
                 .par_iter_mut()
                 .zip(scores.par_chunks(block))
-                .for_each(|(sel, row)| {
-                    for (i, &s) in row.iter().enumerate() {
-                        sel.push((block_start + i) as u32, s);
+                .enumerate()
+                .for_each(|(q, (selection, row_scores))| {
+                    let excluded = options.excluded.map(|e| e[q].as_slice()).unwrap_or(&[]);
+                    let mut skip = excluded.partition_point(|&r| (r as usize) < block_start);
+                    for (i, &s) in row_scores.iter().enumerate() {
+                        let row = block_start + i;
+                        if excluded.get(skip) == Some(&(row as u32)) {
+                            skip += 1;
+                            continue;
+                        }
+                        if options.allowed.is_some_and(|a| !a[row]) {
+                            continue;
+                        }
+                        let score = s + options.row_bias.map_or(0.0, |b| b[row]);
+                        let tie = options.tie_rank.map_or(row as u32, |t| t[row]);
+                        selection.push(row as u32, score, tie);
                     }
                 });
         }

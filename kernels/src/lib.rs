@@ -10,7 +10,7 @@ mod simd;
 pub mod topk;
 
 pub use cpu::{CpuBackend, Matrix};
-pub use topk::Hit;
+pub use topk::{Hit, TopK};
 
 /// Errors raised by a backend.
 #[derive(Debug, thiserror::Error)]
@@ -120,14 +120,29 @@ pub trait Backend: Send + Sync + 'static {
     /// Scales every row to unit L2 norm (zero rows stay zero).
     fn l2_normalize(&self, x: &mut Self::Tensor) -> Result<()>;
 
-    /// For each query row, the `k` corpus rows with the largest dot product, best first,
-    /// ties broken by the lower row index. NaN scores never rank.
+    /// For each query row, the `k` eligible corpus rows with the largest score
+    /// `query · row + bias[row]`, best first; ties go to the lower `tie_rank` (the row
+    /// index when absent). NaN scores never rank; fewer than `k` rows give fewer hits.
     fn top_k_dot(
         &self,
         queries: &Self::Tensor,
         corpus: &Self::Tensor,
         k: usize,
+        options: &TopKOptions<'_>,
     ) -> Result<Vec<Vec<Hit>>>;
+}
+
+/// Scoring and eligibility rules for [`Backend::top_k_dot`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TopKOptions<'a> {
+    /// Added to every query's score of each row (e.g. `-|x|²/2` to rank by L2 distance).
+    pub row_bias: Option<&'a [f32]>,
+    /// Rows any query may return (`true`); all rows when absent.
+    pub allowed: Option<&'a [bool]>,
+    /// Per query, rows it must not return, sorted ascending.
+    pub excluded: Option<&'a [Vec<u32>]>,
+    /// Order among equal scores, lower first (e.g. each row's rank by item id).
+    pub tie_rank: Option<&'a [u32]>,
 }
 
 /// Parameters of a layer norm.

@@ -10,15 +10,17 @@ pub struct Hit {
     pub index: u32,
     /// Score (higher is better).
     pub score: f32,
+    /// Order among equal scores (lower first).
+    pub tie: u32,
 }
 
 impl Hit {
-    /// The ranking order: higher score first, then lower index.
+    /// The ranking order: higher score first, then lower tie rank.
     pub fn rank_cmp(&self, other: &Hit) -> Ordering {
         other
             .score
             .total_cmp(&self.score)
-            .then(self.index.cmp(&other.index))
+            .then(self.tie.cmp(&other.tie))
     }
 }
 
@@ -59,11 +61,11 @@ impl TopK {
 
     /// Offers one hit; NaN scores are ignored.
     #[inline]
-    pub fn push(&mut self, index: u32, score: f32) {
+    pub fn push(&mut self, index: u32, score: f32, tie: u32) {
         if self.k == 0 || score.is_nan() {
             return;
         }
-        let hit = Hit { index, score };
+        let hit = Hit { index, score, tie };
         if self.heap.len() < self.k {
             self.heap.push(Worst(hit));
         } else if let Some(worst) = self.heap.peek() {
@@ -90,7 +92,7 @@ mod tests {
     fn keeps_best_with_index_tiebreak_and_skips_nan() {
         let mut top = TopK::new(3);
         for (i, s) in [0.5, f32::NAN, 0.9, 0.5, 0.9, 0.1].into_iter().enumerate() {
-            top.push(i as u32, s);
+            top.push(i as u32, s, i as u32);
         }
         let got: Vec<(u32, f32)> = top
             .into_sorted()
@@ -103,11 +105,11 @@ mod tests {
     #[test]
     fn k_zero_and_k_above_n() {
         let mut none = TopK::new(0);
-        none.push(0, 1.0);
+        none.push(0, 1.0, 0);
         assert!(none.into_sorted().is_empty());
         let mut all = TopK::new(10);
-        all.push(1, 0.2);
-        all.push(0, 0.3);
+        all.push(1, 0.2, 1);
+        all.push(0, 0.3, 0);
         assert_eq!(all.into_sorted().len(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! Every CPU op against a plain, obviously-correct f64 implementation, on odd sizes.
 
-use marquee_kernels::{Activation, Backend, CpuBackend, LayerNorm, Matrix, Pooling};
+use marquee_kernels::{Activation, Backend, CpuBackend, LayerNorm, Matrix, Pooling, TopKOptions};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -199,7 +199,9 @@ fn top_k_matches_a_full_sort_with_index_tiebreak() {
     let mut queries = matrix(3, dim, 15);
     queries.data[..dim].copy_from_slice(&row5);
     for k in [0, 1, 10, 37, 40_000, 50_000] {
-        let got = cpu.top_k_dot(&queries, &corpus, k).unwrap();
+        let got = cpu
+            .top_k_dot(&queries, &corpus, k, &TopKOptions::default())
+            .unwrap();
         for (q, hits) in got.iter().enumerate() {
             let mut all: Vec<(f32, u32)> = (0..corpus.rows)
                 .map(|i| {
@@ -237,4 +239,79 @@ fn top_k_matches_a_full_sort_with_index_tiebreak() {
             );
         }
     }
+}
+
+#[test]
+fn top_k_options_bias_masks_exclusions_and_tie_ranks() {
+    let cpu = CpuBackend;
+    // Four identical rows: every score ties.
+    let corpus = Matrix {
+        rows: 4,
+        cols: 2,
+        data: vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    };
+    let queries = Matrix {
+        rows: 2,
+        cols: 2,
+        data: vec![1.0, 0.0, 1.0, 0.0],
+    };
+    let ids = |hits: &Vec<marquee_kernels::Hit>| hits.iter().map(|h| h.index).collect::<Vec<_>>();
+
+    let tie_rank = [3, 2, 1, 0];
+    let got = cpu
+        .top_k_dot(
+            &queries,
+            &corpus,
+            4,
+            &TopKOptions {
+                tie_rank: Some(&tie_rank),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&got[0]), [3, 2, 1, 0], "ties follow tie_rank");
+
+    let allowed = [true, false, true, true];
+    let excluded = vec![vec![0, 3], vec![]];
+    let got = cpu
+        .top_k_dot(
+            &queries,
+            &corpus,
+            4,
+            &TopKOptions {
+                allowed: Some(&allowed),
+                excluded: Some(&excluded),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&got[0]), [2], "mask and per-query exclusions");
+    assert_eq!(ids(&got[1]), [0, 2, 3]);
+
+    let bias = [0.0, 0.5, -0.5, 0.25];
+    let got = cpu
+        .top_k_dot(
+            &queries,
+            &corpus,
+            2,
+            &TopKOptions {
+                row_bias: Some(&bias),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&got[0]), [1, 3]);
+    assert_eq!(got[0][0].score, 1.5);
+
+    assert!(cpu
+        .top_k_dot(
+            &queries,
+            &corpus,
+            2,
+            &TopKOptions {
+                row_bias: Some(&[0.0]),
+                ..Default::default()
+            }
+        )
+        .is_err());
 }

@@ -54,6 +54,14 @@ pub struct Tokenization {
     pub workers: usize,
 }
 
+/// Retrieval limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retrieval {
+    /// Largest `k` of Search, Recommend and evaluation cut-offs.
+    pub max_k: usize,
+}
+
 /// One model to load at start-up.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +105,8 @@ pub struct Settings {
     pub batching: Batching,
     /// Tokenization worker pool.
     pub tokenization: Tokenization,
+    /// Retrieval limits.
+    pub retrieval: Retrieval,
     /// Models to load at start-up, by serving name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -152,7 +162,10 @@ impl Settings {
                 check(b, &format!("[models.{name}.batching]"))?;
             }
         }
-        if self.limits.max_inputs_per_request == 0 || self.limits.max_stream_in_flight == 0 {
+        if self.limits.max_inputs_per_request == 0
+            || self.limits.max_stream_in_flight == 0
+            || self.retrieval.max_k == 0
+        {
             bail!("[limits]: limits must be positive");
         }
         Ok(())

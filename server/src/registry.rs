@@ -71,8 +71,8 @@ pub struct Registry {
     default_model: RwLock<String>,
 }
 
-/// Whether a plugin or model name is a plain name (no path separators or `..`).
-fn is_plain_name(name: &str) -> bool {
+/// Whether a plugin, model or collection name is a plain name (no path separators or `..`).
+pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

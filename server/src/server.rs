@@ -3,11 +3,16 @@
 
 use crate::config::Settings;
 use crate::registry::Registry;
+use crate::retrieval::store::Store;
+use crate::services::evaluation::EvaluationApi;
+use crate::services::retrieval::RetrievalApi;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
 use crate::tokenize::TokenizerPool;
 use anyhow::{Context, Result};
 use marquee_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use marquee_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use marquee_proto::v1::model_service_server::ModelServiceServer;
+use marquee_proto::v1::retrieval_service_server::RetrievalServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +92,12 @@ pub async fn run(
     let registry = Arc::new(Registry::new(plugin_dir, settings.default_model.clone()));
     load_configured(&settings, &registry).await;
     let tokenizer = Arc::new(TokenizerPool::new(settings.tokenization.workers)?);
+    let data_dir = settings.data_dir.clone();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&data_dir))
+            .await?
+            .context("opening the collections")?,
+    );
 
     let grpc = TcpListener::bind(settings.listen)
         .await
@@ -113,13 +124,23 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let max_bytes = settings.limits.max_message_bytes;
-    let embedding = EmbeddingServiceServer::new(EmbeddingApi::new(
-        Arc::clone(&registry),
-        tokenizer,
-        settings.limits.clone(),
-    ))
-    .max_decoding_message_size(max_bytes)
-    .max_encoding_message_size(max_bytes);
+    let embedding_api =
+        EmbeddingApi::new(Arc::clone(&registry), tokenizer, settings.limits.clone());
+    let retrieval_api = RetrievalApi::new(
+        store,
+        embedding_api.clone(),
+        settings.retrieval.max_k,
+        settings.limits.max_inputs_per_request,
+    );
+    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(retrieval_api.clone()))
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
+    let retrieval = RetrievalServiceServer::new(retrieval_api)
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
+    let embedding = EmbeddingServiceServer::new(embedding_api)
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
     let models = ModelServiceServer::new(ModelApi::new(
         Arc::clone(&registry),
         settings.batching.clone(),
@@ -139,6 +160,8 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(embedding)
         .add_service(models)
+        .add_service(retrieval)
+        .add_service(evaluation)
         .serve_with_incoming_shutdown(incoming_no_delay(grpc), shutdown)
         .await
         .context("gRPC server failed")?;

@@ -330,25 +330,28 @@ impl PluginInstance {
 
     /// Embeds a ragged batch of token sequences (text encoders).
     pub fn embed_tokens(&self, ids: &[u32], offsets: &[u32]) -> Result<Vec<f32>, HostError> {
-        let as_bytes = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
-        let (id_bytes, offset_bytes) = (as_bytes(ids), as_bytes(offsets));
-        let rows = offsets.len().saturating_sub(1);
         self.embed(
             &[
                 InputTensor {
                     dtype: DType::U32,
                     shape: &[ids.len() as u64],
-                    bytes: &id_bytes,
+                    bytes: u32_bytes(ids),
                 },
                 InputTensor {
                     dtype: DType::U32,
                     shape: &[offsets.len() as u64],
-                    bytes: &offset_bytes,
+                    bytes: u32_bytes(offsets),
                 },
             ],
-            rows,
+            offsets.len().saturating_sub(1),
         )
     }
+}
+
+/// The bytes of a `u32` slice, without copying.
+fn u32_bytes(values: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding and u8 has no alignment requirement.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
 }
 
 impl Drop for PluginInstance {

@@ -42,6 +42,11 @@ impl EmbeddingApi {
         }
     }
 
+    /// The model registry it serves from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// Checks the inputs against the model and returns the texts.
     fn texts(
         &self,

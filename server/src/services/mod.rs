@@ -1,7 +1,9 @@
 //! gRPC service implementations.
 
 pub mod embedding;
+pub mod evaluation;
 pub mod models;
+pub mod retrieval;
 
 use std::future::Future;
 use std::time::Instant;

@@ -1,0 +1,135 @@
+//! The HNSW index (through `hnsw_rs`) with Marquee's own distance, which never asserts
+//! on unnormalised vectors. `hnsw_rs` has no delete: rows are tombstoned by the caller's
+//! filter, and the graph is rebuilt when the collection compacts.
+
+use hnsw_rs::prelude::{Distance, Hnsw};
+use marquee_proto::v1::Metric;
+
+/// Most links per node `hnsw_rs` accepts (it exits the process above this).
+pub const MAX_M: usize = 256;
+
+/// Distance matching a collection's score: lower distance ⇔ higher score.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoreDistance {
+    metric: Metric,
+}
+
+impl Distance<f32> for ScoreDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        let dot = || a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        match self.metric {
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            // `hnsw_rs` asserts distances are >= 0. Raw inner products get a strictly
+            // decreasing, positive, non-saturating map of the dot product.
+            Metric::InnerProduct => {
+                let d = dot();
+                if d <= 0.0 {
+                    1.0 - d
+                } else {
+                    1.0 / (1.0 + d)
+                }
+            }
+            // Unit vectors: the cosine distance, clamped against rounding below 0.
+            _ => (1.0 - dot()).max(0.0),
+        }
+    }
+}
+
+/// HNSW build and search parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Links per node.
+    pub m: usize,
+    /// Candidate list while building.
+    pub ef_construction: usize,
+    /// Candidate list while searching.
+    pub ef_search: usize,
+}
+
+/// A navigable small-world graph over a collection's rows (data id = row).
+pub struct Graph {
+    hnsw: Hnsw<'static, f32, ScoreDistance>,
+    params: HnswParams,
+}
+
+impl Graph {
+    /// Builds a graph over `rows` (row number, vector), inserting in parallel.
+    pub fn build(
+        params: HnswParams,
+        metric: Metric,
+        rows: &[(usize, &[f32])],
+        capacity: usize,
+    ) -> Self {
+        let layers = 16;
+        let hnsw = Hnsw::new(
+            params.m.min(MAX_M),
+            capacity.max(1024),
+            layers,
+            params.ef_construction,
+            ScoreDistance { metric },
+        );
+        let batch: Vec<(&[f32], usize)> = rows.iter().map(|&(row, v)| (v, row)).collect();
+        if !batch.is_empty() {
+            hnsw.parallel_insert_slice(&batch);
+        }
+        Self { hnsw, params }
+    }
+
+    /// Adds one row.
+    pub fn insert(&self, row: usize, vector: &[f32]) {
+        self.hnsw.insert_slice((vector, row));
+    }
+
+    /// Up to `k` rows accepted by `keep`, nearest first.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Vec<usize> {
+        let ef = self.params.ef_search.max(k);
+        let filter = |id: &usize| keep(*id);
+        self.hnsw
+            .search_filter(query, k, ef, Some(&filter))
+            .into_iter()
+            .map(|n| n.d_id)
+            .collect()
+    }
+
+    /// The parameters it was built with.
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnormalised_inner_product_vectors_search_without_panicking() {
+        let vectors: Vec<Vec<f32>> = (0..500)
+            .map(|i| {
+                (0..8)
+                    .map(|j| ((i * 7 + j * 13) % 17) as f32 * 3.5)
+                    .collect()
+            })
+            .collect();
+        let rows: Vec<(usize, &[f32])> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.as_slice()))
+            .collect();
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 50,
+            ef_search: 32,
+        };
+        let graph = Graph::build(params, Metric::InnerProduct, &rows, 500);
+        let found = graph.search(&vectors[3], 5, &|row| row % 2 == 1);
+        assert_eq!(found.len(), 5);
+        assert!(found.iter().all(|r| r % 2 == 1));
+        graph.insert(500, &[1e6; 8]);
+        assert_eq!(graph.search(&[1.0; 8], 1, &|_| true), vec![500]);
+    }
+}
