@@ -142,7 +142,7 @@ impl Wal {
     }
 
     /// Bytes in the active segment.
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.bytes
     }
 

@@ -82,6 +82,9 @@ impl RetrievalApi {
         texts: Vec<String>,
     ) -> Result<Vec<Vec<f32>>, Status> {
         let model = &collection.config.model;
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         if model.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "collection {} has no model bound; send vectors or create it with a model",
