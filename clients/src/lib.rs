@@ -11,12 +11,17 @@
 pub use marquee_proto::v1 as proto;
 
 use proto::embedding_service_client::EmbeddingServiceClient;
+use proto::evaluation_service_client::EvaluationServiceClient;
 use proto::model_service_client::ModelServiceClient;
+use proto::retrieval_service_client::RetrievalServiceClient;
 use proto::{embed_input::Input, EmbedInput, EmbedRequest, EmbedResponse, Truncation};
 use tonic::transport::{Channel, Endpoint};
 
 /// The default server address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+
+/// The largest message the embedding, retrieval and evaluation clients send or accept (64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A connection to one Marquee server.
 #[derive(Clone)]
@@ -25,6 +30,10 @@ pub struct Client {
     pub embedding: EmbeddingServiceClient<Channel>,
     /// Model-management RPCs.
     pub models: ModelServiceClient<Channel>,
+    /// Collections, upserts, search, recommendations and ratings.
+    pub retrieval: RetrievalServiceClient<Channel>,
+    /// Server-side retrieval and recommendation quality evaluation.
+    pub evaluation: EvaluationServiceClient<Channel>,
 }
 
 impl Client {
@@ -36,12 +45,18 @@ impl Client {
 
     /// Wraps an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
-        let max = 64 * 1024 * 1024;
+        let max = MAX_MESSAGE_BYTES;
         Self {
             embedding: EmbeddingServiceClient::new(channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            models: ModelServiceClient::new(channel),
+            models: ModelServiceClient::new(channel.clone()),
+            retrieval: RetrievalServiceClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            evaluation: EvaluationServiceClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         }
     }
 

@@ -1,5 +1,7 @@
 //! `marquee`: command-line client for a Marquee server.
 
+mod cli;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use marquee_client::proto::{
@@ -42,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+    #[command(flatten)]
+    Retrieval(cli::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +129,9 @@ fn print_models(models: &[ModelInfo], as_json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Retrieval(command) = cli.command {
+        return cli::run(command, &cli.addr, cli.json).await;
+    }
     let mut client = Client::connect(&cli.addr)
         .await
         .with_context(|| format!("connecting to {}", cli.addr))?;
@@ -206,6 +213,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             print_models(std::slice::from_ref(&model), cli.json);
         }
+        Command::Retrieval(_) => unreachable!("handled before connecting"),
     }
     Ok(())
 }

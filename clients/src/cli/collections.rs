@@ -1,0 +1,306 @@
+//! `marquee collections`: create, list, show and delete collections.
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use marquee_client::proto::{
+    index_config::Kind as IndexKind, CollectionInfo, CreateCollectionRequest,
+    DeleteCollectionRequest, ExactIndex, GetCollectionRequest, HnswIndex, IndexConfig,
+    ListCollectionsRequest, Metric,
+};
+use serde_json::json;
+
+/// `marquee collections` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CollectionsAction {
+    /// Create a collection.
+    Create(CreateArgs),
+    /// List collections.
+    List,
+    /// Show one collection.
+    Get {
+        /// Collection name.
+        name: String,
+    },
+    /// Delete a collection and everything in it.
+    Delete {
+        /// Collection name.
+        name: String,
+    },
+}
+
+/// Similarity metric on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricArg {
+    /// Cosine similarity (vectors are L2-normalised on the way in).
+    Cosine,
+    /// Raw inner product.
+    Ip,
+    /// Euclidean distance (score: negated squared distance).
+    L2,
+}
+
+/// Index kind on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexArg {
+    /// Score every item.
+    Exact,
+    /// Approximate search on an HNSW graph.
+    Hnsw,
+}
+
+/// Arguments of `marquee collections create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Collection name (letters, digits, '-', '_', '.').
+    pub name: String,
+    /// Vector dimension.
+    #[arg(long, value_name = "D")]
+    pub dim: u32,
+    /// Similarity metric.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    pub metric: MetricArg,
+    /// Index kind.
+    #[arg(long, value_enum, default_value_t = IndexArg::Exact)]
+    pub index: IndexArg,
+    /// HNSW links per node [default: 16].
+    #[arg(long)]
+    pub m: Option<u32>,
+    /// HNSW candidate list size while building [default: 200].
+    #[arg(long)]
+    pub ef_construction: Option<u32>,
+    /// HNSW candidate list size while searching [default: 64].
+    #[arg(long)]
+    pub ef_search: Option<u32>,
+    /// Embedding model bound to the collection, so items and queries can be text.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+impl CreateArgs {
+    /// The `CreateCollection` request for these arguments.
+    pub fn request(&self) -> Result<CreateCollectionRequest> {
+        let metric = match self.metric {
+            MetricArg::Cosine => Metric::Cosine,
+            MetricArg::Ip => Metric::InnerProduct,
+            MetricArg::L2 => Metric::L2,
+        };
+        let hnsw_flags =
+            self.m.is_some() || self.ef_construction.is_some() || self.ef_search.is_some();
+        let kind = match self.index {
+            IndexArg::Exact if hnsw_flags => {
+                bail!("--m, --ef-construction and --ef-search need --index hnsw")
+            }
+            IndexArg::Exact => IndexKind::Exact(ExactIndex {}),
+            IndexArg::Hnsw => IndexKind::Hnsw(HnswIndex {
+                m: self.m.unwrap_or(16),
+                ef_construction: self.ef_construction.unwrap_or(200),
+                ef_search: self.ef_search.unwrap_or(64),
+            }),
+        };
+        Ok(CreateCollectionRequest {
+            name: self.name.clone(),
+            dimension: self.dim,
+            metric: metric as i32,
+            index: Some(IndexConfig { kind: Some(kind) }),
+            model: self.model.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// A metric's command-line name.
+pub fn metric_name(metric: i32) -> &'static str {
+    match Metric::try_from(metric).unwrap_or(Metric::Unspecified) {
+        Metric::Unspecified | Metric::Cosine => "cosine",
+        Metric::InnerProduct => "ip",
+        Metric::L2 => "l2",
+    }
+}
+
+/// An index configuration as short text, e.g. `hnsw(m=16,ef_construction=200,ef_search=64)`.
+pub fn index_text(index: Option<&IndexConfig>) -> String {
+    match index.and_then(|i| i.kind.as_ref()) {
+        None | Some(IndexKind::Exact(_)) => "exact".into(),
+        Some(IndexKind::Hnsw(h)) => format!(
+            "hnsw(m={},ef_construction={},ef_search={})",
+            h.m, h.ef_construction, h.ef_search
+        ),
+    }
+}
+
+/// A collection as a JSON object.
+pub fn collection_json(c: &CollectionInfo) -> serde_json::Value {
+    let index = match c.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        None | Some(IndexKind::Exact(_)) => json!({ "type": "exact" }),
+        Some(IndexKind::Hnsw(h)) => json!({
+            "type": "hnsw",
+            "m": h.m,
+            "ef_construction": h.ef_construction,
+            "ef_search": h.ef_search,
+        }),
+    };
+    json!({
+        "name": c.name,
+        "dimension": c.dimension,
+        "metric": metric_name(c.metric),
+        "index": index,
+        "model": c.model,
+        "items": c.items,
+        "users": c.users,
+        "ratings": c.ratings,
+    })
+}
+
+/// Prints collections as a table, or as a JSON array with `as_json`.
+fn print_table(collections: &[CollectionInfo], as_json: bool) {
+    if as_json {
+        let all: Vec<_> = collections.iter().map(collection_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return;
+    }
+    if collections.is_empty() {
+        println!("no collections");
+        return;
+    }
+    println!(
+        "{:<24} {:>6} {:<7} {:<10} {:<20} {:>10} {:>7} {:>10}",
+        "NAME", "DIM", "METRIC", "INDEX", "MODEL", "ITEMS", "USERS", "RATINGS"
+    );
+    for c in collections {
+        let index = match c.index.as_ref().and_then(|i| i.kind.as_ref()) {
+            Some(IndexKind::Hnsw(h)) => format!("hnsw/m{}", h.m),
+            _ => "exact".into(),
+        };
+        println!(
+            "{:<24} {:>6} {:<7} {:<10} {:<20} {:>10} {:>7} {:>10}",
+            c.name,
+            c.dimension,
+            metric_name(c.metric),
+            index,
+            if c.model.is_empty() { "-" } else { &c.model },
+            c.items,
+            c.users,
+            c.ratings
+        );
+    }
+}
+
+/// Runs `marquee collections ...`.
+pub async fn run(addr: &str, action: CollectionsAction, as_json: bool) -> Result<()> {
+    let create = match &action {
+        CollectionsAction::Create(args) => Some(args.request()?),
+        _ => None,
+    };
+    let mut client = super::connect(addr).await?;
+    match action {
+        CollectionsAction::Create(_) => {
+            let request = create.expect("built above");
+            let info = client
+                .retrieval
+                .create_collection(request)
+                .await?
+                .into_inner();
+            if as_json {
+                println!("{}", collection_json(&info));
+            } else {
+                let model = if info.model.is_empty() {
+                    String::new()
+                } else {
+                    format!(", model {}", info.model)
+                };
+                println!(
+                    "created collection {} (dim {}, {}, {}{model})",
+                    info.name,
+                    info.dimension,
+                    metric_name(info.metric),
+                    index_text(info.index.as_ref()),
+                );
+            }
+        }
+        CollectionsAction::List => {
+            let collections = client
+                .retrieval
+                .list_collections(ListCollectionsRequest {})
+                .await?
+                .into_inner()
+                .collections;
+            print_table(&collections, as_json);
+        }
+        CollectionsAction::Get { name } => {
+            let info = client
+                .retrieval
+                .get_collection(GetCollectionRequest { name })
+                .await?
+                .into_inner();
+            if as_json {
+                println!("{}", collection_json(&info));
+            } else {
+                print_table(std::slice::from_ref(&info), false);
+            }
+        }
+        CollectionsAction::Delete { name } => {
+            client
+                .retrieval
+                .delete_collection(DeleteCollectionRequest { name: name.clone() })
+                .await?;
+            if as_json {
+                println!("{}", json!({ "deleted": name }));
+            } else {
+                println!("deleted collection {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(index: IndexArg, m: Option<u32>) -> CreateArgs {
+        CreateArgs {
+            name: "movies".into(),
+            dim: 384,
+            metric: MetricArg::Ip,
+            index,
+            m,
+            ef_construction: None,
+            ef_search: None,
+            model: Some("all-MiniLM-L6-v2".into()),
+        }
+    }
+
+    #[test]
+    fn create_requests() {
+        let r = args(IndexArg::Hnsw, Some(32)).request().unwrap();
+        assert_eq!(r.metric, Metric::InnerProduct as i32);
+        assert_eq!(
+            r.index.unwrap().kind,
+            Some(IndexKind::Hnsw(HnswIndex {
+                m: 32,
+                ef_construction: 200,
+                ef_search: 64
+            }))
+        );
+        let r = args(IndexArg::Exact, None).request().unwrap();
+        assert_eq!(r.index.unwrap().kind, Some(IndexKind::Exact(ExactIndex {})));
+        assert!(args(IndexArg::Exact, Some(8)).request().is_err());
+    }
+
+    #[test]
+    fn collection_as_json() {
+        let info = CollectionInfo {
+            name: "movies".into(),
+            dimension: 384,
+            metric: Metric::Cosine as i32,
+            index: None,
+            model: String::new(),
+            items: 7290,
+            users: 0,
+            ratings: 0,
+        };
+        let j = collection_json(&info);
+        assert_eq!(j["metric"], "cosine");
+        assert_eq!(j["index"]["type"], "exact");
+        assert_eq!(j["items"], 7290);
+    }
+}
