@@ -1,9 +1,12 @@
-//! `marquee-bench`: measures a running Marquee server from the outside, over gRPC.
+//! `marquee-bench`: Marquee's benchmark clients; each prints one JSON object.
 //!
-//! `marquee-bench embed` embeds the first N movie documents of a movies.jsonl(.gz) file
-//! (text `"{title} ({year}). {overview or plot}"`) in batches with a number of requests
-//! in flight, then embeds documents one at a time for single-document latency, and
-//! prints one JSON object.
+//! - `embed` measures a running server over gRPC: it embeds the first N movie documents
+//!   of a movies.jsonl(.gz) file (text `"{title} ({year}). {overview or plot}"`) in
+//!   batches with requests in flight, then single documents for latency.
+//! - `search` measures the server's collection search in-process on vectors written by
+//!   `benchmarks/search_bench.py` (the peers, faiss and hnswlib, run in-process too).
+
+mod search;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -48,6 +51,8 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         single: usize,
     },
+    /// In-process search over `corpus.f32` / `queries.f32` / `gt.i32` in a directory.
+    Search(search::Args),
 }
 
 /// The document text of one movie, as in the retrieval paper's setup.
@@ -170,6 +175,7 @@ async fn main() -> Result<()> {
             concurrency,
             single,
         } => embed(&cli, movies, model, *n, *batch, *concurrency, *single).await?,
+        Command::Search(args) => search::run(args)?,
     };
     println!("{report}");
     Ok(())

@@ -7,6 +7,8 @@
 
 pub mod cpu;
 mod simd;
+
+pub use simd::{dot, squared_l2};
 pub mod topk;
 
 pub use cpu::{CpuBackend, Matrix};

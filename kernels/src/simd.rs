@@ -6,16 +6,19 @@
 /// dispatching on the CPU's features at each call.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        multiversion! { $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                unsafe fn v4($($arg: $ty),*) { generic($($arg),*) }
+                unsafe fn v4($($arg: $ty),*) -> $ret { generic($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) { generic($($arg),*) }
+                unsafe fn v3($($arg: $ty),*) -> $ret { generic($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                 {
@@ -106,6 +109,41 @@ pub fn exp(x: f32) -> f32 {
     p = r.mul_add(p, 1.0);
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
+}
+
+multiversion! {
+    /// Dot product of two equally long vectors (extra elements of the longer are ignored).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0f32; LANES];
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                acc[i] = x[i].mul_add(y[i], acc[i]);
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+multiversion! {
+    /// Squared Euclidean distance of two equally long vectors.
+    pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0f32; LANES];
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                let d = x[i] - y[i];
+                acc[i] = d.mul_add(d, acc[i]);
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
 }
 
 multiversion! {
@@ -226,5 +264,20 @@ mod tests {
         assert!(worst_exp < 1e-6, "exp rel error {worst_exp}");
         assert!(exp(-200.0) < 2e-38);
         assert_eq!(erf(10.0), 1.0);
+    }
+
+    #[test]
+    fn dot_and_distance_match_plain_sums() {
+        let a: Vec<f32> = (0..389).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..389).map(|i| (i as f32 * 0.11).cos()).collect();
+        let d: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let l: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
+        assert!((dot(&a, &b) as f64 - d).abs() < 1e-4);
+        assert!((squared_l2(&a, &b) as f64 - l).abs() < 1e-4);
+        assert_eq!(dot(&[], &[]), 0.0);
     }
 }

@@ -494,7 +494,8 @@ async fn recommendations_average_liked_items_and_leave_out_seen_ones() {
 
     // Leave-one-out: u2 likes m10, m13, m14, m15, then m16 (latest, held out). The
     // profile points at 130.2°; unseen items by angle: m12 10.2°, m11 20.2°, m16 29.8°,
-    // so the held-out item ranks third. u3 has too few high ratings; u1 too.
+    // so the held-out item ranks third among the catalog (items anyone rated; m09, never
+    // rated, is not a candidate). u1, u3 and u4 have too few high ratings.
     let mut stream = vec![];
     let u2: Vec<Rating> = [10, 13, 14, 15, 16]
         .iter()
@@ -509,6 +510,12 @@ async fn recommendations_average_liked_items_and_leave_out_seen_ones() {
         collection: "circle".into(),
         user_id: "u3".into(),
         ratings: vec![rating("m20", 5.0, 1)],
+    });
+    // u4 puts m11 and m12 in the catalog (items anyone rated) without liking them.
+    stream.push(RecordRatingsRequest {
+        collection: "circle".into(),
+        user_id: "u4".into(),
+        ratings: vec![rating("m11", 2.0, 1), rating("m12", 1.0, 2)],
     });
     c.record_ratings(tokio_stream::iter(stream)).await.unwrap();
     let mut events = eval
@@ -530,7 +537,7 @@ async fn recommendations_average_liked_items_and_leave_out_seen_ones() {
     }
     let report = report.unwrap();
     assert!(progress >= 1);
-    assert_eq!((report.queries, report.skipped), (1, 2));
+    assert_eq!((report.queries, report.skipped), (1, 3));
     let m = report.metrics.unwrap().values;
     assert_eq!(m["recall@1"], 0.0);
     assert_eq!(m["recall@5"], 1.0);

@@ -161,6 +161,8 @@ pub struct Query<'a> {
     pub filter: Option<&'a CompiledFilter>,
     /// Item ids that must not be returned.
     pub exclude: &'a [String],
+    /// When given, only these item ids may be returned (e.g. an evaluation's catalog).
+    pub only: Option<&'a std::collections::HashSet<String>>,
     /// Whether results carry payloads.
     pub with_payload: bool,
 }
@@ -232,6 +234,7 @@ impl State {
     fn apply(&mut self, config: &Config, record: Record) {
         match record.op {
             Some(Op::Upsert(u)) => {
+                let first_new = self.ids.len();
                 for item in u.items {
                     if let Some(old) = self.rows.remove(&item.id) {
                         self.live[old as usize] = false;
@@ -244,14 +247,19 @@ impl State {
                     }
                     self.vectors.data.extend_from_slice(&item.vector);
                     self.vectors.rows += 1;
-                    if let Some(graph) = &self.graph {
-                        graph.insert(row, &item.vector);
-                    }
                     self.schema.learn(&item.payload);
                     self.payloads.push(item.payload);
                     self.rows.insert(item.id.clone(), row as u32);
                     self.ids.push(item.id);
                     self.live.push(true);
+                }
+                if let Some(graph) = &self.graph {
+                    let dim = config.dimension;
+                    let rows: Vec<(usize, &[f32])> = (first_new..self.ids.len())
+                        .filter(|&r| self.live[r])
+                        .map(|r| (r, &self.vectors.data[r * dim..(r + 1) * dim]))
+                        .collect();
+                    graph.insert(&rows);
                 }
                 *self.tie_rank.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
             }
@@ -501,7 +509,9 @@ impl Collection {
     /// segment, then deletes older snapshots and covered segments.
     fn compact(&self, wal: &mut Wal, state: &mut State) -> std::io::Result<()> {
         let covered = wal.rotate()?;
-        *state = state.compacted(&self.config);
+        if state.dead > 0 {
+            *state = state.compacted(&self.config);
+        }
         let tmp = self.dir.join("snapshot.tmp");
         {
             let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
@@ -701,13 +711,18 @@ impl Collection {
                 rows.sort_unstable();
                 excluded.push(rows);
             }
-            // One filter for the whole batch: the filters of a batch are the same.
-            let filter = queries[exact[0]].filter;
-            let allowed: Option<Vec<bool>> = (state.dead > 0 || filter.is_some()).then(|| {
-                (0..state.row_count())
-                    .map(|r| state.live[r] && filter.is_none_or(|f| f.matches(&state.payloads[r])))
-                    .collect()
-            });
+            // One filter and candidate set for the whole batch: a batch shares them.
+            let (filter, only) = (queries[exact[0]].filter, queries[exact[0]].only);
+            let allowed: Option<Vec<bool>> = (state.dead > 0 || filter.is_some() || only.is_some())
+                .then(|| {
+                    (0..state.row_count())
+                        .map(|r| {
+                            state.live[r]
+                                && filter.is_none_or(|f| f.matches(&state.payloads[r]))
+                                && only.is_none_or(|o| o.contains(&state.ids[r]))
+                        })
+                        .collect()
+                });
             let hits = CpuBackend
                 .top_k_dot(
                     &Matrix {
@@ -772,17 +787,20 @@ impl Collection {
             state.live[row]
                 && !excluded.contains(&(row as u32))
                 && q.filter.is_none_or(|f| f.matches(&state.payloads[row]))
+                && q.only.is_none_or(|o| o.contains(&state.ids[row]))
         };
-        let eligible = if q.filter.is_some() {
+        let restricted = q.filter.is_some() || q.only.is_some();
+        let eligible = if restricted {
             (0..state.row_count()).filter(|&r| keep(r)).count()
         } else {
             state.rows.len().saturating_sub(excluded.len())
         };
         // A selective filter walks most of the graph for little: score directly.
-        if q.filter.is_some() && eligible * 10 < state.rows.len() {
+        if restricted && eligible * 10 < state.rows.len() {
             return None;
         }
-        let rows = graph.search(q.vector, q.k, &keep);
+        let unfiltered = !restricted && excluded.is_empty() && state.dead == 0;
+        let rows = graph.search(q.vector, q.k, if unfiltered { None } else { Some(&keep) });
         if rows.len() < q.k.min(eligible) {
             return None;
         }
@@ -844,6 +862,7 @@ mod tests {
             k: 10,
             filter: None,
             exclude: &[],
+            only: None,
             with_payload: false,
         };
         c.search_batch(std::slice::from_ref(&query))

@@ -16,9 +16,9 @@ pub struct ScoreDistance {
 
 impl Distance<f32> for ScoreDistance {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let dot = || a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let dot = || marquee_kernels::dot(a, b);
         match self.metric {
-            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            Metric::L2 => marquee_kernels::squared_l2(a, b),
             // `hnsw_rs` asserts distances are >= 0. Raw inner products get a strictly
             // decreasing, positive, non-saturating map of the dot product.
             Metric::InnerProduct => {
@@ -75,25 +75,46 @@ impl Graph {
         Self { hnsw, params }
     }
 
-    /// Adds one row.
-    pub fn insert(&self, row: usize, vector: &[f32]) {
-        self.hnsw.insert_slice((vector, row));
+    /// Adds rows (in parallel when there are several).
+    pub fn insert(&self, rows: &[(usize, &[f32])]) {
+        match rows {
+            [] => {}
+            [(row, v)] => self.hnsw.insert_slice((v, *row)),
+            _ => {
+                let batch: Vec<(&[f32], usize)> = rows.iter().map(|&(row, v)| (v, row)).collect();
+                self.hnsw.parallel_insert_slice(&batch);
+            }
+        }
     }
 
-    /// Up to `k` rows accepted by `keep`, nearest first.
+    /// Up to `k` rows accepted by `keep` (all rows when `None`), nearest first, with the
+    /// built-in `ef_search`.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
-        keep: &(dyn Fn(usize) -> bool + Sync),
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<usize> {
-        let ef = self.params.ef_search.max(k);
-        let filter = |id: &usize| keep(*id);
-        self.hnsw
-            .search_filter(query, k, ef, Some(&filter))
-            .into_iter()
-            .map(|n| n.d_id)
-            .collect()
+        self.search_with_ef(query, k, self.params.ef_search, keep)
+    }
+
+    /// [`Graph::search`] with an explicit candidate list size (raised to `k`).
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Vec<usize> {
+        let neighbours = match keep {
+            // The unfiltered search skips the filter's bookkeeping entirely.
+            None => self.hnsw.search(query, k, ef.max(k)),
+            Some(keep) => {
+                let filter = |id: &usize| keep(*id);
+                self.hnsw.search_filter(query, k, ef.max(k), Some(&filter))
+            }
+        };
+        neighbours.into_iter().map(|n| n.d_id).collect()
     }
 
     /// The parameters it was built with.
@@ -126,10 +147,10 @@ mod tests {
             ef_search: 32,
         };
         let graph = Graph::build(params, Metric::InnerProduct, &rows, 500);
-        let found = graph.search(&vectors[3], 5, &|row| row % 2 == 1);
+        let found = graph.search(&vectors[3], 5, Some(&|row| row % 2 == 1));
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|r| r % 2 == 1));
-        graph.insert(500, &[1e6; 8]);
-        assert_eq!(graph.search(&[1.0; 8], 1, &|_| true), vec![500]);
+        graph.insert(&[(500, &[1e6; 8])]);
+        assert_eq!(graph.search(&[1.0; 8], 1, None), vec![500]);
     }
 }

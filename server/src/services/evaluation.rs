@@ -142,6 +142,7 @@ impl EvaluationApi {
                         k: depth,
                         filter: None,
                         exclude: &[],
+                        only: None,
                         with_payload: false,
                     })
                     .collect();
@@ -230,6 +231,16 @@ impl EvaluationApi {
                 "no user has {min_high} or more ratings >= {min_rating} on items of the collection"
             )));
         }
+        // The catalog ranked: items of the collection that appear in the stored ratings
+        // (as a MovieLens evaluation ranks the data set's movies, not every stored item).
+        let catalog: Arc<HashSet<String>> = Arc::new(
+            ratings
+                .values()
+                .flatten()
+                .filter(|r| collection.contains(&r.item_id))
+                .map(|r| r.item_id.clone())
+                .collect(),
+        );
         // Popularity: high ratings in the training data, ranked by count then id.
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for case in &cases {
@@ -254,6 +265,7 @@ impl EvaluationApi {
                 .collect();
             let excludes: Vec<Vec<String>> = batch.iter().map(|c| c.seen.clone()).collect();
             let target = Arc::clone(&collection);
+            let candidates = Arc::clone(&catalog);
             let rankings = blocking(move || {
                 let queries: Vec<Query> = profiles
                     .iter()
@@ -263,6 +275,7 @@ impl EvaluationApi {
                         k: depth,
                         filter: None,
                         exclude: ex,
+                        only: Some(&candidates),
                         with_payload: false,
                     })
                     .collect();

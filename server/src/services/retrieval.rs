@@ -207,6 +207,7 @@ impl RetrievalApi {
                 k: query.k,
                 filter: filter.as_ref(),
                 exclude: &query.exclude,
+                only: None,
                 with_payload: query.with_payload,
             };
             Ok(collection.search_batch(std::slice::from_ref(&q))?.remove(0))
