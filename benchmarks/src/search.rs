@@ -74,7 +74,7 @@ impl Data {
             truth: read_i32(&dir.join("gt.i32"))?,
         };
         ensure!(
-            data.corpus.len() % dim == 0 && data.queries.len() % dim == 0,
+            data.corpus.len().is_multiple_of(dim) && data.queries.len().is_multiple_of(dim),
             "sizes do not match dim"
         );
         Ok(data)
