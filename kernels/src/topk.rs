@@ -48,6 +48,9 @@ impl Ord for Worst {
 pub struct TopK {
     k: usize,
     heap: BinaryHeap<Worst>,
+    /// Score of the worst kept hit once `k` are kept (−∞ before): anything below it is
+    /// rejected with one comparison.
+    threshold: f32,
 }
 
 impl TopK {
@@ -56,23 +59,29 @@ impl TopK {
         Self {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
+            threshold: f32::NEG_INFINITY,
         }
     }
 
     /// Offers one hit; NaN scores are ignored.
     #[inline]
     pub fn push(&mut self, index: u32, score: f32, tie: u32) {
-        if self.k == 0 || score.is_nan() {
+        // Also false for NaN, which therefore never ranks.
+        if !(score >= self.threshold) || self.k == 0 {
             return;
         }
         let hit = Hit { index, score, tie };
         if self.heap.len() < self.k {
             self.heap.push(Worst(hit));
         } else if let Some(worst) = self.heap.peek() {
-            if hit.rank_cmp(&worst.0) == Ordering::Less {
-                self.heap.pop();
-                self.heap.push(Worst(hit));
+            if hit.rank_cmp(&worst.0) != Ordering::Less {
+                return;
             }
+            self.heap.pop();
+            self.heap.push(Worst(hit));
+        }
+        if self.heap.len() == self.k {
+            self.threshold = self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
         }
     }
 

@@ -800,7 +800,12 @@ impl Collection {
             return None;
         }
         let unfiltered = !restricted && excluded.is_empty() && state.dead == 0;
-        let rows = graph.search(q.vector, q.k, if unfiltered { None } else { Some(&keep) });
+        let rows = graph.search(
+            q.vector,
+            &state.vectors.data,
+            q.k,
+            if unfiltered { None } else { Some(&keep) },
+        );
         if rows.len() < q.k.min(eligible) {
             return None;
         }

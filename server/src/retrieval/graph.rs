@@ -1,9 +1,12 @@
-//! The HNSW index (through `hnsw_rs`) with Marquee's own distance, which never asserts
-//! on unnormalised vectors. `hnsw_rs` has no delete: rows are tombstoned by the caller's
-//! filter, and the graph is rebuilt when the collection compacts.
+//! The HNSW index: built by `hnsw_rs` (with Marquee's own distance, which never asserts
+//! on unnormalised vectors), searched through a [`FrozenGraph`] copy refreshed after
+//! inserts. `hnsw_rs` has no delete: rows are tombstoned by the caller's filter, and the
+//! graph is rebuilt when the collection compacts.
 
+use super::frozen::FrozenGraph;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use marquee_proto::v1::Metric;
+use std::sync::{Arc, RwLock};
 
 /// Most links per node `hnsw_rs` accepts (it exits the process above this).
 pub const MAX_M: usize = 256;
@@ -50,6 +53,9 @@ pub struct HnswParams {
 pub struct Graph {
     hnsw: Hnsw<'static, f32, ScoreDistance>,
     params: HnswParams,
+    metric: Metric,
+    /// The searchable copy; `None` after inserts until the next search freezes it again.
+    frozen: RwLock<Option<Arc<FrozenGraph>>>,
 }
 
 impl Graph {
@@ -72,55 +78,90 @@ impl Graph {
         if !batch.is_empty() {
             hnsw.parallel_insert_slice(&batch);
         }
-        Self { hnsw, params }
+        Self {
+            hnsw,
+            params,
+            metric,
+            frozen: RwLock::new(None),
+        }
     }
 
     /// Adds rows (in parallel when there are several).
     pub fn insert(&self, rows: &[(usize, &[f32])]) {
         match rows {
-            [] => {}
+            [] => return,
             [(row, v)] => self.hnsw.insert_slice((v, *row)),
             _ => {
                 let batch: Vec<(&[f32], usize)> = rows.iter().map(|&(row, v)| (v, row)).collect();
                 self.hnsw.parallel_insert_slice(&batch);
             }
         }
+        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The searchable copy for a matrix of `rows` rows, frozen now if stale.
+    fn frozen(&self, rows: usize) -> Arc<FrozenGraph> {
+        if let Some(f) = self
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Arc::clone(f);
+        }
+        let mut slot = self.frozen.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slot.get_or_insert_with(|| Arc::new(FrozenGraph::freeze(&self.hnsw, rows))))
     }
 
     /// Up to `k` rows accepted by `keep` (all rows when `None`), nearest first, with the
-    /// built-in `ef_search`.
+    /// built-in `ef_search`. `vectors` is the collection's row-major matrix.
     pub fn search(
         &self,
         query: &[f32],
+        vectors: &[f32],
         k: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<usize> {
-        self.search_with_ef(query, k, self.params.ef_search, keep)
+        self.search_with_ef(query, vectors, k, self.params.ef_search, keep)
     }
 
     /// [`Graph::search`] with an explicit candidate list size (raised to `k`).
     pub fn search_with_ef(
         &self,
         query: &[f32],
+        vectors: &[f32],
         k: usize,
         ef: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<usize> {
-        let neighbours = match keep {
-            // The unfiltered search skips the filter's bookkeeping entirely.
-            None => self.hnsw.search(query, k, ef.max(k)),
-            Some(keep) => {
-                let filter = |id: &usize| keep(*id);
-                self.hnsw.search_filter(query, k, ef.max(k), Some(&filter))
-            }
+        let dim = query.len().max(1);
+        let frozen = self.frozen(vectors.len() / dim);
+        let row = |r: usize| &vectors[r * dim..(r + 1) * dim];
+        // Any order-preserving distance will do for the walk.
+        let distance = |r: usize| match self.metric {
+            Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
+            _ => -marquee_kernels::dot(query, row(r)),
         };
-        neighbours.into_iter().map(|n| n.d_id).collect()
+        let prefetch = |r: usize| prefetch_read(vectors[r * dim..].as_ptr());
+        frozen.search(k, ef, distance, prefetch, keep)
     }
 
     /// The parameters it was built with.
     pub fn params(&self) -> HnswParams {
         self.params
     }
+}
+
+/// Asks the CPU to start loading the cache line at `ptr` (a no-op elsewhere).
+#[inline(always)]
+fn prefetch_read(ptr: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(ptr.cast(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 #[cfg(test)]
@@ -147,10 +188,12 @@ mod tests {
             ef_search: 32,
         };
         let graph = Graph::build(params, Metric::InnerProduct, &rows, 500);
-        let found = graph.search(&vectors[3], 5, Some(&|row| row % 2 == 1));
+        let mut matrix: Vec<f32> = vectors.concat();
+        let found = graph.search(&vectors[3], &matrix, 5, Some(&|row| row % 2 == 1));
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|r| r % 2 == 1));
         graph.insert(&[(500, &[1e6; 8])]);
-        assert_eq!(graph.search(&[1.0; 8], 1, None), vec![500]);
+        matrix.extend_from_slice(&[1e6; 8]);
+        assert_eq!(graph.search(&[1.0; 8], &matrix, 1, None), vec![500]);
     }
 }

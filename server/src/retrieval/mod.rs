@@ -2,6 +2,7 @@
 //! exact and HNSW search.
 
 pub mod collection;
+mod frozen;
 pub mod graph;
 pub mod payload;
 pub mod store;
