@@ -66,8 +66,8 @@ impl TopK {
     /// Offers one hit; NaN scores are ignored.
     #[inline]
     pub fn push(&mut self, index: u32, score: f32, tie: u32) {
-        // Also false for NaN, which therefore never ranks.
-        if !(score >= self.threshold) || self.k == 0 {
+        // NaN compares as neither less nor greater-or-equal: it never ranks.
+        if self.k == 0 || score.is_nan() || score < self.threshold {
             return;
         }
         let hit = Hit { index, score, tie };
