@@ -461,8 +461,10 @@ impl Backend for CpuBackend {
                     let mut skip = excluded.partition_point(|&r| (r as usize) < block_start);
                     for (i, &s) in row_scores.iter().enumerate() {
                         let row = block_start + i;
-                        if excluded.get(skip) == Some(&(row as u32)) {
+                        while excluded.get(skip).is_some_and(|&r| (r as usize) < row) {
                             skip += 1;
+                        }
+                        if excluded.get(skip) == Some(&(row as u32)) {
                             continue;
                         }
                         if options.allowed.is_some_and(|a| !a[row]) {

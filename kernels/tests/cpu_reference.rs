@@ -272,7 +272,8 @@ fn top_k_options_bias_masks_exclusions_and_tie_ranks() {
     assert_eq!(ids(&got[0]), [3, 2, 1, 0], "ties follow tie_rank");
 
     let allowed = [true, false, true, true];
-    let excluded = vec![vec![0, 3], vec![]];
+    // Duplicates in an exclusion list must not let later rows through.
+    let excluded = vec![vec![0, 0, 3], vec![]];
     let got = cpu
         .top_k_dot(
             &queries,

@@ -709,6 +709,7 @@ impl Collection {
                     .filter_map(|id| state.rows.get(id).copied())
                     .collect();
                 rows.sort_unstable();
+                rows.dedup();
                 excluded.push(rows);
             }
             // One filter and candidate set for the whole batch: a batch shares them.
