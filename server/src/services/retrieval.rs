@@ -195,6 +195,24 @@ impl RetrievalApi {
         }
     }
 
+    /// The collection a streamed message writes: named in the first message; later
+    /// messages may repeat that name or leave it empty, never name another.
+    fn stream_target(
+        &self,
+        current: &Option<Arc<Collection>>,
+        name: &str,
+        rpc: &str,
+    ) -> Result<Arc<Collection>, Status> {
+        match current {
+            Some(c) if name.is_empty() || name == c.config.name => Ok(Arc::clone(c)),
+            Some(c) => Err(Status::invalid_argument(format!(
+                "one {rpc} stream writes one collection ({}), not {name}",
+                c.config.name
+            ))),
+            None => self.store.get(name),
+        }
+    }
+
     /// Runs one search off the runtime.
     pub async fn run_search(
         collection: Arc<Collection>,
@@ -312,16 +330,7 @@ impl RetrievalService for RetrievalApi {
             let mut upserted = 0u64;
             while let Some(message) = stream.next().await {
                 let message = message?;
-                let target = match (&collection, message.collection.as_str()) {
-                    (Some(c), name) if name.is_empty() || name == c.config.name => Arc::clone(c),
-                    (Some(c), name) => {
-                        return Err(Status::invalid_argument(format!(
-                            "one Upsert stream writes one collection ({}), not {name}",
-                            c.config.name
-                        )))
-                    }
-                    (None, name) => self.store.get(name)?,
-                };
+                let target = self.stream_target(&collection, &message.collection, "Upsert")?;
                 collection = Some(Arc::clone(&target));
                 let stored = upserted;
                 let items = self
@@ -461,10 +470,8 @@ impl RetrievalService for RetrievalApi {
             let mut recorded = 0u64;
             while let Some(message) = stream.next().await {
                 let message = message?;
-                let target = match (&collection, message.collection.as_str()) {
-                    (Some(c), name) if name.is_empty() || name == c.config.name => Arc::clone(c),
-                    (_, name) => self.store.get(name)?,
-                };
+                let target =
+                    self.stream_target(&collection, &message.collection, "RecordRatings")?;
                 collection = Some(Arc::clone(&target));
                 recorded +=
                     blocking(move || target.record_ratings(message.user_id, message.ratings))
