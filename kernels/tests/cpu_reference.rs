@@ -316,3 +316,30 @@ fn top_k_options_bias_masks_exclusions_and_tie_ranks() {
         )
         .is_err());
 }
+
+/// The tiled path (many queries) returns exactly what each query alone returns.
+#[test]
+fn batched_top_k_equals_one_query_at_a_time() {
+    let cpu = CpuBackend;
+    let dim = 16;
+    let mut corpus = matrix(9_000, dim, 21);
+    // Exact ties across tile and block boundaries.
+    let row: Vec<f32> = corpus.data[..dim].to_vec();
+    for r in [4095, 4096, 8191] {
+        corpus.data[r * dim..(r + 1) * dim].copy_from_slice(&row);
+    }
+    let queries = matrix(150, dim, 22);
+    let excluded: Vec<Vec<u32>> = (0..150).map(|q| vec![q as u32, 4096, 5000 + q as u32]).collect();
+    let options = TopKOptions { excluded: Some(&excluded), ..Default::default() };
+    let batched = cpu.top_k_dot(&queries, &corpus, 25, &options).unwrap();
+    for q in 0..150 {
+        let one = Matrix { rows: 1, cols: dim, data: queries.data[q * dim..(q + 1) * dim].to_vec() };
+        let single_excluded = vec![excluded[q].clone()];
+        let alone = cpu
+            .top_k_dot(&one, &corpus, 25, &TopKOptions { excluded: Some(&single_excluded), ..Default::default() })
+            .unwrap();
+        let ids = |h: &Vec<marquee_kernels::Hit>| h.iter().map(|x| x.index).collect::<Vec<_>>();
+        assert_eq!(ids(&batched[q]), ids(&alone[0]), "query {q}");
+        assert!(batched[q].iter().all(|h| !excluded[q].contains(&h.index)));
+    }
+}
