@@ -329,14 +329,31 @@ fn batched_top_k_equals_one_query_at_a_time() {
         corpus.data[r * dim..(r + 1) * dim].copy_from_slice(&row);
     }
     let queries = matrix(150, dim, 22);
-    let excluded: Vec<Vec<u32>> = (0..150).map(|q| vec![q as u32, 4096, 5000 + q as u32]).collect();
-    let options = TopKOptions { excluded: Some(&excluded), ..Default::default() };
+    let excluded: Vec<Vec<u32>> = (0..150)
+        .map(|q| vec![q as u32, 4096, 5000 + q as u32])
+        .collect();
+    let options = TopKOptions {
+        excluded: Some(&excluded),
+        ..Default::default()
+    };
     let batched = cpu.top_k_dot(&queries, &corpus, 25, &options).unwrap();
     for q in 0..150 {
-        let one = Matrix { rows: 1, cols: dim, data: queries.data[q * dim..(q + 1) * dim].to_vec() };
+        let one = Matrix {
+            rows: 1,
+            cols: dim,
+            data: queries.data[q * dim..(q + 1) * dim].to_vec(),
+        };
         let single_excluded = vec![excluded[q].clone()];
         let alone = cpu
-            .top_k_dot(&one, &corpus, 25, &TopKOptions { excluded: Some(&single_excluded), ..Default::default() })
+            .top_k_dot(
+                &one,
+                &corpus,
+                25,
+                &TopKOptions {
+                    excluded: Some(&single_excluded),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let ids = |h: &Vec<marquee_kernels::Hit>| h.iter().map(|x| x.index).collect::<Vec<_>>();
         assert_eq!(ids(&batched[q]), ids(&alone[0]), "query {q}");

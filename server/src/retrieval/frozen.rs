@@ -158,10 +158,14 @@ impl FrozenGraph {
                     break;
                 }
                 let links = self.layers[0].links(row as usize);
-                for &n in links {
-                    prefetch(n as usize);
+                if let Some(&first) = links.first() {
+                    prefetch(first as usize);
                 }
-                for &n in links {
+                for (j, &n) in links.iter().enumerate() {
+                    // Load the next neighbour's vector while this one is scored.
+                    if let Some(&next) = links.get(j + 1) {
+                        prefetch(next as usize);
+                    }
                     let n = n as usize;
                     if marks[n] == epoch {
                         continue;

@@ -142,7 +142,11 @@ impl Graph {
             Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
             _ => -marquee_kernels::dot(query, row(r)),
         };
-        let prefetch = |r: usize| prefetch_read(vectors[r * dim..].as_ptr());
+        let prefetch = |r: usize| {
+            for line in (0..dim).step_by(16) {
+                prefetch_read(vectors[r * dim + line..].as_ptr());
+            }
+        };
         frozen.search(k, ef, distance, prefetch, keep)
     }
 
