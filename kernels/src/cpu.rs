@@ -40,6 +40,17 @@ impl Matrix {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
+/// Scores checked together against a selection's threshold before one by one.
+const SELECT_CHUNK: usize = 16;
+
+/// Largest of a few scores (NaN-free scores; a NaN never raises the result).
+#[inline]
+fn chunk_max(scores: &[f32]) -> f32 {
+    scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m })
+}
+
 /// Corpus rows scored per block in [`Backend::top_k_dot`], bounding the score buffer.
 const TOPK_BLOCK_ROWS: usize = 16_384;
 
@@ -459,20 +470,28 @@ impl Backend for CpuBackend {
                 .for_each(|(q, (selection, row_scores))| {
                     let excluded = options.excluded.map(|e| e[q].as_slice()).unwrap_or(&[]);
                     let mut skip = excluded.partition_point(|&r| (r as usize) < block_start);
-                    for (i, &s) in row_scores.iter().enumerate() {
-                        let row = block_start + i;
-                        while excluded.get(skip).is_some_and(|&r| (r as usize) < row) {
-                            skip += 1;
-                        }
-                        if excluded.get(skip) == Some(&(row as u32)) {
+                    for (c, chunk) in row_scores.chunks(SELECT_CHUNK).enumerate() {
+                        // Without a row bias, a chunk whose best score is under the
+                        // selection's threshold holds nothing that could enter it.
+                        if options.row_bias.is_none() && chunk_max(chunk) < selection.threshold() {
                             continue;
                         }
-                        if options.allowed.is_some_and(|a| !a[row]) {
-                            continue;
+                        for (j, &s) in chunk.iter().enumerate() {
+                            let i = c * SELECT_CHUNK + j;
+                            let row = block_start + i;
+                            while excluded.get(skip).is_some_and(|&r| (r as usize) < row) {
+                                skip += 1;
+                            }
+                            if excluded.get(skip) == Some(&(row as u32)) {
+                                continue;
+                            }
+                            if options.allowed.is_some_and(|a| !a[row]) {
+                                continue;
+                            }
+                            let score = s + options.row_bias.map_or(0.0, |b| b[row]);
+                            let tie = options.tie_rank.map_or(row as u32, |t| t[row]);
+                            selection.push(row as u32, score, tie);
                         }
-                        let score = s + options.row_bias.map_or(0.0, |b| b[row]);
-                        let tie = options.tie_rank.map_or(row as u32, |t| t[row]);
-                        selection.push(row as u32, score, tie);
                     }
                 });
         }

@@ -85,6 +85,11 @@ impl TopK {
         }
     }
 
+    /// The lowest score that can still enter (−∞ until `k` hits are kept).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
     /// The kept hits, best first.
     pub fn into_sorted(self) -> Vec<Hit> {
         let mut hits: Vec<Hit> = self.heap.into_iter().map(|w| w.0).collect();
