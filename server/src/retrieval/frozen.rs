@@ -24,10 +24,30 @@ impl Layer {
     }
 }
 
+/// The bottom layer in fixed-width rows: `[count, link, link, ...]` per row, so a
+/// node's links are one contiguous read.
+struct Bottom {
+    width: usize,
+    rows: Vec<u32>,
+}
+
+impl Bottom {
+    fn links(&self, row: usize) -> &[u32] {
+        let start = row * self.width;
+        match self.rows.get(start) {
+            Some(&count) => &self.rows[start + 1..start + 1 + count as usize],
+            None => &[],
+        }
+    }
+}
+
 /// The frozen graph.
 pub struct FrozenGraph {
-    layers: Vec<Layer>,
+    bottom: Bottom,
+    /// Layers 1 and up.
+    upper: Vec<Layer>,
     entry: Option<u32>,
+    rows: usize,
 }
 
 /// A candidate ordered by distance (max-heap on distance).
@@ -45,9 +65,21 @@ impl Ord for Far {
     }
 }
 
+/// Per-thread search state, reused from query to query.
+#[derive(Default)]
+struct Scratch {
+    /// Epoch of the current search.
+    epoch: u32,
+    /// Row → epoch of the search that last visited it.
+    marks: Vec<u32>,
+    /// Candidates to expand, nearest first.
+    candidates: BinaryHeap<std::cmp::Reverse<Far>>,
+    /// Best rows so far, worst first.
+    results: BinaryHeap<Far>,
+}
+
 thread_local! {
-    /// Per-thread visited marks: row → epoch of the search that visited it.
-    static VISITED: RefCell<(u32, Vec<u32>)> = const { RefCell::new((0, Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl FrozenGraph {
@@ -81,8 +113,19 @@ impl FrozenGraph {
                 entry = Some(row as u32);
             }
         }
-        let layers = lists
-            .into_iter()
+        let mut lists = lists.into_iter();
+        let bottom_lists = lists.next().unwrap_or_default();
+        let width = 1 + bottom_lists.iter().map(Vec::len).max().unwrap_or(0);
+        let mut bottom = Bottom {
+            width,
+            rows: vec![0; rows * width],
+        };
+        for (row, links) in bottom_lists.into_iter().enumerate() {
+            let start = row * width;
+            bottom.rows[start] = links.len() as u32;
+            bottom.rows[start + 1..start + 1 + links.len()].copy_from_slice(&links);
+        }
+        let upper = lists
             .map(|by_row| {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 let mut neighbours = Vec::new();
@@ -97,7 +140,12 @@ impl FrozenGraph {
                 }
             })
             .collect();
-        Self { layers, entry }
+        Self {
+            bottom,
+            upper,
+            entry,
+            rows,
+        }
     }
 
     /// The `k` nearest rows accepted by `keep` (all when `None`), nearest first, after
@@ -115,10 +163,10 @@ impl FrozenGraph {
         let Some(mut current) = self.entry.map(|e| e as usize) else {
             return Vec::new();
         };
-        let rows = self.layers[0].offsets.len().saturating_sub(1);
+        let rows = self.rows;
         let mut current_distance = distance(current);
         // Greedy descent through the upper layers.
-        for layer in self.layers[1..].iter().rev() {
+        for layer in self.upper.iter().rev() {
             let mut improved = true;
             while improved {
                 improved = false;
@@ -133,9 +181,14 @@ impl FrozenGraph {
             }
         }
         let ef = ef.max(k);
-        VISITED.with(|visited| {
-            let mut visited = visited.borrow_mut();
-            let (epoch, marks) = &mut *visited;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                epoch,
+                marks,
+                candidates,
+                results,
+            } = &mut *scratch;
             if marks.len() < rows {
                 marks.resize(rows, 0);
             }
@@ -145,9 +198,8 @@ impl FrozenGraph {
                 *epoch = 1;
             }
             let epoch = *epoch;
-            // Candidates nearest-first (a min-heap through Reverse), results worst-first.
-            let mut candidates = BinaryHeap::new();
-            let mut results: BinaryHeap<Far> = BinaryHeap::new();
+            candidates.clear();
+            results.clear();
             marks[current] = epoch;
             candidates.push(std::cmp::Reverse(Far(current_distance, current as u32)));
             if keep.is_none_or(|keep| keep(current)) {
@@ -157,7 +209,7 @@ impl FrozenGraph {
                 if results.len() >= ef && results.peek().is_some_and(|w| d > w.0) {
                     break;
                 }
-                let links = self.layers[0].links(row as usize);
+                let links = self.bottom.links(row as usize);
                 if let Some(&first) = links.first() {
                     prefetch(first as usize);
                 }
@@ -183,7 +235,7 @@ impl FrozenGraph {
                     }
                 }
             }
-            let mut found: Vec<Far> = results.into_vec();
+            let mut found: Vec<Far> = results.drain().collect();
             found.sort();
             found.into_iter().take(k).map(|f| f.1 as usize).collect()
         })
