@@ -573,13 +573,6 @@ impl Collection {
         Ok(())
     }
 
-    /// Forces a compaction (used by tests and on request).
-    pub fn compact_now(&self) -> Result<(), Status> {
-        let mut wal = self.wal();
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.compact(&mut wal, &mut state).map_err(io_error)
-    }
-
     /// Counts for CollectionInfo.
     pub fn info(&self) -> CollectionInfo {
         let state = self.state();

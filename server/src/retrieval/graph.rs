@@ -149,11 +149,6 @@ impl Graph {
         };
         frozen.search(k, ef, distance, prefetch, keep)
     }
-
-    /// The parameters it was built with.
-    pub fn params(&self) -> HnswParams {
-        self.params
-    }
 }
 
 /// Asks the CPU to start loading the cache line at `ptr` (a no-op elsewhere).

@@ -146,11 +146,6 @@ impl Wal {
         self.bytes
     }
 
-    /// The active segment's number.
-    pub fn segment(&self) -> u64 {
-        self.segment
-    }
-
     /// Starts the next segment; returns the number of the one just closed.
     pub fn rotate(&mut self) -> io::Result<u64> {
         let closed = self.segment;
