@@ -23,6 +23,15 @@ fn vector(i: u64) -> Vec<f32> {
         .collect()
 }
 
+fn create_request(name: &str) -> CreateCollectionRequest {
+    CreateCollectionRequest {
+        name: name.into(),
+        dimension: DIM as u32,
+        metric: Metric::Cosine as i32,
+        ..Default::default()
+    }
+}
+
 fn server(dir: &std::path::Path) -> Server {
     Server::start(&[
         "--data-dir",
@@ -90,14 +99,9 @@ async fn acknowledged_writes_survive_sigkill() {
     {
         let s = server(dir.path());
         let mut c = connect(&s).await;
-        c.create_collection(CreateCollectionRequest {
-            name: collection.into(),
-            dimension: DIM as u32,
-            metric: Metric::Cosine as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        c.create_collection(create_request(collection))
+            .await
+            .unwrap();
     }
     // Acknowledged state: item id → vector, user → ratings.
     let mut items: BTreeMap<String, Vec<f32>> = BTreeMap::new();
@@ -238,12 +242,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let clean = server(clean_dir.path());
     let mut fresh = connect(&clean).await;
     fresh
-        .create_collection(CreateCollectionRequest {
-            name: collection.into(),
-            dimension: DIM as u32,
-            metric: Metric::Cosine as i32,
-            ..Default::default()
-        })
+        .create_collection(create_request(collection))
         .await
         .unwrap();
     let items: Vec<Item> = present

@@ -17,6 +17,7 @@ use marquee_proto::v1::{
     Metric, Rating, StoredItem,
 };
 use prost::Message;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -707,16 +708,20 @@ impl Collection {
             }
             // One filter and candidate set for the whole batch: a batch shares them.
             let (filter, only) = (queries[exact[0]].filter, queries[exact[0]].only);
-            let allowed: Option<Vec<bool>> = (state.dead > 0 || filter.is_some() || only.is_some())
-                .then(|| {
+            // Tombstones alone: the live mask is the allowed mask, no copy needed.
+            let allowed: Option<Cow<'_, [bool]>> = if filter.is_some() || only.is_some() {
+                Some(Cow::Owned(
                     (0..state.row_count())
                         .map(|r| {
                             state.live[r]
                                 && filter.is_none_or(|f| f.matches(&state.payloads[r]))
                                 && only.is_none_or(|o| o.contains(&state.ids[r]))
                         })
-                        .collect()
-                });
+                        .collect(),
+                ))
+            } else {
+                (state.dead > 0).then_some(Cow::Borrowed(state.live.as_slice()))
+            };
             let hits = CpuBackend
                 .top_k_dot(
                     &Matrix {

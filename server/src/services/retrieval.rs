@@ -333,30 +333,23 @@ impl RetrievalService for RetrievalApi {
                 let target = self.stream_target(&collection, &message.collection, "Upsert")?;
                 collection = Some(Arc::clone(&target));
                 let stored = upserted;
+                let with_progress = |s: Status| {
+                    Status::new(
+                        s.code(),
+                        format!(
+                            "{} ({stored} items of earlier messages were stored)",
+                            s.message()
+                        ),
+                    )
+                };
                 let items = self
                     .stored_items(&target, message.items)
                     .await
-                    .map_err(|s| {
-                        Status::new(
-                            s.code(),
-                            format!(
-                                "{} ({stored} items of earlier messages were stored)",
-                                s.message()
-                            ),
-                        )
-                    })?;
+                    .map_err(with_progress)?;
                 let target_for_write = Arc::clone(&target);
                 upserted += blocking(move || target_for_write.upsert(items))
                     .await
-                    .map_err(|s| {
-                        Status::new(
-                            s.code(),
-                            format!(
-                                "{} ({stored} items of earlier messages were stored)",
-                                s.message()
-                            ),
-                        )
-                    })? as u64;
+                    .map_err(with_progress)? as u64;
             }
             if collection.is_none() {
                 return Err(Status::invalid_argument(
