@@ -1,17 +1,21 @@
 //! The op-set Marquee's models run on.
 //!
 //! Models are written once against the [`Backend`] trait; each backend (the CPU one in
-//! [`cpu`] now, a CUDA one later) implements every op for its own tensor type. Tensors
+//! [`cpu`], the CUDA one in [`cuda`]) implements every op for its own tensor type. Tensors
 //! are row-major 2-D `f32` matrices; ragged batches of sequences are rows of one matrix
 //! split by offsets, so no arithmetic is ever spent on padding.
 
 pub mod cpu;
+pub mod cuda;
+pub mod device;
 mod simd;
 
 pub use simd::{dot, squared_l2};
 pub mod topk;
 
 pub use cpu::{CpuBackend, Matrix};
+pub use cuda::{CudaBackend, Precision};
+pub use device::{DeviceRequest, ResolvedDevice};
 pub use topk::{Hit, TopK};
 
 /// Errors raised by a backend.
@@ -118,6 +122,19 @@ pub trait Backend: Send + Sync + 'static {
         offsets: &SeqOffsets,
         pooling: Pooling,
     ) -> Result<Self::Tensor>;
+
+    /// Pools each sequence, then scales every pooled row to unit L2 norm; devices that
+    /// can fuse the two override this.
+    fn pool_normalized(
+        &self,
+        x: &Self::Tensor,
+        offsets: &SeqOffsets,
+        pooling: Pooling,
+    ) -> Result<Self::Tensor> {
+        let mut pooled = self.pool(x, offsets, pooling)?;
+        self.l2_normalize(&mut pooled)?;
+        Ok(pooled)
+    }
 
     /// Scales every row to unit L2 norm (zero rows stay zero).
     fn l2_normalize(&self, x: &mut Self::Tensor) -> Result<()>;

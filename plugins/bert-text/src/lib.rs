@@ -11,9 +11,12 @@ pub mod weights;
 use anyhow::{bail, Context};
 use bert::Bert;
 use config::{read_json, BertConfig, Pipeline};
-use marquee_kernels::{Activation, Backend, CpuBackend, Matrix, Pooling};
+use marquee_kernels::{
+    Activation, Backend, CpuBackend, CudaBackend, DeviceRequest, KernelError, Pooling, Precision,
+    ResolvedDevice,
+};
 use marquee_plugin_api::{
-    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut, Tokens,
+    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Status, Tensor, TensorMut, Tokens,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -27,55 +30,39 @@ pub struct Options {
     /// Token limit per input; defaults to `sentence_bert_config.json`'s, else the
     /// model's position limit. Never above the position limit.
     pub max_seq_length: Option<usize>,
-    /// Worker threads for inference; defaults to all cores.
+    /// Worker threads for CPU inference; defaults to all cores.
     pub threads: Option<usize>,
-    /// `auto` or `cpu` (the CUDA backend is not built yet).
+    /// `auto` (the GPU when CUDA is usable, else the CPU), `cpu` or `cuda:N`.
     pub device: Option<String>,
+    /// `fp32` (default) or `bf16` (GPU only: bf16 weights and activations, f32
+    /// accumulation).
+    pub precision: Option<String>,
 }
 
 /// A projection applied after pooling.
-struct Dense {
-    weight: Matrix,
-    bias: Option<Matrix>,
+struct Dense<T> {
+    weight: T,
+    bias: Option<T>,
     activation: Activation,
 }
 
-/// A loaded BERT sentence encoder.
-pub struct BertText {
-    tokenizer: TextTokenizer,
-    encoder: Bert<CpuBackend>,
+/// Everything after tokenization, on one backend: BERT, pooling, Dense layers, Normalize.
+struct Encoder<B: Backend> {
+    bert: Bert<B>,
     pooling: Pooling,
-    dense: Vec<Dense>,
+    dense: Vec<Dense<B::Tensor>>,
     normalize: bool,
-    max_seq_length: usize,
-    output_dim: usize,
-    pool: rayon::ThreadPool,
 }
 
-fn load_error(e: anyhow::Error) -> PluginError {
-    let not_found = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-    });
-    let message = format!("{e:#}");
-    if not_found {
-        PluginError::not_found(message)
-    } else {
-        PluginError::invalid_argument(message)
-    }
-}
-
-impl BertText {
-    fn load(dir: &Path, options: Options) -> anyhow::Result<Self> {
-        match options.device.as_deref() {
-            None | Some("auto") | Some("cpu") => {}
-            Some(other) => bail!("device {other:?} is not available (this build runs on: cpu)"),
-        }
-        let config: BertConfig = read_json(&dir.join("config.json"))?;
-        let pipeline = Pipeline::load(dir)?;
+impl<B: Backend> Encoder<B> {
+    /// Loads the weights onto `backend`; returns the encoder and its output width.
+    fn load(
+        backend: B,
+        dir: &Path,
+        config: &BertConfig,
+        pipeline: &Pipeline,
+    ) -> anyhow::Result<(Self, usize)> {
         let weights = Weights::open(&dir.join("model.safetensors"), &["bert."])?;
-        let backend = CpuBackend;
-        let encoder = Bert::load(backend, config.clone(), &weights)?;
         let mut width = config.hidden_size;
         let mut dense = Vec::new();
         for (folder, dense_config) in &pipeline.dense {
@@ -100,6 +87,98 @@ impl BertText {
             });
             width = o;
         }
+        let bert = Bert::load(backend, config.clone(), &weights)?;
+        let encoder = Self {
+            bert,
+            pooling: pipeline.pooling,
+            dense,
+            normalize: pipeline.normalize,
+        };
+        Ok((encoder, width))
+    }
+
+    /// Embeds a ragged batch into `n × width` values.
+    fn embed(&self, ids: &[u32], offsets: &[usize]) -> anyhow::Result<Vec<f32>> {
+        let backend = self.bert.backend();
+        let hidden = self.bert.forward(ids, offsets)?;
+        if self.dense.is_empty() && self.normalize {
+            let pooled = backend.pool_normalized(&hidden, offsets, self.pooling)?;
+            return Ok(backend.download(&pooled)?);
+        }
+        let mut pooled = backend.pool(&hidden, offsets, self.pooling)?;
+        for d in &self.dense {
+            pooled = backend.linear(&pooled, &d.weight, d.bias.as_ref(), d.activation)?;
+        }
+        if self.normalize {
+            backend.l2_normalize(&mut pooled)?;
+        }
+        Ok(backend.download(&pooled)?)
+    }
+}
+
+/// The encoder on the device it was placed on.
+enum Engine {
+    /// On the host, in the plugin's thread pool.
+    Cpu(Box<Encoder<CpuBackend>>, rayon::ThreadPool),
+    /// On a CUDA device.
+    Cuda(Box<Encoder<CudaBackend>>),
+}
+
+/// A loaded BERT sentence encoder.
+pub struct BertText {
+    tokenizer: TextTokenizer,
+    engine: Engine,
+    max_seq_length: usize,
+    output_dim: usize,
+}
+
+fn load_error(e: anyhow::Error) -> PluginError {
+    let not_found = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    });
+    let message = format!("{e:#}");
+    if not_found {
+        PluginError::not_found(message)
+    } else {
+        PluginError::invalid_argument(message)
+    }
+}
+
+impl BertText {
+    fn load(dir: &Path, options: Options) -> anyhow::Result<Self> {
+        let request: DeviceRequest = options
+            .device
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let precision: Precision = options
+            .precision
+            .as_deref()
+            .unwrap_or("fp32")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let config: BertConfig = read_json(&dir.join("config.json"))?;
+        let pipeline = Pipeline::load(dir)?;
+        let (engine, output_dim) = match request.resolve().map_err(anyhow::Error::msg)? {
+            ResolvedDevice::Cuda { ordinal, .. } => {
+                let backend = CudaBackend::new(ordinal, precision)?;
+                let (encoder, width) = Encoder::load(backend, dir, &config, &pipeline)?;
+                (Engine::Cuda(Box::new(encoder)), width)
+            }
+            ResolvedDevice::Cpu { .. } => {
+                if precision != Precision::F32 {
+                    bail!("precision bf16 needs a GPU; this model runs on the CPU");
+                }
+                let (encoder, width) = Encoder::load(CpuBackend, dir, &config, &pipeline)?;
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads.unwrap_or(0))
+                    .thread_name(|i| format!("bert-text-{i}"))
+                    .build()?;
+                (Engine::Cpu(Box::new(encoder), pool), width)
+            }
+        };
         let limit = config.max_position_embeddings;
         let max_seq_length = options
             .max_seq_length
@@ -107,36 +186,20 @@ impl BertText {
         if max_seq_length == 0 || max_seq_length > limit {
             bail!("max_seq_length {max_seq_length} outside 1..={limit}");
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads.unwrap_or(0))
-            .thread_name(|i| format!("bert-text-{i}"))
-            .build()?;
         Ok(Self {
             tokenizer: TextTokenizer::load(&dir.join("tokenizer.json"))?,
-            encoder,
-            pooling: pipeline.pooling,
-            dense,
-            normalize: pipeline.normalize,
+            engine,
             max_seq_length,
-            output_dim: width,
-            pool,
+            output_dim,
         })
     }
 
     /// Embeds a ragged batch (validated offsets) into `n × output_dim` values.
     pub fn embed_batch(&self, ids: &[u32], offsets: &[usize]) -> anyhow::Result<Vec<f32>> {
-        self.pool.install(|| {
-            let backend = self.encoder.backend();
-            let hidden = self.encoder.forward(ids, offsets)?;
-            let mut pooled = backend.pool(&hidden, offsets, self.pooling)?;
-            for d in &self.dense {
-                pooled = backend.linear(&pooled, &d.weight, d.bias.as_ref(), d.activation)?;
-            }
-            if self.normalize {
-                backend.l2_normalize(&mut pooled)?;
-            }
-            Ok(backend.download(&pooled)?)
-        })
+        match &self.engine {
+            Engine::Cpu(encoder, pool) => pool.install(|| encoder.embed(ids, offsets)),
+            Engine::Cuda(encoder) => encoder.embed(ids, offsets),
+        }
     }
 }
 
@@ -226,9 +289,17 @@ impl Plugin for BertText {
                 output.shape, self.output_dim
             )));
         }
-        let values = self
-            .embed_batch(ids, &offsets)
-            .map_err(|e| PluginError::internal(format!("{e:#}")))?;
+        let values = self.embed_batch(ids, &offsets).map_err(|e| {
+            let out_of_memory = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(KernelError::OutOfMemory(_))));
+            let status = if out_of_memory {
+                Status::ResourceExhausted
+            } else {
+                Status::Internal
+            };
+            PluginError::new(status, format!("{e:#}"))
+        })?;
         output.values.copy_from_slice(&values);
         Ok(())
     }

@@ -1,0 +1,572 @@
+//! The CUDA backend: handwritten kernels (`kernels/cuda/*.cu`, compiled at run time with
+//! NVRTC for the device's own architecture) and cuBLAS GEMMs, all through cudarc with the
+//! CUDA libraries loaded dynamically, so one build serves hosts with and without a GPU.
+//!
+//! Tensors are f32, or bf16 with f32 accumulation everywhere ([`Precision`]).
+
+mod compile;
+mod context;
+pub mod topk;
+
+pub use compile::{compile, nvrtc_present, KernelSource, SOURCES};
+pub use context::{gpu, probe, Gpu};
+
+use crate::topk::Hit;
+use crate::{
+    Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
+};
+use context::driver_error;
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasMath_t, cublasOperation_t, cudaDataType,
+};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use half::bf16;
+use std::sync::Arc;
+use topk::{DeviceRules, SearchFilter};
+
+/// Element type of a backend's tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 storage; GEMMs on TF32 tensor cores.
+    F32,
+    /// bf16 storage, f32 accumulation; GEMMs on bf16 tensor cores.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "fp32" | "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!("precision {other:?} is not fp32 or bf16")),
+        }
+    }
+}
+
+/// Device memory of one tensor.
+pub enum DeviceData {
+    /// f32 elements.
+    F32(CudaSlice<f32>),
+    /// bf16 elements.
+    Bf16(CudaSlice<bf16>),
+}
+
+/// A row-major `rows × cols` matrix in device memory.
+pub struct CudaTensor {
+    rows: usize,
+    cols: usize,
+    data: DeviceData,
+}
+
+impl CudaTensor {
+    /// The device memory.
+    pub fn data(&self) -> &DeviceData {
+        &self.data
+    }
+}
+
+/// Runs every op on one CUDA device.
+#[derive(Clone)]
+pub struct CudaBackend {
+    gpu: Arc<Gpu>,
+    precision: Precision,
+    ordinal: usize,
+}
+
+impl CudaBackend {
+    /// The backend on device `ordinal` (kernels compiled on first use of the device).
+    pub fn new(ordinal: usize, precision: Precision) -> Result<Self> {
+        Ok(Self {
+            gpu: gpu(ordinal)?,
+            precision,
+            ordinal,
+        })
+    }
+
+    /// The device this backend runs on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    fn alloc(&self, rows: usize, cols: usize) -> Result<CudaTensor> {
+        let s = &self.gpu.stream;
+        let data = match self.precision {
+            Precision::F32 => DeviceData::F32(s.alloc_zeros(rows * cols).map_err(driver_error)?),
+            Precision::Bf16 => DeviceData::Bf16(s.alloc_zeros(rows * cols).map_err(driver_error)?),
+        };
+        Ok(CudaTensor { rows, cols, data })
+    }
+
+    fn suffix(&self) -> &'static str {
+        match self.precision {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    fn upload_u32(&self, values: &[u32]) -> Result<CudaSlice<u32>> {
+        self.gpu.stream.clone_htod(values).map_err(driver_error)
+    }
+
+    fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
+        let func = self.gpu.kernel(name)?;
+        let mut launch = self.gpu.stream.launch_builder(func);
+        for arg in args {
+            match arg {
+                Arg::Tensor(t) => match &t.data {
+                    DeviceData::F32(d) => launch.arg(d),
+                    DeviceData::Bf16(d) => launch.arg(d),
+                },
+                Arg::U32s(d) => launch.arg(*d),
+                Arg::I32(v) => launch.arg(v),
+                Arg::F32(v) => launch.arg(v),
+                Arg::Usize(v) => launch.arg(v),
+            };
+        }
+        // SAFETY: every call site passes the arguments of the named kernel in its order,
+        // with buffers of the extents it indexes (checked before the call).
+        unsafe { launch.launch(cfg) }.map_err(driver_error)?;
+        Ok(())
+    }
+}
+
+/// One kernel argument.
+enum Arg<'a> {
+    Tensor(&'a CudaTensor),
+    U32s(&'a CudaSlice<u32>),
+    I32(i32),
+    F32(f32),
+    Usize(usize),
+}
+
+fn rows_config(rows: usize, threads: u32, smem: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem as u32,
+    }
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(KernelError::Shape(what()))
+    }
+}
+
+/// Maps a cuBLAS error, allocation failures as out-of-memory.
+fn blas_error(e: cudarc::cublas::result::CublasError) -> KernelError {
+    use cudarc::cublas::sys::cublasStatus_t;
+    if e.0 == cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED {
+        KernelError::OutOfMemory(format!("cuBLAS: {e:?}"))
+    } else {
+        KernelError::Device(format!("cuBLAS: {e:?}"))
+    }
+}
+
+/// TF32 tensor cores on or off for the next cuBLAS call.
+fn set_math_mode(blas: &CudaBlas, tf32: bool) -> Result<()> {
+    let mode = if tf32 {
+        cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+    } else {
+        cublasMath_t::CUBLAS_DEFAULT_MATH
+    };
+    // SAFETY: a valid handle owned by `blas`.
+    unsafe { cudarc::cublas::sys::cublasSetMathMode(*blas.handle(), mode) }
+        .result()
+        .map_err(blas_error)
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+
+    fn device_name(&self) -> String {
+        format!("cuda:{} {}", self.ordinal, self.gpu.description)
+    }
+
+    fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CudaTensor> {
+        check(data.len() == rows * cols, || {
+            format!("upload: {} values for {rows} × {cols}", data.len())
+        })?;
+        let s = &self.gpu.stream;
+        let data = match self.precision {
+            Precision::F32 => DeviceData::F32(s.clone_htod(data).map_err(driver_error)?),
+            Precision::Bf16 => {
+                let host: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
+                DeviceData::Bf16(s.clone_htod(&host).map_err(driver_error)?)
+            }
+        };
+        Ok(CudaTensor { rows, cols, data })
+    }
+
+    fn download(&self, tensor: &CudaTensor) -> Result<Vec<f32>> {
+        let s = &self.gpu.stream;
+        Ok(match &tensor.data {
+            DeviceData::F32(d) => s.clone_dtoh(d).map_err(driver_error)?,
+            DeviceData::Bf16(d) => s
+                .clone_dtoh(d)
+                .map_err(driver_error)?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        })
+    }
+
+    fn shape(&self, tensor: &CudaTensor) -> (usize, usize) {
+        (tensor.rows, tensor.cols)
+    }
+
+    fn embed_tokens(
+        &self,
+        word: &CudaTensor,
+        position: &CudaTensor,
+        token_type: &CudaTensor,
+        token_ids: &[u32],
+        position_ids: &[u32],
+        norm: &LayerNorm<CudaTensor>,
+    ) -> Result<CudaTensor> {
+        let hidden = word.cols;
+        check(position.cols == hidden && token_type.cols == hidden, || {
+            "embedding tables differ in width".into()
+        })?;
+        check(token_ids.len() == position_ids.len(), || {
+            "token and position ids differ in length".into()
+        })?;
+        check(token_ids.iter().all(|&t| (t as usize) < word.rows), || {
+            "token id outside the vocabulary".into()
+        })?;
+        check(
+            position_ids.iter().all(|&p| (p as usize) < position.rows),
+            || "position id outside the position table".into(),
+        )?;
+        let out = self.alloc(token_ids.len(), hidden)?;
+        if token_ids.is_empty() {
+            return Ok(out);
+        }
+        let ids = self.upload_u32(token_ids)?;
+        let positions = self.upload_u32(position_ids)?;
+        self.launch(
+            &format!("embed_layer_norm_{}", self.suffix()),
+            rows_config(token_ids.len(), 256, hidden * 4),
+            &[
+                Arg::Tensor(&out),
+                Arg::Tensor(word),
+                Arg::Tensor(position),
+                Arg::Tensor(token_type),
+                Arg::U32s(&ids),
+                Arg::U32s(&positions),
+                Arg::Tensor(&norm.gamma),
+                Arg::Tensor(&norm.beta),
+                Arg::F32(norm.eps),
+                Arg::I32(hidden as i32),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        weight: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        activation: Activation,
+    ) -> Result<CudaTensor> {
+        check(x.cols == weight.cols, || {
+            format!(
+                "linear: input has {} columns, weight expects {}",
+                x.cols, weight.cols
+            )
+        })?;
+        check(bias.is_none_or(|b| b.rows * b.cols == weight.rows), || {
+            "linear: bias length differs from the output width".into()
+        })?;
+        let (rows, inner, out_cols) = (x.rows, x.cols, weight.rows);
+        let mut out = self.alloc(rows, out_cols)?;
+        if rows == 0 {
+            return Ok(out);
+        }
+        {
+            let stream = &self.gpu.stream;
+            let blas = self.gpu.blas.lock().unwrap_or_else(|p| p.into_inner());
+            set_math_mode(&blas, self.precision == Precision::F32)?;
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            let dtype = match self.precision {
+                Precision::F32 => cudaDataType::CUDA_R_32F,
+                Precision::Bf16 => cudaDataType::CUDA_R_16BF,
+            };
+            let (w, _rw) = device_ptr(&weight.data, stream);
+            let (xp, _rx) = device_ptr(&x.data, stream);
+            let (o, _ro) = device_ptr(&out.data, stream);
+            let compute = match self.precision {
+                Precision::F32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                Precision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            };
+            // SAFETY: column-major view: out (out_cols × rows) = Wᵀ (W: inner × out_cols,
+            // ld inner) · X (inner × rows, ld inner); extents checked above.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *blas.handle(),
+                    cublasOperation_t::CUBLAS_OP_T,
+                    cublasOperation_t::CUBLAS_OP_N,
+                    out_cols as i32,
+                    rows as i32,
+                    inner as i32,
+                    (&alpha) as *const f32 as *const _,
+                    w as *const _,
+                    dtype,
+                    inner as i32,
+                    xp as *const _,
+                    dtype,
+                    inner as i32,
+                    (&beta) as *const f32 as *const _,
+                    o as *mut _,
+                    dtype,
+                    out_cols as i32,
+                    compute,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(blas_error)?;
+        }
+        if bias.is_some() || activation != Activation::Identity {
+            let act = match activation {
+                Activation::Identity => 0,
+                Activation::Gelu => 1,
+                Activation::Tanh => 2,
+            };
+            let total = rows * out_cols;
+            let blocks = total.div_ceil(256).min(65_535) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let bias_arg = bias.unwrap_or(&out);
+            let name = format!("bias_activation_{}", self.suffix());
+            let out_ref: &CudaTensor = &out;
+            self.launch(
+                &name,
+                cfg,
+                &[
+                    Arg::Tensor(out_ref),
+                    Arg::Tensor(bias_arg),
+                    Arg::I32(bias.is_some() as i32),
+                    Arg::Usize(rows),
+                    Arg::I32(out_cols as i32),
+                    Arg::I32(act),
+                ],
+            )?;
+        }
+        out.rows = rows;
+        Ok(out)
+    }
+
+    fn add_layer_norm(
+        &self,
+        x: &mut CudaTensor,
+        residual: &CudaTensor,
+        norm: &LayerNorm<CudaTensor>,
+    ) -> Result<()> {
+        check((x.rows, x.cols) == (residual.rows, residual.cols), || {
+            "add_layer_norm: residual shape differs".into()
+        })?;
+        if x.rows == 0 {
+            return Ok(());
+        }
+        self.launch(
+            &format!("add_layer_norm_{}", self.suffix()),
+            rows_config(x.rows, 256, x.cols * 4),
+            &[
+                Arg::Tensor(x),
+                Arg::Tensor(residual),
+                Arg::Tensor(&norm.gamma),
+                Arg::Tensor(&norm.beta),
+                Arg::F32(norm.eps),
+                Arg::I32(x.cols as i32),
+            ],
+        )
+    }
+
+    fn attention(
+        &self,
+        qkv: &CudaTensor,
+        offsets: &SeqOffsets,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        check(heads > 0 && qkv.cols.is_multiple_of(3 * heads), || {
+            "attention: qkv width is not 3 × heads × head_dim".into()
+        })?;
+        check(offsets.last().copied().unwrap_or(0) == qkv.rows, || {
+            "attention: offsets do not cover the rows".into()
+        })?;
+        let hidden = qkv.cols / 3;
+        let head_dim = hidden / heads;
+        check(head_dim <= 128, || {
+            format!("attention: head_dim {head_dim} above the kernel's 128")
+        })?;
+        let out = self.alloc(qkv.rows, hidden)?;
+        let sequences = offsets.len().saturating_sub(1);
+        if qkv.rows == 0 || sequences == 0 {
+            return Ok(out);
+        }
+        let offsets: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
+        let offsets = self.upload_u32(&offsets)?;
+        let warps = qkv.rows * heads;
+        let cfg = LaunchConfig {
+            grid_dim: ((warps * 32).div_ceil(256) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(
+            &format!("ragged_attention_{}", self.suffix()),
+            cfg,
+            &[
+                Arg::Tensor(&out),
+                Arg::Tensor(qkv),
+                Arg::U32s(&offsets),
+                Arg::I32(sequences as i32),
+                Arg::I32(qkv.rows as i32),
+                Arg::I32(heads as i32),
+                Arg::I32(head_dim as i32),
+                Arg::F32(1.0 / (head_dim as f32).sqrt()),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    fn pool(&self, x: &CudaTensor, offsets: &SeqOffsets, pooling: Pooling) -> Result<CudaTensor> {
+        self.pool_with(x, offsets, pooling, false)
+    }
+
+    fn pool_normalized(
+        &self,
+        x: &CudaTensor,
+        offsets: &SeqOffsets,
+        pooling: Pooling,
+    ) -> Result<CudaTensor> {
+        self.pool_with(x, offsets, pooling, true)
+    }
+
+    fn l2_normalize(&self, x: &mut CudaTensor) -> Result<()> {
+        if x.rows == 0 {
+            return Ok(());
+        }
+        self.launch(
+            &format!("l2_normalize_{}", self.suffix()),
+            rows_config(x.rows, 128, 0),
+            &[Arg::Tensor(x), Arg::I32(x.cols as i32)],
+        )
+    }
+
+    fn top_k_dot(
+        &self,
+        queries: &CudaTensor,
+        corpus: &CudaTensor,
+        k: usize,
+        options: &TopKOptions<'_>,
+    ) -> Result<Vec<Vec<Hit>>> {
+        check(queries.cols == corpus.cols, || {
+            format!(
+                "top_k_dot: queries have {} columns, corpus {}",
+                queries.cols, corpus.cols
+            )
+        })?;
+        let per_row = |what: &str, len: Option<usize>| {
+            check(len.is_none_or(|l| l == corpus.rows), || {
+                format!("top_k_dot: {what} must have one entry per corpus row")
+            })
+        };
+        per_row("row_bias", options.row_bias.map(<[f32]>::len))?;
+        per_row("allowed", options.allowed.map(<[bool]>::len))?;
+        per_row("tie_rank", options.tie_rank.map(<[u32]>::len))?;
+        check(
+            options.excluded.is_none_or(|e| e.len() == queries.rows),
+            || "top_k_dot: excluded must have one list per query".into(),
+        )?;
+        let s = &self.gpu.stream;
+        let rules = DeviceRules {
+            row_bias: options
+                .row_bias
+                .map(|b| s.clone_htod(b))
+                .transpose()
+                .map_err(driver_error)?,
+            tie_rank: options
+                .tie_rank
+                .map(|t| s.clone_htod(t))
+                .transpose()
+                .map_err(driver_error)?,
+        };
+        let host_queries = self.download(queries)?;
+        topk::search(
+            &self.gpu,
+            corpus,
+            &rules,
+            &host_queries,
+            k,
+            &SearchFilter {
+                allowed: options.allowed,
+                excluded: options.excluded,
+            },
+        )
+    }
+}
+
+impl CudaBackend {
+    fn pool_with(
+        &self,
+        x: &CudaTensor,
+        offsets: &SeqOffsets,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<CudaTensor> {
+        check(offsets.last().copied().unwrap_or(0) == x.rows, || {
+            "pool: offsets do not cover the rows".into()
+        })?;
+        check(offsets.windows(2).all(|w| w[1] > w[0]), || {
+            "pool: empty sequence".into()
+        })?;
+        let sequences = offsets.len().saturating_sub(1);
+        let out = self.alloc(sequences, x.cols)?;
+        if sequences == 0 {
+            return Ok(out);
+        }
+        let offsets: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
+        let offsets = self.upload_u32(&offsets)?;
+        let mode = match pooling {
+            Pooling::Mean => 0,
+            Pooling::Cls => 1,
+            Pooling::Max => 2,
+        };
+        self.launch(
+            &format!("pool_normalize_{}", self.suffix()),
+            rows_config(sequences, 128, x.cols * 4),
+            &[
+                Arg::Tensor(&out),
+                Arg::Tensor(x),
+                Arg::U32s(&offsets),
+                Arg::I32(x.cols as i32),
+                Arg::I32(mode),
+                Arg::I32(normalize as i32),
+            ],
+        )?;
+        Ok(out)
+    }
+}
+
+/// The raw device pointer of a tensor's memory (and the guard that orders its use).
+fn device_ptr<'a>(
+    data: &'a DeviceData,
+    stream: &'a Arc<cudarc::driver::CudaStream>,
+) -> (
+    cudarc::driver::sys::CUdeviceptr,
+    cudarc::driver::SyncOnDrop<'a>,
+) {
+    match data {
+        DeviceData::F32(d) => d.device_ptr(stream),
+        DeviceData::Bf16(d) => d.device_ptr(stream),
+    }
+}
