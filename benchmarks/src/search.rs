@@ -7,8 +7,10 @@
 //! hnswlib is, across a range of `ef`.
 
 use anyhow::{ensure, Context, Result};
+use marquee_kernels::{DeviceRequest, Precision};
 use marquee_proto::v1::{CreateCollectionRequest, Metric, StoredItem};
 use marquee_server::retrieval::collection::{Collection, Config, Query};
+use marquee_server::retrieval::gpu::Placement;
 use marquee_server::retrieval::graph::{Graph, HnswParams};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -118,7 +120,12 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
         ..Default::default()
     })
     .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-    let collection = Collection::create(&dir.path().join("bench"), config)?;
+    let cpu = Placement {
+        default: DeviceRequest::Cpu,
+        precision: Precision::F32,
+    };
+    let collection = Collection::create(&dir.path().join("bench"), config, &cpu)
+        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     let start = Instant::now();
     for chunk in (0..data.n()).collect::<Vec<_>>().chunks(10_000) {
         let items = chunk

@@ -14,7 +14,7 @@ pub use simd::{dot, squared_l2};
 pub mod topk;
 
 pub use cpu::{CpuBackend, Matrix};
-pub use cuda::{CudaBackend, Precision};
+pub use cuda::{CudaBackend, CudaTensor, Precision};
 pub use device::{DeviceRequest, ResolvedDevice};
 pub use topk::{Hit, TopK};
 

@@ -2,6 +2,7 @@
 //! environment variables (nested keys joined by `__`), then command-line overrides.
 
 use anyhow::{bail, Context, Result};
+use marquee_kernels::{DeviceRequest, Precision};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,6 +61,10 @@ pub struct Tokenization {
 pub struct Retrieval {
     /// Largest `k` of Search, Recommend and evaluation cut-offs.
     pub max_k: usize,
+    /// Where exact search runs for collections that name no device: `auto`, `cpu`, `cuda:N`.
+    pub device: String,
+    /// Element type of collection matrices kept on a GPU: `fp32` or `bf16`.
+    pub precision: String,
 }
 
 /// One model to load at start-up.
@@ -74,6 +79,10 @@ pub struct ModelConfig {
     /// Options handed to the plugin as a JSON object.
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// `auto`, `cpu` or `cuda:N`: resolved by the server (one log line says which and why)
+    /// and handed to the plugin as its `device` option. Absent: the plugin decides.
+    #[serde(default)]
+    pub device: Option<String>,
     /// Batching limits for this model; the global `[batching]` when absent.
     #[serde(default)]
     pub batching: Option<Batching>,
@@ -168,6 +177,21 @@ impl Settings {
         {
             bail!("[limits]: limits must be positive");
         }
+        self.retrieval
+            .device
+            .parse::<DeviceRequest>()
+            .map_err(|e| anyhow::anyhow!("retrieval.device: {e}"))?;
+        self.retrieval
+            .precision
+            .parse::<Precision>()
+            .map_err(|e| anyhow::anyhow!("retrieval.precision: {e}"))?;
+        for (name, model) in &self.models {
+            if let Some(device) = &model.device {
+                device
+                    .parse::<DeviceRequest>()
+                    .map_err(|e| anyhow::anyhow!("models.{name}.device: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -215,6 +239,7 @@ impl Settings {
                 plugin: plugin.to_string(),
                 options: Default::default(),
                 batching: None,
+                device: None,
             },
         );
         Ok(())

@@ -3,12 +3,14 @@
 
 use crate::config::Settings;
 use crate::registry::Registry;
+use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
 use crate::services::evaluation::EvaluationApi;
 use crate::services::retrieval::RetrievalApi;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
 use crate::tokenize::TokenizerPool;
 use anyhow::{Context, Result};
+use marquee_kernels::{DeviceRequest, ResolvedDevice};
 use marquee_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use marquee_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use marquee_proto::v1::model_service_server::ModelServiceServer;
@@ -33,7 +35,11 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
         let registry = Arc::clone(registry);
         let path = settings.model_path(&model.path);
         let (model_name, plugin) = (name.clone(), model.plugin.clone());
-        let options = serde_json::Value::Object(model.options.clone()).to_string();
+        let mut options = model.options.clone();
+        if let Some(device) = &model.device {
+            options.insert("device".into(), resolve_model_device(name, device).into());
+        }
+        let options = serde_json::Value::Object(options).to_string();
         let batching = model
             .batching
             .clone()
@@ -46,6 +52,30 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(model = name, error = e.message(), "model not loaded"),
             Err(e) => tracing::error!(model = name, error = %e, "model loader crashed"),
+        }
+    }
+}
+
+/// Resolves a model's configured device (validated at start) to `cpu` or `cuda:N`, with
+/// the one log line saying which and why; an unusable `cuda:N` is passed on as asked, so
+/// the model fails to load with the reason.
+fn resolve_model_device(model: &str, device: &str) -> String {
+    let request: DeviceRequest = device.parse().unwrap_or_default();
+    match request.resolve() {
+        Ok(ResolvedDevice::Cuda {
+            ordinal,
+            description,
+        }) => {
+            tracing::info!(model, device = %format!("cuda:{ordinal}"), gpu = description, "model device: GPU");
+            format!("cuda:{ordinal}")
+        }
+        Ok(ResolvedDevice::Cpu { reason }) => {
+            tracing::info!(model, device = "cpu", reason, "model device: CPU");
+            "cpu".into()
+        }
+        Err(reason) => {
+            tracing::error!(model, reason, "model device unusable");
+            request.to_string()
         }
     }
 }
@@ -93,8 +123,9 @@ pub async fn run(
     load_configured(&settings, &registry).await;
     let tokenizer = Arc::new(TokenizerPool::new(settings.tokenization.workers)?);
     let data_dir = settings.data_dir.clone();
+    let placement = Placement::from_settings(&settings.retrieval)?;
     let store = Arc::new(
-        tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, placement))
             .await?
             .context("opening the collections")?,
     );

@@ -807,3 +807,52 @@ async fn text_collections_embed_with_their_model() {
         ["heat"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collection_devices_resolve_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = vector_server(dir.path());
+    let (mut client, _) = clients(&server).await;
+    let gpu_host = std::path::Path::new("/dev/nvidia0").exists();
+
+    let mut bad = create("bad", 4, Metric::Cosine);
+    bad.device = "tpu:0".into();
+    let err = client.create_collection(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("auto, cpu, cuda:N"),
+        "{}",
+        err.message()
+    );
+
+    if !gpu_host {
+        // An explicit GPU that is not there is refused, with the reason, and nothing is
+        // left behind; `auto` resolves to the CPU and says so.
+        let mut cuda = create("on-gpu", 4, Metric::Cosine);
+        cuda.device = "cuda:0".into();
+        let err = client.create_collection(cuda).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("cuda:0 is not usable"),
+            "{}",
+            err.message()
+        );
+        assert!(!dir.path().join("collections/on-gpu").exists());
+        let mut auto = create("auto", 4, Metric::Cosine);
+        auto.device = "auto".into();
+        let info = client.create_collection(auto).await.unwrap().into_inner();
+        assert_eq!(info.device, "cpu");
+        upsert(
+            &mut client,
+            "auto",
+            vec![vec![
+                item("a", &[1.0, 0.0, 0.0, 0.0], &[]),
+                item("b", &[0.0, 1.0, 0.0, 0.0], &[]),
+            ]],
+        )
+        .await
+        .unwrap();
+        let found = ids(&mut client, by_vector("auto", &[0.1, 1.0, 0.0, 0.0], 2)).await;
+        assert_eq!(found, ["b", "a"]);
+    }
+}

@@ -74,6 +74,9 @@ pub struct CreateArgs {
     /// Embedding model bound to the collection, so items and queries can be text.
     #[arg(long)]
     pub model: Option<String>,
+    /// Device for exact search: auto, cpu or cuda:N [default: the server's retrieval.device].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 impl CreateArgs {
@@ -103,6 +106,7 @@ impl CreateArgs {
             metric: metric as i32,
             index: Some(IndexConfig { kind: Some(kind) }),
             model: self.model.clone().unwrap_or_default(),
+            device: self.device.clone().unwrap_or_default(),
         })
     }
 }
@@ -144,6 +148,7 @@ pub fn collection_json(c: &CollectionInfo) -> serde_json::Value {
         "metric": metric_name(c.metric),
         "index": index,
         "model": c.model,
+        "device": c.device,
         "items": c.items,
         "users": c.users,
         "ratings": c.ratings,
@@ -266,6 +271,7 @@ mod tests {
             ef_construction: None,
             ef_search: None,
             model: Some("all-MiniLM-L6-v2".into()),
+            device: Some("cuda:1".into()),
         }
     }
 
@@ -284,6 +290,10 @@ mod tests {
         let r = args(IndexArg::Exact, None).request().unwrap();
         assert_eq!(r.index.unwrap().kind, Some(IndexKind::Exact(ExactIndex {})));
         assert!(args(IndexArg::Exact, Some(8)).request().is_err());
+        assert_eq!(
+            args(IndexArg::Exact, None).request().unwrap().device,
+            "cuda:1"
+        );
     }
 
     #[test]
@@ -297,8 +307,10 @@ mod tests {
             items: 7290,
             users: 0,
             ratings: 0,
+            device: "cpu".into(),
         };
         let j = collection_json(&info);
+        assert_eq!(j["device"], "cpu");
         assert_eq!(j["metric"], "cosine");
         assert_eq!(j["index"]["type"], "exact");
         assert_eq!(j["items"], 7290);

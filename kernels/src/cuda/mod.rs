@@ -10,6 +10,7 @@ pub mod topk;
 
 pub use compile::{compile, nvrtc_present, KernelSource, SOURCES};
 pub use context::{gpu, probe, Gpu};
+pub use topk::MAX_K;
 
 use crate::topk::Hit;
 use crate::{

@@ -6,11 +6,12 @@
 //! without them into a snapshot and the covered log segments are deleted. Start-up
 //! loads the newest snapshot and replays the segments after it.
 
+use super::gpu::{device_status, DeviceCopy, GpuSearch, Placement};
 use super::graph::{Graph, HnswParams, MAX_M};
 use super::payload::{CompiledFilter, Payload, Schema};
 use super::wal::{self, Wal};
 use anyhow::{bail, Context};
-use marquee_kernels::{Backend, CpuBackend, Matrix, TopKOptions};
+use marquee_kernels::{Backend, CpuBackend, DeviceRequest, KernelError, Matrix, TopKOptions};
 use marquee_proto::storage::v1::{record::Op, Delete, Ratings, Record, SnapshotHeader, Upsert};
 use marquee_proto::v1::{
     index_config, CollectionInfo, CreateCollectionRequest, ExactIndex, HnswIndex, IndexConfig,
@@ -54,6 +55,8 @@ pub struct Config {
     pub index: IndexKind,
     /// Bound embedding model ("" for none).
     pub model: String,
+    /// Requested device for exact search ("" for the server's default).
+    pub device: String,
 }
 
 impl Config {
@@ -111,12 +114,18 @@ impl Config {
                 IndexKind::Hnsw(params)
             }
         };
+        if !r.device.is_empty() {
+            r.device
+                .parse::<DeviceRequest>()
+                .map_err(Status::invalid_argument)?;
+        }
         Ok(Self {
             name: r.name.clone(),
             dimension,
             metric,
             index,
             model: r.model.clone(),
+            device: r.device.clone(),
         })
     }
 
@@ -137,6 +146,7 @@ impl Config {
                 }),
             }),
             model: self.model.clone(),
+            device: self.device.clone(),
         }
     }
 }
@@ -185,6 +195,9 @@ struct State {
     graph: Option<Graph>,
     /// Each row's rank by id, for deterministic tie-breaking; rebuilt lazily.
     tie_rank: Mutex<Option<Arc<Vec<u32>>>>,
+    /// The rows in GPU memory when the collection searches there; re-uploaded lazily
+    /// after the rows change.
+    device_copy: Mutex<Option<Arc<DeviceCopy>>>,
 }
 
 impl State {
@@ -202,6 +215,7 @@ impl State {
             dead: 0,
             graph: None,
             tie_rank: Mutex::new(None),
+            device_copy: Mutex::new(None),
         }
     }
 
@@ -230,6 +244,22 @@ impl State {
                 Arc::new(rank)
             })
             .clone()
+    }
+
+    /// The rows on `gpu`, uploaded on first use after a change.
+    fn device_copy(
+        &self,
+        gpu: &GpuSearch,
+        config: &Config,
+    ) -> Result<Arc<DeviceCopy>, KernelError> {
+        let mut cached = self.device_copy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(copy) = cached.as_ref() {
+            return Ok(copy.clone());
+        }
+        let bias = (config.metric == Metric::L2).then_some(self.l2_bias.as_slice());
+        let copy = Arc::new(gpu.upload(&self.vectors, &self.tie_rank(), bias)?);
+        *cached = Some(copy.clone());
+        Ok(copy)
     }
 
     fn apply(&mut self, config: &Config, record: Record) {
@@ -263,6 +293,10 @@ impl State {
                     graph.insert(&rows);
                 }
                 *self.tie_rank.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+                *self
+                    .device_copy
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
             }
             Some(Op::Delete(d)) => {
                 for id in d.ids {
@@ -330,14 +364,40 @@ fn io_error(e: impl std::fmt::Display) -> Status {
 pub struct Collection {
     /// Its configuration.
     pub config: Config,
+    /// Where exact search runs: on this GPU, or on the CPU when `None`.
+    gpu: Option<GpuSearch>,
     dir: PathBuf,
     wal: Mutex<Wal>,
     state: RwLock<State>,
 }
 
 impl Collection {
-    /// Creates the collection's directory and empty log.
-    pub fn create(dir: &Path, config: Config) -> anyhow::Result<Self> {
+    /// Creates the collection's directory and empty log. An explicitly requested device
+    /// that cannot be used is refused before anything is written.
+    pub fn create(dir: &Path, config: Config, placement: &Placement) -> Result<Self, Status> {
+        let gpu = placement
+            .place(
+                &config.name,
+                &config.device,
+                config.index == IndexKind::Exact,
+            )
+            .map_err(Status::invalid_argument)?;
+        Self::create_files(dir, &config)
+            .map_err(|e| Status::internal(format!("creating the collection: {e:#}")))?;
+        let mut state = State::new(config.dimension);
+        state.build_graph(&config);
+        Ok(Self {
+            wal: Mutex::new(
+                Wal::open(dir, 1, None).map_err(|e| Status::internal(format!("{e:#}")))?,
+            ),
+            state: RwLock::new(state),
+            dir: dir.to_path_buf(),
+            gpu,
+            config,
+        })
+    }
+
+    fn create_files(dir: &Path, config: &Config) -> anyhow::Result<()> {
         std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = dir.join("config.pb.tmp");
         std::fs::write(&tmp, config.to_request().encode_to_vec())?;
@@ -347,18 +407,13 @@ impl Collection {
         if let Some(parent) = dir.parent() {
             wal::sync_dir(parent)?;
         }
-        let mut state = State::new(config.dimension);
-        state.build_graph(&config);
-        Ok(Self {
-            wal: Mutex::new(Wal::open(dir, 1, None)?),
-            state: RwLock::new(state),
-            dir: dir.to_path_buf(),
-            config,
-        })
+        Ok(())
     }
 
-    /// Opens an existing collection: newest snapshot, then the log after it.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    /// Opens an existing collection: newest snapshot, then the log after it. When its
+    /// device cannot be used here, it searches on the CPU (with a warning): the data stays
+    /// available.
+    pub fn open(dir: &Path, placement: &Placement) -> anyhow::Result<Self> {
         let request =
             CreateCollectionRequest::decode(std::fs::read(dir.join(CONFIG_FILE))?.as_slice())?;
         let config =
@@ -391,10 +446,22 @@ impl Collection {
             active = (n, Some(valid));
         }
         state.build_graph(&config);
+        let exact = config.index == IndexKind::Exact;
+        let gpu = placement
+            .place(&config.name, &config.device, exact)
+            .unwrap_or_else(|reason| {
+                tracing::warn!(
+                    collection = config.name,
+                    reason,
+                    "device unusable, searching on the CPU"
+                );
+                None
+            });
         Ok(Self {
             wal: Mutex::new(Wal::open(dir, active.0, active.1)?),
             state: RwLock::new(state),
             dir: dir.to_path_buf(),
+            gpu,
             config,
         })
     }
@@ -589,6 +656,10 @@ impl Collection {
         info.metric = r.metric;
         info.index = r.index;
         info.model = r.model;
+        info.device = self
+            .gpu
+            .as_ref()
+            .map_or_else(|| "cpu".to_string(), GpuSearch::device_name);
         info
     }
 
@@ -722,24 +793,36 @@ impl Collection {
             } else {
                 (state.dead > 0).then_some(Cow::Borrowed(state.live.as_slice()))
             };
-            let hits = CpuBackend
-                .top_k_dot(
-                    &Matrix {
-                        rows: exact.len(),
-                        cols: dim,
-                        data: query_matrix,
-                    },
-                    &state.vectors,
-                    k,
-                    &TopKOptions {
-                        row_bias: (self.config.metric == Metric::L2)
-                            .then_some(state.l2_bias.as_slice()),
-                        allowed: allowed.as_deref(),
-                        excluded: Some(&excluded),
-                        tie_rank: Some(&tie_rank),
-                    },
-                )
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let on_gpu = self
+                .gpu
+                .as_ref()
+                .filter(|_| k <= marquee_kernels::cuda::MAX_K);
+            let hits = if let Some(gpu) = on_gpu {
+                let copy = state
+                    .device_copy(gpu, &self.config)
+                    .map_err(device_status)?;
+                gpu.search(&copy, &query_matrix, k, allowed.as_deref(), &excluded)
+                    .map_err(device_status)?
+            } else {
+                CpuBackend
+                    .top_k_dot(
+                        &Matrix {
+                            rows: exact.len(),
+                            cols: dim,
+                            data: query_matrix,
+                        },
+                        &state.vectors,
+                        k,
+                        &TopKOptions {
+                            row_bias: (self.config.metric == Metric::L2)
+                                .then_some(state.l2_bias.as_slice()),
+                            allowed: allowed.as_deref(),
+                            excluded: Some(&excluded),
+                            tie_rank: Some(&tie_rank),
+                        },
+                    )
+                    .map_err(|e| Status::internal(e.to_string()))?
+            };
             for (&qi, hits) in exact.iter().zip(hits) {
                 let q = &queries[qi];
                 let q_norm2: f32 = q.vector.iter().map(|v| v * v).sum();
@@ -846,6 +929,14 @@ mod tests {
             metric: Metric::Cosine,
             index,
             model: String::new(),
+            device: String::new(),
+        }
+    }
+
+    fn cpu() -> Placement {
+        Placement {
+            default: DeviceRequest::Cpu,
+            precision: marquee_kernels::Precision::F32,
         }
     }
 
@@ -886,7 +977,7 @@ mod tests {
         ] {
             let root = tempfile::tempdir().unwrap();
             let dir = root.path().join("c");
-            let c = Collection::create(&dir, config(index)).unwrap();
+            let c = Collection::create(&dir, config(index), &cpu()).unwrap();
             c.upsert((0..3000).map(item).collect()).unwrap();
             c.record_ratings(
                 "u".into(),
@@ -910,7 +1001,7 @@ mod tests {
             let before = top(&c);
             let info = c.info();
             drop(c);
-            let reopened = Collection::open(&dir).unwrap();
+            let reopened = Collection::open(&dir, &cpu()).unwrap();
             let after = top(&reopened);
             if index == IndexKind::Exact {
                 assert_eq!(after, before);

@@ -1,8 +1,9 @@
 //! Durable collections: storage (write-ahead log + snapshots), payloads and filters,
-//! exact and HNSW search.
+//! exact (CPU or GPU) and HNSW search.
 
 pub mod collection;
 mod frozen;
+pub mod gpu;
 pub mod graph;
 pub mod payload;
 pub mod store;

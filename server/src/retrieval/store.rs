@@ -1,6 +1,7 @@
 //! All collections of the data directory (`<data_dir>/collections/<name>/`).
 
 use super::collection::{Collection, Config};
+use super::gpu::Placement;
 use dashmap::DashMap;
 use marquee_proto::v1::CreateCollectionRequest;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,14 @@ use tonic::Status;
 /// The collections, opened at start-up.
 pub struct Store {
     dir: PathBuf,
+    placement: Placement,
     collections: DashMap<String, Arc<Collection>>,
 }
 
 impl Store {
     /// Opens every collection under `data_dir/collections`; one that cannot be read is
     /// logged and left out, untouched on disk.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path, placement: Placement) -> anyhow::Result<Self> {
         let dir = data_dir.join("collections");
         std::fs::create_dir_all(&dir)?;
         let collections = DashMap::new();
@@ -32,7 +34,7 @@ impl Store {
             if !path.is_dir() || name.starts_with('.') {
                 continue;
             }
-            match Collection::open(&path) {
+            match Collection::open(&path, &placement) {
                 Ok(c) => {
                     tracing::info!(
                         collection = name,
@@ -46,7 +48,11 @@ impl Store {
                 }
             }
         }
-        Ok(Self { dir, collections })
+        Ok(Self {
+            dir,
+            placement,
+            collections,
+        })
     }
 
     /// A collection by name.
@@ -76,10 +82,7 @@ impl Store {
                         path.display()
                     )));
                 }
-                let collection =
-                    Arc::new(Collection::create(&path, config).map_err(|e| {
-                        Status::internal(format!("creating the collection: {e:#}"))
-                    })?);
+                let collection = Arc::new(Collection::create(&path, config, &self.placement)?);
                 slot.insert(Arc::clone(&collection));
                 Ok(collection)
             }
