@@ -360,3 +360,19 @@ fn batched_top_k_equals_one_query_at_a_time() {
         assert!(batched[q].iter().all(|h| !excluded[q].contains(&h.index)));
     }
 }
+
+#[test]
+fn fused_pool_and_normalise_equals_the_two_steps() {
+    let x = matrix(23, 40, 11);
+    let offsets = [0usize, 5, 6, 23];
+    for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
+        let mut want = CpuBackend.pool(&x, &offsets, pooling).unwrap();
+        CpuBackend.l2_normalize(&mut want).unwrap();
+        let got = CpuBackend.pool_normalized(&x, &offsets, pooling).unwrap();
+        assert_eq!(got, want);
+        for row in got.data.chunks(40) {
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+        }
+    }
+}

@@ -75,6 +75,8 @@ pub struct CudaBackend {
     gpu: Arc<Gpu>,
     precision: Precision,
     ordinal: usize,
+    tf32: bool,
+    poison: bool,
 }
 
 impl CudaBackend {
@@ -84,7 +86,22 @@ impl CudaBackend {
             gpu: gpu(ordinal)?,
             precision,
             ordinal,
+            tf32: true,
+            poison: false,
         })
+    }
+
+    /// f32 GEMMs on TF32 tensor cores (the default) or in plain FP32.
+    pub fn with_tf32(mut self, on: bool) -> Self {
+        self.tf32 = on;
+        self
+    }
+
+    /// Fills every new output with NaN before a kernel writes it, so an element a kernel
+    /// forgets shows up in parity checks.
+    pub fn with_poisoned_outputs(mut self, on: bool) -> Self {
+        self.poison = on;
+        self
     }
 
     /// The device this backend runs on.
@@ -93,6 +110,9 @@ impl CudaBackend {
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> Result<CudaTensor> {
+        if self.poison {
+            return self.upload(rows, cols, &vec![f32::NAN; rows * cols]);
+        }
         let s = &self.gpu.stream;
         let data = match self.precision {
             Precision::F32 => DeviceData::F32(s.alloc_zeros(rows * cols).map_err(driver_error)?),
@@ -293,7 +313,8 @@ impl Backend for CudaBackend {
         {
             let stream = &self.gpu.stream;
             let blas = self.gpu.blas.lock().unwrap_or_else(|p| p.into_inner());
-            set_math_mode(&blas, self.precision == Precision::F32)?;
+            let tf32 = self.tf32 && self.precision == Precision::F32;
+            set_math_mode(&blas, tf32)?;
             let (alpha, beta) = (1.0f32, 0.0f32);
             let dtype = match self.precision {
                 Precision::F32 => cudaDataType::CUDA_R_32F,
@@ -302,9 +323,10 @@ impl Backend for CudaBackend {
             let (w, _rw) = device_ptr(&weight.data, stream);
             let (xp, _rx) = device_ptr(&x.data, stream);
             let (o, _ro) = device_ptr(&out.data, stream);
-            let compute = match self.precision {
-                Precision::F32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-                Precision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            let compute = if tf32 {
+                cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+            } else {
+                cublasComputeType_t::CUBLAS_COMPUTE_32F
             };
             // SAFETY: column-major view: out (out_cols × rows) = Wᵀ (W: inner × out_cols,
             // ld inner) · X (inner × rows, ld inner); extents checked above.
