@@ -48,6 +48,18 @@ pub const SOURCES: &[KernelSource] = &[
         ],
     },
     KernelSource {
+        file: "conv.cu",
+        code: include_str!("../../cuda/conv.cu"),
+        kernels: &[
+            "im2col_f32",
+            "im2col_bf16",
+            "conv_epilogue_f32",
+            "conv_epilogue_bf16",
+            "max_pool2d_f32",
+            "max_pool2d_bf16",
+        ],
+    },
+    KernelSource {
         file: "topk.cu",
         code: include_str!("../../cuda/topk.cu"),
         kernels: &[
