@@ -30,6 +30,15 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most requests of one EmbedStream processed at once.
     pub max_stream_in_flight: usize,
+    /// Most RPCs in progress on the whole server (health checks and reflection not
+    /// counted); beyond it `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_requests: usize,
+    /// Most concurrent HTTP/2 streams one connection may open (clients wait beyond it).
+    pub max_concurrent_streams: u32,
+    /// Most queries one EvaluateRetrieval call may carry.
+    pub max_eval_queries: usize,
+    /// Largest query set one EvaluateRetrieval call may carry, in encoded bytes.
+    pub max_eval_bytes: usize,
 }
 
 /// The dynamic batcher's limits for one model.
@@ -60,6 +69,39 @@ pub struct Tokenization {
 pub struct Retrieval {
     /// Largest `k` of Search, Recommend and evaluation cut-offs.
     pub max_k: usize,
+}
+
+/// TLS for the gRPC port; off when `cert` is empty.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate they signed (mTLS).
+    pub client_ca: PathBuf,
+}
+
+impl Tls {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
+/// Bearer-token authentication; off when no token is configured.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Tokens allowed to call every RPC except the admin ones.
+    pub tokens: Vec<String>,
+    /// Tokens allowed to call every RPC, including LoadModel, UnloadModel and DeleteCollection.
+    pub admin_tokens: Vec<String>,
+    /// File with more user tokens, one per line (blank lines and `#` comments skipped).
+    pub tokens_file: PathBuf,
+    /// File with more admin tokens, in the same format.
+    pub admin_tokens_file: PathBuf,
 }
 
 /// One model to load at start-up.
@@ -99,6 +141,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// How long a shutdown (SIGTERM, SIGINT) waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
     /// Per-request limits.
     pub limits: Limits,
     /// Default batching limits.
@@ -107,6 +151,10 @@ pub struct Settings {
     pub tokenization: Tokenization,
     /// Retrieval limits.
     pub retrieval: Retrieval,
+    /// TLS for the gRPC port.
+    pub tls: Tls,
+    /// Bearer-token authentication.
+    pub auth: Auth,
     /// Models to load at start-up, by serving name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -131,6 +179,8 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("plugins")
+                .with_list_parse_key("auth.tokens")
+                .with_list_parse_key("auth.admin_tokens")
                 .try_parsing(true),
         );
         let settings: Settings = builder
@@ -164,9 +214,20 @@ impl Settings {
         }
         if self.limits.max_inputs_per_request == 0
             || self.limits.max_stream_in_flight == 0
+            || self.limits.max_concurrent_requests == 0
+            || self.limits.max_concurrent_streams == 0
+            || self.limits.max_eval_queries == 0
+            || self.limits.max_eval_bytes == 0
             || self.retrieval.max_k == 0
         {
             bail!("[limits]: limits must be positive");
+        }
+        let tls = &self.tls;
+        if tls.enabled() == tls.key.as_os_str().is_empty() {
+            bail!("[tls]: cert and key go together");
+        }
+        if !tls.enabled() && !tls.client_ca.as_os_str().is_empty() {
+            bail!("[tls]: client_ca needs cert and key");
         }
         Ok(())
     }

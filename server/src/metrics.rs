@@ -16,8 +16,15 @@ pub const BATCH_SIZE: &str = "marquee_batch_size";
 pub const BATCH_TOKENS: &str = "marquee_batch_tokens";
 /// Inference batches run, by model.
 pub const BATCHES: &str = "marquee_inference_batches_total";
+/// Inputs run through inference, by model.
+pub const INFERENCE_INPUTS: &str = "marquee_inference_inputs_total";
+/// Inputs that left a model's queue without inference, by model and reason
+/// (`cancelled`: the caller went away; `deadline`: its deadline passed or could not be met).
+pub const DROPPED_INPUTS: &str = "marquee_dropped_inputs_total";
 /// Inputs waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
+/// RPCs in progress, by RPC.
+pub const IN_FLIGHT: &str = "marquee_requests_in_flight";
 
 /// Installs the global recorder and returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -44,6 +51,18 @@ pub fn record_request(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
     histogram!(REQUEST_SECONDS, "rpc" => rpc).record(elapsed.as_secs_f64());
 }
 
+/// Records a call refused before reaching its service (authentication, admission),
+/// under the method name of its path.
+pub fn record_rejected(path: &str, code: tonic::Code) {
+    let rpc = path.rsplit('/').next().unwrap_or(path).to_string();
+    counter!(REQUESTS, "rpc" => rpc, "code" => format!("{code:?}")).increment(1);
+}
+
+/// Counts an RPC starting (`+1`) or ending (`-1`).
+pub fn add_in_flight(rpc: &'static str, delta: f64) {
+    gauge!(IN_FLIGHT, "rpc" => rpc).increment(delta);
+}
+
 /// Records one stage of a request.
 pub fn record_stage(model: &str, stage: &'static str, elapsed: Duration) {
     histogram!(STAGE_SECONDS, "model" => model.to_string(), "stage" => stage)
@@ -56,7 +75,14 @@ pub fn record_batch(model: &str, inputs: usize, tokens: usize, elapsed: Duration
     histogram!(BATCH_SIZE, "model" => model.clone()).record(inputs as f64);
     histogram!(BATCH_TOKENS, "model" => model.clone()).record(tokens as f64);
     counter!(BATCHES, "model" => model.clone()).increment(1);
+    counter!(INFERENCE_INPUTS, "model" => model.clone()).increment(inputs as u64);
     histogram!(STAGE_SECONDS, "model" => model, "stage" => "batch").record(elapsed.as_secs_f64());
+}
+
+/// Counts inputs dropped from a model's queue unrun.
+pub fn record_dropped(model: &str, reason: &'static str, inputs: usize) {
+    counter!(DROPPED_INPUTS, "model" => model.to_string(), "reason" => reason)
+        .increment(inputs as u64);
 }
 
 /// Sets a model's queue depth.
