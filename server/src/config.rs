@@ -158,6 +158,44 @@ pub struct Settings {
     /// Models to load at start-up, by serving name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// `MARQUEE_*` environment variables that name no setting (the CLI's
+    /// `MARQUEE_ADDR` and `MARQUEE_TOKEN`, say), left out rather than refused.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
+}
+
+/// The top-level keys and tables of the embedded defaults.
+fn top_level_keys() -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut in_table = false;
+    for line in DEFAULTS_TOML.lines() {
+        if let Some(table) = line.strip_prefix('[') {
+            in_table = true;
+            keys.extend(table.split(['.', ']']).next());
+        } else if !in_table && !line.starts_with('#') {
+            keys.extend(line.split_once(" = ").map(|(k, _)| k));
+        }
+    }
+    keys
+}
+
+/// The `MARQUEE_*` environment split into settings and the names of the others.
+fn marquee_env() -> (config::Map<String, String>, Vec<String>) {
+    let known = top_level_keys();
+    let (mut settings, mut ignored) = (config::Map::new(), Vec::new());
+    for (name, value) in std::env::vars() {
+        let Some(key) = name.strip_prefix("MARQUEE_") else {
+            continue;
+        };
+        let top = key.split("__").next().unwrap_or_default().to_lowercase();
+        if known.contains(&top.as_str()) {
+            settings.insert(name, value);
+        } else {
+            ignored.push(name);
+        }
+    }
+    ignored.sort();
+    (settings, ignored)
 }
 
 impl Settings {
@@ -173,8 +211,10 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
+        let (env, ignored_env) = marquee_env();
         builder = builder.add_source(
             config::Environment::with_prefix("MARQUEE")
+                .source(Some(env))
                 .prefix_separator("_")
                 .separator("__")
                 .list_separator(",")
@@ -183,10 +223,11 @@ impl Settings {
                 .with_list_parse_key("auth.admin_tokens")
                 .try_parsing(true),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .context("invalid configuration")?;
+        settings.ignored_env = ignored_env;
         settings.validate()?;
         Ok(settings)
     }
@@ -307,6 +348,22 @@ mod tests {
         {
             assert!(text.contains(key), "example config lacks {key}");
         }
+    }
+
+    #[test]
+    fn top_level_keys_of_the_defaults() {
+        let keys = top_level_keys();
+        for key in [
+            "listen",
+            "shutdown_grace_secs",
+            "limits",
+            "auth",
+            "tls",
+            "models",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        assert!(!keys.contains(&"max_batch_size"));
     }
 
     #[test]

@@ -206,12 +206,17 @@ where
         };
         let deadline = Deadline::after(timeout);
         request.extensions_mut().insert(deadline);
+        let path = request.uri().path().to_string();
         let call = self.inner.call(request);
         Box::pin(async move {
             tokio::select! {
                 biased;
                 response = call => response,
-                () = deadline.expiry() => Ok(deadline.exceeded().into_http()),
+                () = deadline.expiry() => {
+                    // The handler had not started (or it would have answered first).
+                    crate::metrics::record_rejected(&path, tonic::Code::DeadlineExceeded);
+                    Ok(deadline.exceeded().into_http())
+                }
             }
         })
     }

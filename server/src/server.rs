@@ -193,6 +193,12 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .add_service(retrieval)
         .add_service(evaluation);
 
+    if !settings.ignored_env.is_empty() {
+        tracing::info!(
+            variables = settings.ignored_env.join(","),
+            "ignoring MARQUEE_ environment variables that name no server setting"
+        );
+    }
     if tokens.enabled() {
         tracing::info!("authentication on: calls need a bearer token");
     } else {

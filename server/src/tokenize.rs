@@ -47,9 +47,11 @@ impl TokenizerPool {
         let (reply, result) = oneshot::channel();
         self.pool.spawn(move || {
             if reply.is_closed() {
+                crate::metrics::record_dropped(&model.name, "cancelled", texts.len());
                 return;
             }
             if let Some(d) = deadline.filter(Deadline::passed) {
+                crate::metrics::record_dropped(&model.name, "deadline", texts.len());
                 let _ = reply.send(Err(d.exceeded()));
                 return;
             }

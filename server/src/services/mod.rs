@@ -11,19 +11,22 @@ use std::time::Instant;
 use tonic::{Response, Status};
 
 /// One RPC in progress, for the metrics: counted in flight while it lives, recorded as
-/// `CANCELLED` if dropped unfinished (its client went away).
+/// `CANCELLED` if dropped unfinished before its deadline (its client went away; past
+/// the deadline the deadline layer records it).
 struct Call {
     rpc: &'static str,
     start: Instant,
+    deadline: Option<Deadline>,
     finished: bool,
 }
 
 impl Call {
-    fn start(rpc: &'static str) -> Self {
+    fn start(rpc: &'static str, deadline: Option<Deadline>) -> Self {
         crate::metrics::add_in_flight(rpc, 1.0);
         Self {
             rpc,
             start: Instant::now(),
+            deadline,
             finished: false,
         }
     }
@@ -37,7 +40,7 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         crate::metrics::add_in_flight(self.rpc, -1.0);
-        if !self.finished {
+        if !self.finished && !self.deadline.is_some_and(|d| d.passed()) {
             crate::metrics::record_request(self.rpc, tonic::Code::Cancelled, self.start.elapsed());
         }
     }
@@ -49,7 +52,7 @@ pub(crate) async fn observed<T>(
     deadline: Option<Deadline>,
     body: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
-    let call = Call::start(rpc);
+    let call = Call::start(rpc, deadline);
     let result = deadline::within(deadline, body).await;
     call.finish(match &result {
         Ok(_) => tonic::Code::Ok,
