@@ -2,6 +2,9 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use prost::Message;
+use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Requests by RPC and gRPC status code.
@@ -51,11 +54,41 @@ pub fn record_request(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
     histogram!(REQUEST_SECONDS, "rpc" => rpc).record(elapsed.as_secs_f64());
 }
 
-/// Records a call refused before reaching its service (authentication, admission),
-/// under the method name of its path.
+/// The `rpc` label of a request path: the method name for the RPCs this server serves,
+/// `unknown` for any other path (paths come from clients, and must not make a series
+/// each).
+pub fn rpc_label(path: &str) -> String {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        [
+            marquee_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .filter_map(|set| prost_types::FileDescriptorSet::decode(set).ok())
+        .flat_map(|set| set.file)
+        .flat_map(|file| {
+            let package = file.package().to_string();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = format!("/{package}.{}/", service.name());
+                service
+                    .method
+                    .into_iter()
+                    .map(move |m| format!("{prefix}{}", m.name()))
+            })
+        })
+        .collect()
+    });
+    match path.rsplit_once('/') {
+        Some((_, method)) if known.contains(path) => method.to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// Records a call refused before reaching its service (authentication, admission,
+/// deadline), under the method name of its path.
 pub fn record_rejected(path: &str, code: tonic::Code) {
-    let rpc = path.rsplit('/').next().unwrap_or(path).to_string();
-    counter!(REQUESTS, "rpc" => rpc, "code" => format!("{code:?}")).increment(1);
+    counter!(REQUESTS, "rpc" => rpc_label(path), "code" => format!("{code:?}")).increment(1);
 }
 
 /// Counts an RPC starting (`+1`) or ending (`-1`).
@@ -88,4 +121,18 @@ pub fn record_dropped(model: &str, reason: &'static str, inputs: usize) {
 /// Sets a model's queue depth.
 pub fn set_queue_depth(model: &str, inputs: usize) {
     gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(inputs as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_only_for_served_methods() {
+        assert_eq!(rpc_label("/marquee.v1.EmbeddingService/Embed"), "Embed");
+        assert_eq!(rpc_label("/marquee.v1.ModelService/LoadModel"), "LoadModel");
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(rpc_label("/marquee.v1.EmbeddingService/Nope123"), "unknown");
+        assert_eq!(rpc_label("/random"), "unknown");
+    }
 }
