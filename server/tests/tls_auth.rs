@@ -145,10 +145,11 @@ async fn mutual_tls_requires_a_client_certificate_signed_by_the_client_ca() {
         tls_ca: Some(pki.ca.clone()),
         ..ConnectOptions::new(https(&server))
     };
-    let refused = try_embed(&no_cert).await.unwrap_err();
-    assert!(refused.contains("CertificateRequired"), "{refused}");
-    let refused = try_embed(&with_cert(&rogue)).await.unwrap_err();
-    assert!(refused.contains("UnknownCA"), "{refused}");
+    // The handshake fails: the client sees the server's alert or the closed connection.
+    for refused in [no_cert, with_cert(&rogue)] {
+        let error = try_embed(&refused).await.unwrap_err();
+        assert!(error.contains("transport error"), "{error}");
+    }
     try_embed(&with_cert(&pki)).await.unwrap();
 }
 

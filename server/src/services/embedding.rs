@@ -119,7 +119,10 @@ impl EmbeddingApi {
             .tokenize(Arc::clone(&model), texts, refuse_truncation, deadline)
             .await?;
         let tokenize_time = tokenize_start.elapsed();
-        model.check_deadline(deadline, batch.ids.len())?;
+        if let Err(status) = model.check_deadline(deadline, batch.ids.len()) {
+            m::record_dropped(&model.name, "deadline", batch.offsets.len() - 1);
+            return Err(status);
+        }
         let input_tokens = batch.ids.len() as u64;
         let (reply, result) = oneshot::channel();
         model.submit(EmbedJob {
