@@ -2,22 +2,35 @@
 
 mod cli;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use marquee_client::proto::{
     GetModelRequest, ListModelsRequest, LoadModelRequest, ModelInfo, ModelKind, Truncation,
     UnloadModelRequest,
 };
-use marquee_client::{Client, DEFAULT_ADDR};
+use marquee_client::{Client, ConnectOptions, DEFAULT_ADDR};
 use serde_json::json;
+use std::path::PathBuf;
 
 /// Command-line client for a Marquee server.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Server address.
+    /// Server address; https://HOST:PORT for TLS.
     #[arg(long, global = true, env = "MARQUEE_ADDR", default_value = DEFAULT_ADDR)]
     addr: String,
+    /// Bearer token for servers with authentication on.
+    #[arg(long, global = true, env = "MARQUEE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate to check the server with (default: the system's roots).
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers requiring mutual TLS.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Print machine-readable JSON instead of human output.
     #[arg(long, global = true)]
     json: bool,
@@ -129,12 +142,17 @@ fn print_models(models: &[ModelInfo], as_json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let server = ConnectOptions {
+        addr: cli.addr,
+        tls_ca: cli.tls_ca,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
+        token: cli.token,
+    };
     if let Command::Retrieval(command) = cli.command {
-        return cli::run(command, &cli.addr, cli.json).await;
+        return cli::run(command, &server, cli.json).await;
     }
-    let mut client = Client::connect(&cli.addr)
-        .await
-        .with_context(|| format!("connecting to {}", cli.addr))?;
+    let mut client = Client::connect_with(&server).await?;
     match cli.command {
         Command::Embed {
             model,

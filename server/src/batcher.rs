@@ -1,16 +1,26 @@
 //! The dynamic batcher: one inference thread per model that merges queued jobs into
 //! ragged batches bounded by `max_batch_size` inputs and `max_batch_tokens` tokens,
 //! waiting at most `max_queue_delay_us` for a batch to fill. A job larger than a batch
-//! is spread over consecutive batches; jobs whose caller has gone are dropped unrun.
+//! is spread over consecutive batches.
+//!
+//! Before each batch the queue is swept: a job whose caller has gone (cancelled, or cut
+//! at its deadline) is dropped unrun, a job whose deadline has passed is answered
+//! `DEADLINE_EXCEEDED` unrun, and so is a job not started yet that could not finish by
+//! its deadline even at the model's fastest recent rate. Dropped jobs free their queue
+//! places at once.
 
 use crate::config::Batching;
+use crate::deadline::Deadline;
+use crate::estimate::Estimate;
 use crate::metrics as m;
+use crate::registry::{cannot_finish, QueueSlot};
 use marquee_plugin_api::host::PluginInstance;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
+use tonic::Status;
 
 /// Tokenized inputs of one request, waiting for inference.
 pub struct EmbedJob {
@@ -20,10 +30,12 @@ pub struct EmbedJob {
     pub offsets: Vec<usize>,
     /// When the job entered the queue.
     pub enqueued: Instant,
+    /// When the caller stops waiting, if it set a deadline.
+    pub deadline: Option<Deadline>,
     /// Where the result goes.
-    pub reply: oneshot::Sender<Result<JobOutput, tonic::Status>>,
+    pub reply: oneshot::Sender<Result<JobOutput, Status>>,
     /// The job's places in the model's queue, released when it leaves.
-    pub permit: OwnedSemaphorePermit,
+    pub slot: QueueSlot,
 }
 
 /// A finished job.
@@ -57,11 +69,61 @@ impl Active {
     }
 }
 
+/// Why a queued job leaves without inference.
+enum Eviction {
+    /// Its caller went away.
+    Cancelled,
+    /// Its deadline passed, or cannot be met.
+    Deadline(Status),
+}
+
+/// Whether `active` should leave the queue unrun, and why.
+fn verdict(model: &str, estimate: &Estimate, active: &Active, now: Instant) -> Option<Eviction> {
+    if let Some(deadline) = active.job.deadline {
+        if now >= deadline.at {
+            return Some(Eviction::Deadline(Status::deadline_exceeded(format!(
+                "the deadline of {} ms passed while queued for model {model}; not run",
+                deadline.timeout.as_millis()
+            ))));
+        }
+    }
+    if active.job.reply.is_closed() {
+        return Some(Eviction::Cancelled);
+    }
+    let deadline = active.job.deadline?;
+    if active.next_input > 0 {
+        return None;
+    }
+    let needed = estimate.fastest(active.job.ids.len())?;
+    let remaining = deadline.at - now;
+    (needed > remaining).then(|| Eviction::Deadline(cannot_finish(model, needed, remaining)))
+}
+
+/// Sweeps the queue (see the module documentation).
+fn evict(model: &str, estimate: &Estimate, pending: &mut VecDeque<Active>) {
+    let now = Instant::now();
+    let mut kept = VecDeque::with_capacity(pending.len());
+    for active in pending.drain(..) {
+        match verdict(model, estimate, &active, now) {
+            None => kept.push_back(active),
+            Some(Eviction::Cancelled) => {
+                m::record_dropped(model, "cancelled", active.inputs() - active.next_input)
+            }
+            Some(Eviction::Deadline(status)) => {
+                m::record_dropped(model, "deadline", active.inputs() - active.next_input);
+                let _ = active.job.reply.send(Err(status));
+            }
+        }
+    }
+    *pending = kept;
+}
+
 /// Runs the batching loop until every job sender is gone and the queue is empty.
 pub fn run(
     model: String,
     instance: Arc<PluginInstance>,
     limits: Batching,
+    estimate: Arc<Estimate>,
     jobs: Receiver<EmbedJob>,
 ) {
     let dim = instance.info().output_dim as usize;
@@ -86,7 +148,7 @@ pub fn run(
             }
         }
         // Wait until a full batch is queued or the oldest job's delay has passed.
-        let deadline = pending[0].job.enqueued + max_delay;
+        let fill_until = pending[0].job.enqueued + max_delay;
         loop {
             let (inputs, tokens) = pending.iter().fold((0, 0), |(n, t), a| {
                 (n + a.inputs() - a.next_input, t + a.remaining_tokens())
@@ -94,18 +156,18 @@ pub fn run(
             if inputs >= limits.max_batch_size || tokens >= limits.max_batch_tokens || !open {
                 break;
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = fill_until.saturating_duration_since(Instant::now());
             match jobs.recv_timeout(wait) {
                 Ok(job) => admit(&mut pending, job),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
-        pending.retain(|a| !a.job.reply.is_closed());
+        evict(&model, &estimate, &mut pending);
         if pending.is_empty() {
             continue;
         }
-        run_one_batch(&model, &instance, &limits, dim, &mut pending);
+        run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending);
         while pending.front().is_some_and(|a| a.next_input == a.inputs()) {
             let done = pending.pop_front().expect("front exists");
             let _ = done.job.reply.send(Ok(JobOutput {
@@ -123,6 +185,7 @@ fn run_one_batch(
     model: &str,
     instance: &PluginInstance,
     limits: &Batching,
+    estimate: &Estimate,
     dim: usize,
     pending: &mut VecDeque<Active>,
 ) {
@@ -163,6 +226,7 @@ fn run_one_batch(
     m::record_batch(model, offsets.len() - 1, ids.len(), elapsed);
     match result {
         Ok(vectors) => {
+            estimate.record(elapsed, ids.len());
             let mut row = 0;
             for &(j, first, count) in &parts {
                 let active = &mut pending[j];

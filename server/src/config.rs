@@ -31,6 +31,15 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most requests of one EmbedStream processed at once.
     pub max_stream_in_flight: usize,
+    /// Most RPCs in progress on the whole server (health checks and reflection not
+    /// counted); beyond it `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_requests: usize,
+    /// Most concurrent HTTP/2 streams one connection may open (clients wait beyond it).
+    pub max_concurrent_streams: u32,
+    /// Most queries one EvaluateRetrieval call may carry.
+    pub max_eval_queries: usize,
+    /// Largest query set one EvaluateRetrieval call may carry, in encoded bytes.
+    pub max_eval_bytes: usize,
 }
 
 /// The dynamic batcher's limits for one model.
@@ -65,6 +74,39 @@ pub struct Retrieval {
     pub device: String,
     /// Element type of collection matrices kept on a GPU: `fp32` or `bf16`.
     pub precision: String,
+}
+
+/// TLS for the gRPC port; off when `cert` is empty.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate they signed (mTLS).
+    pub client_ca: PathBuf,
+}
+
+impl Tls {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
+/// Bearer-token authentication; off when no token is configured.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Tokens allowed to call every RPC except the admin ones.
+    pub tokens: Vec<String>,
+    /// Tokens allowed to call every RPC, including LoadModel, UnloadModel and DeleteCollection.
+    pub admin_tokens: Vec<String>,
+    /// File with more user tokens, one per line (blank lines and `#` comments skipped).
+    pub tokens_file: PathBuf,
+    /// File with more admin tokens, in the same format.
+    pub admin_tokens_file: PathBuf,
 }
 
 /// One model to load at start-up.
@@ -108,6 +150,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// How long a shutdown (SIGTERM, SIGINT) waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
     /// Per-request limits.
     pub limits: Limits,
     /// Default batching limits.
@@ -116,9 +160,51 @@ pub struct Settings {
     pub tokenization: Tokenization,
     /// Retrieval limits.
     pub retrieval: Retrieval,
+    /// TLS for the gRPC port.
+    pub tls: Tls,
+    /// Bearer-token authentication.
+    pub auth: Auth,
     /// Models to load at start-up, by serving name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// `MARQUEE_*` environment variables that name no setting (the CLI's
+    /// `MARQUEE_ADDR` and `MARQUEE_TOKEN`, say), left out rather than refused.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
+}
+
+/// The top-level keys and tables of the embedded defaults.
+fn top_level_keys() -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut in_table = false;
+    for line in DEFAULTS_TOML.lines() {
+        if let Some(table) = line.strip_prefix('[') {
+            in_table = true;
+            keys.extend(table.split(['.', ']']).next());
+        } else if !in_table && !line.starts_with('#') {
+            keys.extend(line.split_once(" = ").map(|(k, _)| k));
+        }
+    }
+    keys
+}
+
+/// The `MARQUEE_*` environment split into settings and the names of the others.
+fn marquee_env() -> (config::Map<String, String>, Vec<String>) {
+    let known = top_level_keys();
+    let (mut settings, mut ignored) = (config::Map::new(), Vec::new());
+    for (name, value) in std::env::vars() {
+        let Some(key) = name.strip_prefix("MARQUEE_") else {
+            continue;
+        };
+        let top = key.split("__").next().unwrap_or_default().to_lowercase();
+        if known.contains(&top.as_str()) {
+            settings.insert(name, value);
+        } else {
+            ignored.push(name);
+        }
+    }
+    ignored.sort();
+    (settings, ignored)
 }
 
 impl Settings {
@@ -134,18 +220,23 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
+        let (env, ignored_env) = marquee_env();
         builder = builder.add_source(
             config::Environment::with_prefix("MARQUEE")
+                .source(Some(env))
                 .prefix_separator("_")
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("plugins")
+                .with_list_parse_key("auth.tokens")
+                .with_list_parse_key("auth.admin_tokens")
                 .try_parsing(true),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .context("invalid configuration")?;
+        settings.ignored_env = ignored_env;
         settings.validate()?;
         Ok(settings)
     }
@@ -173,6 +264,10 @@ impl Settings {
         }
         if self.limits.max_inputs_per_request == 0
             || self.limits.max_stream_in_flight == 0
+            || self.limits.max_concurrent_requests == 0
+            || self.limits.max_concurrent_streams == 0
+            || self.limits.max_eval_queries == 0
+            || self.limits.max_eval_bytes == 0
             || self.retrieval.max_k == 0
         {
             bail!("[limits]: limits must be positive");
@@ -191,6 +286,13 @@ impl Settings {
                     .parse::<DeviceRequest>()
                     .map_err(|e| anyhow::anyhow!("models.{name}.device: {e}"))?;
             }
+        }
+        let tls = &self.tls;
+        if tls.enabled() == tls.key.as_os_str().is_empty() {
+            bail!("[tls]: cert and key go together");
+        }
+        if !tls.enabled() && !tls.client_ca.as_os_str().is_empty() {
+            bail!("[tls]: client_ca needs cert and key");
         }
         Ok(())
     }
@@ -271,6 +373,22 @@ mod tests {
         {
             assert!(text.contains(key), "example config lacks {key}");
         }
+    }
+
+    #[test]
+    fn top_level_keys_of_the_defaults() {
+        let keys = top_level_keys();
+        for key in [
+            "listen",
+            "shutdown_grace_secs",
+            "limits",
+            "auth",
+            "tls",
+            "models",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        assert!(!keys.contains(&"max_batch_size"));
     }
 
     #[test]

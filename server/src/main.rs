@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use marquee_server::config::{LogFormat, Settings};
+use marquee_server::shutdown::Signals;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -71,26 +72,17 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested; draining in-flight requests");
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let settings = settings(&args)?;
     init_logging(&settings);
-    marquee_server::server::run(settings, shutdown_signal()).await
+    let signals = Signals::install()?;
+    let result = marquee_server::server::run(settings, signals).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "server failed");
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    result
 }

@@ -2,6 +2,9 @@
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use prost::Message;
+use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Requests by RPC and gRPC status code.
@@ -16,8 +19,15 @@ pub const BATCH_SIZE: &str = "marquee_batch_size";
 pub const BATCH_TOKENS: &str = "marquee_batch_tokens";
 /// Inference batches run, by model.
 pub const BATCHES: &str = "marquee_inference_batches_total";
+/// Inputs run through inference, by model.
+pub const INFERENCE_INPUTS: &str = "marquee_inference_inputs_total";
+/// Inputs that left a model's queue without inference, by model and reason
+/// (`cancelled`: the caller went away; `deadline`: its deadline passed or could not be met).
+pub const DROPPED_INPUTS: &str = "marquee_dropped_inputs_total";
 /// Inputs waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
+/// RPCs in progress, by RPC.
+pub const IN_FLIGHT: &str = "marquee_requests_in_flight";
 
 /// Installs the global recorder and returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -44,6 +54,48 @@ pub fn record_request(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
     histogram!(REQUEST_SECONDS, "rpc" => rpc).record(elapsed.as_secs_f64());
 }
 
+/// The `rpc` label of a request path: the method name for the RPCs this server serves,
+/// `unknown` for any other path (paths come from clients, and must not make a series
+/// each).
+pub fn rpc_label(path: &str) -> String {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        [
+            marquee_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .filter_map(|set| prost_types::FileDescriptorSet::decode(set).ok())
+        .flat_map(|set| set.file)
+        .flat_map(|file| {
+            let package = file.package().to_string();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = format!("/{package}.{}/", service.name());
+                service
+                    .method
+                    .into_iter()
+                    .map(move |m| format!("{prefix}{}", m.name()))
+            })
+        })
+        .collect()
+    });
+    match path.rsplit_once('/') {
+        Some((_, method)) if known.contains(path) => method.to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// Records a call refused before reaching its service (authentication, admission,
+/// deadline), under the method name of its path.
+pub fn record_rejected(path: &str, code: tonic::Code) {
+    counter!(REQUESTS, "rpc" => rpc_label(path), "code" => format!("{code:?}")).increment(1);
+}
+
+/// Counts an RPC starting (`+1`) or ending (`-1`).
+pub fn add_in_flight(rpc: &'static str, delta: f64) {
+    gauge!(IN_FLIGHT, "rpc" => rpc).increment(delta);
+}
+
 /// Records one stage of a request.
 pub fn record_stage(model: &str, stage: &'static str, elapsed: Duration) {
     histogram!(STAGE_SECONDS, "model" => model.to_string(), "stage" => stage)
@@ -56,10 +108,31 @@ pub fn record_batch(model: &str, inputs: usize, tokens: usize, elapsed: Duration
     histogram!(BATCH_SIZE, "model" => model.clone()).record(inputs as f64);
     histogram!(BATCH_TOKENS, "model" => model.clone()).record(tokens as f64);
     counter!(BATCHES, "model" => model.clone()).increment(1);
+    counter!(INFERENCE_INPUTS, "model" => model.clone()).increment(inputs as u64);
     histogram!(STAGE_SECONDS, "model" => model, "stage" => "batch").record(elapsed.as_secs_f64());
+}
+
+/// Counts inputs dropped from a model's queue unrun.
+pub fn record_dropped(model: &str, reason: &'static str, inputs: usize) {
+    counter!(DROPPED_INPUTS, "model" => model.to_string(), "reason" => reason)
+        .increment(inputs as u64);
 }
 
 /// Sets a model's queue depth.
 pub fn set_queue_depth(model: &str, inputs: usize) {
     gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(inputs as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_only_for_served_methods() {
+        assert_eq!(rpc_label("/marquee.v1.EmbeddingService/Embed"), "Embed");
+        assert_eq!(rpc_label("/marquee.v1.ModelService/LoadModel"), "LoadModel");
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(rpc_label("/marquee.v1.EmbeddingService/Nope123"), "unknown");
+        assert_eq!(rpc_label("/random"), "unknown");
+    }
 }

@@ -4,14 +4,48 @@
 
 use crate::batcher::{self, EmbedJob};
 use crate::config::Batching;
+use crate::deadline::Deadline;
+use crate::estimate::Estimate;
 use crate::metrics as m;
 use dashmap::DashMap;
 use marquee_plugin_api::host::{PluginInstance, PluginLibrary};
 use marquee_plugin_api::PluginKind;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
+
+/// Shortest and longest retry hint sent with a full queue.
+const RETRY_HINT: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(60));
+
+/// A model's queue places (`max_queue_inputs` of them).
+struct Queue {
+    model: String,
+    places: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Queue {
+    fn taken(&self) -> usize {
+        self.capacity - self.places.available_permits()
+    }
+}
+
+/// Places held in a model's queue by one request, from admission (before
+/// tokenization) until its job leaves the queue: answered, failed, or dropped because
+/// its caller went away or its deadline passed. The queue-depth gauge follows.
+pub struct QueueSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        m::set_queue_depth(&self.queue.model, self.queue.taken());
+    }
+}
 
 /// A model being served.
 pub struct LoadedModel {
@@ -23,7 +57,9 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Batching limits.
     pub batching: Batching,
-    queue: Arc<Semaphore>,
+    /// Recent inference speed.
+    pub estimate: Arc<Estimate>,
+    queue: Arc<Queue>,
     jobs: mpsc::Sender<EmbedJob>,
 }
 
@@ -35,24 +71,59 @@ impl LoadedModel {
 
     /// Inputs waiting in the queue (including those being tokenized).
     pub fn queued_inputs(&self) -> usize {
-        self.batching.max_queue_inputs - self.queue.available_permits()
+        self.queue.taken()
     }
 
-    /// Reserves `inputs` places in the queue, or fails with `RESOURCE_EXHAUSTED`.
-    pub fn admit(&self, inputs: usize) -> Result<OwnedSemaphorePermit, Status> {
-        let permit = u32::try_from(inputs)
-            .ok()
-            .and_then(|n| Arc::clone(&self.queue).try_acquire_many_owned(n).ok())
-            .ok_or_else(|| {
-                Status::resource_exhausted(format!(
-                    "model {} is overloaded: {} of {} queue places taken, {inputs} requested; retry later",
-                    self.name,
-                    self.queued_inputs(),
-                    self.batching.max_queue_inputs
-                ))
-            })?;
+    /// Reserves `inputs` places in the queue, or fails with `RESOURCE_EXHAUSTED` and a
+    /// retry hint.
+    pub fn admit(&self, inputs: usize) -> Result<QueueSlot, Status> {
+        let permit = u32::try_from(inputs).ok().and_then(|n| {
+            Arc::clone(&self.queue.places)
+                .try_acquire_many_owned(n)
+                .ok()
+        });
+        let Some(permit) = permit else {
+            let queued = self.queued_inputs();
+            let capacity = self.batching.max_queue_inputs;
+            return Err(crate::status::overloaded(
+                format!(
+                    "model {} is overloaded: {queued} of {capacity} queue places taken \
+                     (batching.max_queue_inputs = {capacity}), {inputs} requested",
+                    self.name
+                ),
+                self.retry_hint((queued + inputs).saturating_sub(capacity)),
+            ));
+        };
         m::set_queue_depth(&self.name, self.queued_inputs());
-        Ok(permit)
+        Ok(QueueSlot {
+            permit: Some(permit),
+            queue: Arc::clone(&self.queue),
+        })
+    }
+
+    /// When `missing` more queue places will likely be free: the batches needed to run
+    /// that many inputs at the recent mean batch time, plus the batching delay.
+    fn retry_hint(&self, missing: usize) -> Duration {
+        let batches = missing.max(1).div_ceil(self.batching.max_batch_size) as u32;
+        let delay = Duration::from_micros(self.batching.max_queue_delay_us);
+        (self.estimate.mean_batch() * batches + delay).clamp(RETRY_HINT.0, RETRY_HINT.1)
+    }
+
+    /// Refuses a request of `tokens` tokens that cannot finish by its deadline even at
+    /// the model's fastest recent rate (see [`Estimate::fastest`]).
+    pub fn check_deadline(&self, deadline: Option<Deadline>, tokens: usize) -> Result<(), Status> {
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        if deadline.passed() {
+            return Err(deadline.exceeded());
+        }
+        match self.estimate.fastest(tokens) {
+            Some(needed) if needed > deadline.remaining() => {
+                Err(cannot_finish(&self.name, needed, deadline.remaining()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Hands a tokenized job to the inference thread.
@@ -61,6 +132,15 @@ impl LoadedModel {
             .send(job)
             .map_err(|_| Status::unavailable(format!("model {} is shutting down", self.name)))
     }
+}
+
+/// `DEADLINE_EXCEEDED` for a request that would finish after its deadline.
+pub fn cannot_finish(model: &str, needed: Duration, remaining: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "model {model} needs at least {} ms for this request and {} ms remain before its deadline; not run",
+        needed.as_millis(),
+        remaining.as_millis()
+    ))
 }
 
 /// Everything loaded: plugin libraries and models.
@@ -205,13 +285,20 @@ impl Registry {
                 .create(path, options_json)
                 .map_err(|e| crate::status::from_host(&e))?,
         );
+        // Unbounded as a channel, bounded by the queue places each job holds.
         let (jobs, receiver) = mpsc::channel();
+        let estimate = Arc::new(Estimate::default());
         let model = Arc::new(LoadedModel {
             name: name.to_string(),
             instance: Arc::clone(&instance),
             path: path.to_path_buf(),
-            queue: Arc::new(Semaphore::new(batching.max_queue_inputs)),
+            queue: Arc::new(Queue {
+                model: name.to_string(),
+                places: Arc::new(Semaphore::new(batching.max_queue_inputs)),
+                capacity: batching.max_queue_inputs,
+            }),
             batching: batching.clone(),
+            estimate: Arc::clone(&estimate),
             jobs,
         });
         match self.models.entry(name.to_string()) {
@@ -228,7 +315,7 @@ impl Registry {
         let model_name = name.to_string();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || batcher::run(model_name, instance, batching, receiver))
+            .spawn(move || batcher::run(model_name, instance, batching, estimate, receiver))
             .map_err(|e| Status::internal(format!("starting the inference thread: {e}")))?;
         tracing::info!(model = name, plugin = library.name(), dim = model.instance.info().output_dim, path = %path.display(), "model loaded");
         Ok(model)

@@ -1,13 +1,22 @@
-//! Start-up: load plugins and models, bind the gRPC and metrics ports, serve until
-//! shutdown.
+//! Start-up: load plugins and models, bind the gRPC and metrics ports, serve until a
+//! signal, then drain (see [`crate::shutdown`]).
+//!
+//! Every call passes, outermost first: authentication ([`crate::auth`]), server-wide
+//! admission ([`crate::admission`]), the deadline ([`crate::deadline`]), and the
+//! rewrite of tonic's oversize status ([`crate::status`]).
 
+use crate::admission::AdmissionLayer;
+use crate::auth::{AuthLayer, Tokens};
 use crate::config::Settings;
+use crate::deadline::DeadlineLayer;
+use crate::health::HealthApi;
 use crate::registry::Registry;
 use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
 use crate::services::evaluation::EvaluationApi;
 use crate::services::retrieval::RetrievalApi;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
+use crate::shutdown::{Shutdown, Signals};
 use crate::tokenize::TokenizerPool;
 use anyhow::{Context, Result};
 use marquee_kernels::{DeviceRequest, ResolvedDevice};
@@ -16,12 +25,12 @@ use marquee_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use marquee_proto::v1::model_service_server::ModelServiceServer;
 use marquee_proto::v1::retrieval_service_server::RetrievalServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tonic::server::NamedService;
 
 /// Loads the configured plugins and models; failures are logged and skipped so the
 /// server keeps serving what did load.
@@ -112,12 +121,13 @@ fn incoming_no_delay(
     })
 }
 
-/// Runs the server until `shutdown` resolves.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+/// Runs the server until a signal from `signals`, then drains: in-flight calls are
+/// answered for up to `shutdown_grace_secs` (a second signal ends the wait), the
+/// collections are flushed, and it returns.
+pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let metrics = crate::metrics::install()?;
+    let tokens = Arc::new(Tokens::load(&settings.auth)?);
+    let tls = crate::tls::server_config(&settings.tls)?;
     let plugin_dir = settings.plugin_dir()?;
     let registry = Arc::new(Registry::new(plugin_dir, settings.default_model.clone()));
     load_configured(&settings, &registry).await;
@@ -139,13 +149,16 @@ pub async fn run(
     let (grpc_addr, metrics_addr) = (grpc.local_addr()?, metrics_listener.local_addr()?);
     tokio::spawn(serve_metrics(metrics_listener, metrics));
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<EmbeddingServiceServer<EmbeddingApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ModelServiceServer<ModelApi>>()
-        .await;
+    let shutdown = Shutdown::new();
+    let health = HealthApi::server(
+        vec![
+            EmbeddingServiceServer::<EmbeddingApi>::NAME,
+            ModelServiceServer::<ModelApi>::NAME,
+            RetrievalServiceServer::<RetrievalApi>::NAME,
+            EvaluationServiceServer::<EvaluationApi>::NAME,
+        ],
+        shutdown.drain(),
+    );
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(marquee_proto::FILE_DESCRIPTOR_SET)
@@ -154,18 +167,27 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let max_bytes = settings.limits.max_message_bytes;
-    let embedding_api =
-        EmbeddingApi::new(Arc::clone(&registry), tokenizer, settings.limits.clone());
+    let limits = &settings.limits;
+    let max_bytes = limits.max_message_bytes;
+    let embedding_api = EmbeddingApi::new(
+        Arc::clone(&registry),
+        tokenizer,
+        limits.clone(),
+        shutdown.drain(),
+    );
     let retrieval_api = RetrievalApi::new(
-        store,
+        Arc::clone(&store),
         embedding_api.clone(),
         settings.retrieval.max_k,
-        settings.limits.max_inputs_per_request,
+        limits.max_inputs_per_request,
     );
-    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(retrieval_api.clone()))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(max_bytes);
+    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(
+        retrieval_api.clone(),
+        limits.max_eval_queries,
+        limits.max_eval_bytes,
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(max_bytes);
     let retrieval = RetrievalServiceServer::new(retrieval_api)
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
@@ -179,10 +201,18 @@ pub async fn run(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(max_bytes);
 
-    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, models = registry.models().len(), "serving");
-    // One machine-readable line on stdout for scripts and tests.
-    println!("marquee-server listening grpc={grpc_addr} metrics={metrics_addr}");
-    tonic::transport::Server::builder()
+    let mut builder =
+        tonic::transport::Server::builder().max_concurrent_streams(limits.max_concurrent_streams);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("invalid [tls] certificate or key")?;
+    }
+    let admission = AdmissionLayer::new(limits.max_concurrent_requests);
+    let router = builder
+        .layer(AuthLayer::new(Arc::clone(&tokens)))
+        .layer(admission.clone())
+        .layer(DeadlineLayer)
         .layer(tower::util::MapResponseLayer::new(
             crate::status::oversize_as_resource_exhausted,
         ))
@@ -192,10 +222,59 @@ pub async fn run(
         .add_service(embedding)
         .add_service(models)
         .add_service(retrieval)
-        .add_service(evaluation)
-        .serve_with_incoming_shutdown(incoming_no_delay(grpc), shutdown)
-        .await
-        .context("gRPC server failed")?;
-    tracing::info!("server stopped");
+        .add_service(evaluation);
+
+    if !settings.ignored_env.is_empty() {
+        tracing::info!(
+            variables = settings.ignored_env.join(","),
+            "ignoring MARQUEE_ environment variables that name no server setting"
+        );
+    }
+    if tokens.enabled() {
+        tracing::info!("authentication on: calls need a bearer token");
+    } else {
+        tracing::info!("authentication off: no [auth] tokens configured");
+    }
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, tls = settings.tls.enabled(),
+        mutual_tls = !settings.tls.client_ca.as_os_str().is_empty(),
+        models = registry.models().len(), "serving");
+    // One machine-readable line on stdout for scripts and tests.
+    println!("marquee-server listening grpc={grpc_addr} metrics={metrics_addr}");
+
+    let serving =
+        router.serve_with_incoming_shutdown(incoming_no_delay(grpc), shutdown.drain().wait());
+    tokio::pin!(serving);
+    let signal = tokio::select! {
+        result = &mut serving => {
+            result.context("gRPC server failed")?;
+            None
+        }
+        signal = signals.next() => Some(signal),
+    };
+    if let Some(signal) = signal {
+        let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        tracing::info!(
+            signal,
+            in_flight = admission.in_progress(),
+            grace_secs = grace.as_secs(),
+            "shutdown requested: answering the calls in flight, taking no new ones"
+        );
+        shutdown.begin();
+        tokio::select! {
+            result = &mut serving => result.context("gRPC server failed")?,
+            () = tokio::time::sleep(grace) => tracing::warn!(
+                in_flight = admission.in_progress(),
+                "shutdown grace period over: closing with calls unanswered"
+            ),
+            signal = signals.next() => tracing::warn!(
+                signal,
+                in_flight = admission.in_progress(),
+                "second signal: closing with calls unanswered"
+            ),
+        }
+    }
+    let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
+    flushed.context("flushing the collections at shutdown")?;
+    tracing::info!("server stopped; collections flushed");
     Ok(())
 }

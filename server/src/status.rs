@@ -2,7 +2,10 @@
 
 use marquee_plugin_api::host::HostError;
 use marquee_plugin_api::Status as PluginStatus;
+use std::time::Duration;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The gRPC status for a plugin failure.
 pub fn from_host(error: &HostError) -> Status {
@@ -14,6 +17,22 @@ pub fn from_host(error: &HostError) -> Status {
         PluginStatus::Internal => Code::Internal,
     };
     Status::new(code, error.to_string())
+}
+
+/// `RESOURCE_EXHAUSTED` with a retry hint, in the two standard forms: the
+/// `grpc-retry-pushback-ms` trailer that gRPC retry policies obey, and a
+/// `google.rpc.RetryInfo` detail for clients reading rich errors. The message ends with
+/// the hint too, for people.
+pub fn overloaded(message: String, retry_after: Duration) -> Status {
+    let ms = retry_after.as_millis().max(1);
+    let mut metadata = MetadataMap::new();
+    metadata.insert("grpc-retry-pushback-ms", MetadataValue::from(ms as u64));
+    Status::with_error_details_and_metadata(
+        Code::ResourceExhausted,
+        format!("{message}; retry in {ms} ms"),
+        ErrorDetails::with_retry_info(Some(retry_after)),
+        metadata,
+    )
 }
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`; the gRPC spec and

@@ -1,6 +1,8 @@
 //! The tokenization worker pool: tokenizes a request's texts in parallel, off the
-//! async runtime, and lays the ids out as a ragged batch.
+//! async runtime, and lays the ids out as a ragged batch. Its task queue needs no bound
+//! of its own: a request takes its model's queue places before it is tokenized.
 
+use crate::deadline::Deadline;
 use crate::registry::LoadedModel;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -33,15 +35,26 @@ impl TokenizerPool {
     }
 
     /// Tokenizes `texts` for `model`. With `refuse_truncation`, an input over the
-    /// model's token limit fails the request with `INVALID_ARGUMENT`.
+    /// model's token limit fails the request with `INVALID_ARGUMENT`. Skipped when the
+    /// caller has gone or its deadline has passed by the time a worker is free.
     pub async fn tokenize(
         &self,
         model: Arc<LoadedModel>,
         texts: Vec<String>,
         refuse_truncation: bool,
+        deadline: Option<Deadline>,
     ) -> Result<TokenizedBatch, Status> {
         let (reply, result) = oneshot::channel();
         self.pool.spawn(move || {
+            if reply.is_closed() {
+                crate::metrics::record_dropped(&model.name, "cancelled", texts.len());
+                return;
+            }
+            if let Some(d) = deadline.filter(Deadline::passed) {
+                crate::metrics::record_dropped(&model.name, "deadline", texts.len());
+                let _ = reply.send(Err(d.exceeded()));
+                return;
+            }
             let limit = model.instance.info().max_input_tokens;
             let tokens: Result<Vec<_>, Status> = texts
                 .par_iter()

@@ -250,3 +250,48 @@ async fn unloading_a_model_does_not_drop_its_in_flight_requests() {
         Code::NotFound
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugin_paths_stay_inside_the_plugin_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    // A symlink to a real plugin outside the directory, and one to a plugin inside it.
+    let outside = common::plugin_dir().join(lib_name("marquee_bert_text"));
+    std::os::unix::fs::symlink(&outside, plugins.join(lib_name("marquee_outside"))).unwrap();
+    std::os::unix::fs::symlink(
+        plugins.join(lib_name("c_echo")),
+        plugins.join(lib_name("marquee_inside")),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let mut client = server.client().await;
+    let echo_dir = dir.path().join("echo-model").display().to_string();
+    let load = |plugin: &str| LoadModelRequest {
+        name: "x".into(),
+        plugin: plugin.into(),
+        path: echo_dir.clone(),
+        config_json: String::new(),
+    };
+
+    let status = client.models.load_model(load("outside")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("resolves outside the plugin directory"),
+        "{}",
+        status.message()
+    );
+    for bad in ["../marquee_bert_text", "/etc/passwd", "..", "a/../../b"] {
+        let status = client.models.load_model(load(bad)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+    }
+    // A symlink that stays inside is followed.
+    let info = client
+        .models
+        .load_model(load("inside"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.plugin, "c-echo");
+}

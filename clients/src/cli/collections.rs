@@ -7,6 +7,7 @@ use marquee_client::proto::{
     DeleteCollectionRequest, ExactIndex, GetCollectionRequest, HnswIndex, IndexConfig,
     ListCollectionsRequest, Metric,
 };
+use marquee_client::ConnectOptions;
 use serde_json::json;
 
 /// `marquee collections` subcommands.
@@ -190,12 +191,12 @@ fn print_table(collections: &[CollectionInfo], as_json: bool) {
 }
 
 /// Runs `marquee collections ...`.
-pub async fn run(addr: &str, action: CollectionsAction, as_json: bool) -> Result<()> {
+pub async fn run(server: &ConnectOptions, action: CollectionsAction, as_json: bool) -> Result<()> {
     let create = match &action {
         CollectionsAction::Create(args) => Some(args.request()?),
         _ => None,
     };
-    let mut client = super::connect(addr).await?;
+    let mut client = super::connect(server).await?;
     match action {
         CollectionsAction::Create(_) => {
             let request = create.expect("built above");

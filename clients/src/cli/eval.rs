@@ -8,6 +8,7 @@ use marquee_client::proto::{
     eval_query::Query, evaluation_event::Event, EvalQuery, EvaluateRecommendationsRequest,
     EvaluateRetrievalRequest, EvaluationEvent, EvaluationReport, MetricSet,
 };
+use marquee_client::ConnectOptions;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use tonic::codec::Streaming;
@@ -246,7 +247,7 @@ async fn await_report(
 }
 
 /// Runs `marquee eval ...`.
-pub async fn run(addr: &str, action: EvalAction, as_json: bool) -> Result<()> {
+pub async fn run(server: &ConnectOptions, action: EvalAction, as_json: bool) -> Result<()> {
     match action {
         EvalAction::Retrieval(args) => {
             let records = records::read_jsonl(records::open(&args.queries)?)
@@ -257,7 +258,7 @@ pub async fn run(addr: &str, action: EvalAction, as_json: bool) -> Result<()> {
             }
             let total = records.len() as u64;
             let messages = retrieval_messages(&args, records, QUERIES_PER_MESSAGE);
-            let mut client = super::connect(addr).await?;
+            let mut client = super::connect(server).await?;
             let bar = progress::bar(total, "queries", as_json);
             let result = async {
                 let events = client
@@ -283,7 +284,7 @@ pub async fn run(addr: &str, action: EvalAction, as_json: bool) -> Result<()> {
                 min_rating: Some(args.min_rating),
                 min_high_ratings: Some(args.min_high_ratings),
             };
-            let mut client = super::connect(addr).await?;
+            let mut client = super::connect(server).await?;
             let bar = progress::bar(0, "users", as_json);
             let result = async {
                 let events = client

@@ -8,6 +8,7 @@ use super::value;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
 use marquee_client::proto::{item::Content, Item, UpsertRequest, Vector};
+use marquee_client::ConnectOptions;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -144,7 +145,7 @@ pub fn batches(collection: &str, items: Vec<Item>, batch: usize) -> Vec<UpsertRe
 }
 
 /// Runs `marquee ingest`.
-pub async fn run(addr: &str, args: IngestArgs, as_json: bool) -> Result<()> {
+pub async fn run(server: &ConnectOptions, args: IngestArgs, as_json: bool) -> Result<()> {
     let started = Instant::now();
     let spec = ItemSpec::from_args(&args)?;
     let (format, records) = records::read_file(&args.file)?;
@@ -158,7 +159,7 @@ pub async fn run(addr: &str, args: IngestArgs, as_json: bool) -> Result<()> {
     }
     let total = items.len() as u64;
     let messages = batches(&args.collection, items, args.batch as usize);
-    let mut client = super::connect(addr).await?;
+    let mut client = super::connect(server).await?;
     let bar = progress::bar(total, "items", as_json);
     let stream = progress::Sent::new(
         messages,

@@ -15,9 +15,9 @@ pub mod search;
 pub mod template;
 pub mod value;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
-use marquee_client::Client;
+use marquee_client::{Client, ConnectOptions};
 
 /// The retrieval-side subcommands of `marquee`.
 #[derive(Subcommand, Debug)]
@@ -45,21 +45,19 @@ pub enum Command {
     },
 }
 
-/// Runs `command` against the server at `addr`; `as_json` selects JSON output.
-pub async fn run(command: Command, addr: &str, as_json: bool) -> Result<()> {
+/// Runs `command` against `server`; `as_json` selects JSON output.
+pub async fn run(command: Command, server: &ConnectOptions, as_json: bool) -> Result<()> {
     match command {
-        Command::Collections { action } => collections::run(addr, action, as_json).await,
-        Command::Ingest(args) => ingest::run(addr, args, as_json).await,
-        Command::Ratings { action } => ratings::run(addr, action, as_json).await,
-        Command::Search(args) => search::search(addr, args, as_json).await,
-        Command::Recommend(args) => search::recommend(addr, args, as_json).await,
-        Command::Eval { action } => eval::run(addr, action, as_json).await,
+        Command::Collections { action } => collections::run(server, action, as_json).await,
+        Command::Ingest(args) => ingest::run(server, args, as_json).await,
+        Command::Ratings { action } => ratings::run(server, action, as_json).await,
+        Command::Search(args) => search::search(server, args, as_json).await,
+        Command::Recommend(args) => search::recommend(server, args, as_json).await,
+        Command::Eval { action } => eval::run(server, action, as_json).await,
     }
 }
 
-/// Connects to the server at `addr`.
-pub async fn connect(addr: &str) -> Result<Client> {
-    Client::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))
+/// Connects to `server`.
+pub async fn connect(server: &ConnectOptions) -> Result<Client> {
+    Client::connect_with(server).await
 }

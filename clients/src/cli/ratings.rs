@@ -5,6 +5,7 @@ use super::records;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use marquee_client::proto::{Rating, RecordRatingsRequest};
+use marquee_client::ConnectOptions;
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::Read;
@@ -119,7 +120,7 @@ pub fn group(collection: &str, rows: Vec<RatingRow>, max: usize) -> Vec<RecordRa
 }
 
 /// Runs `marquee ratings ...`.
-pub async fn run(addr: &str, action: RatingsAction, as_json: bool) -> Result<()> {
+pub async fn run(server: &ConnectOptions, action: RatingsAction, as_json: bool) -> Result<()> {
     let RatingsAction::Import(args) = action;
     let rows = read_ratings(records::open(&args.file)?)
         .with_context(|| format!("reading {}", args.file.display()))?;
@@ -133,7 +134,7 @@ pub async fn run(addr: &str, action: RatingsAction, as_json: bool) -> Result<()>
         .len();
     let total = rows.len() as u64;
     let messages = group(&args.collection, rows, MAX_RATINGS_PER_MESSAGE);
-    let mut client = super::connect(addr).await?;
+    let mut client = super::connect(server).await?;
     let bar = progress::bar(total, "ratings", as_json);
     let stream = progress::Sent::new(
         messages,

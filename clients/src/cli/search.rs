@@ -7,6 +7,7 @@ use marquee_client::proto::{
     recommend_request::User, search_request::Query, RecommendRequest, ScoredItem, SearchRequest,
     Vector,
 };
+use marquee_client::ConnectOptions;
 use serde_json::json;
 
 /// Arguments of `marquee search`.
@@ -145,18 +146,18 @@ pub fn print_hits(hits: &[ScoredItem], as_json: bool) {
 }
 
 /// Runs `marquee search`.
-pub async fn search(addr: &str, args: SearchArgs, as_json: bool) -> Result<()> {
+pub async fn search(server: &ConnectOptions, args: SearchArgs, as_json: bool) -> Result<()> {
     let request = args.request()?;
-    let mut client = super::connect(addr).await?;
+    let mut client = super::connect(server).await?;
     let hits = client.retrieval.search(request).await?.into_inner().hits;
     print_hits(&hits, as_json);
     Ok(())
 }
 
 /// Runs `marquee recommend`.
-pub async fn recommend(addr: &str, args: RecommendArgs, as_json: bool) -> Result<()> {
+pub async fn recommend(server: &ConnectOptions, args: RecommendArgs, as_json: bool) -> Result<()> {
     let request = args.request()?;
-    let mut client = super::connect(addr).await?;
+    let mut client = super::connect(server).await?;
     let hits = client.retrieval.recommend(request).await?.into_inner().hits;
     print_hits(&hits, as_json);
     Ok(())

@@ -475,6 +475,11 @@ impl Collection {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits for the write in progress, if any, and syncs the log to disk.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.wal().sync()
+    }
+
     fn wal(&self) -> MutexGuard<'_, Wal> {
         self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -105,6 +105,17 @@ impl Store {
             .map_err(|e| Status::internal(format!("deleting {name}: {e}")))
     }
 
+    /// Flushes every collection's log (at shutdown; every acknowledged write is already
+    /// durable, this waits for writes still in progress). Blocking.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        for collection in self.list() {
+            collection.flush().map_err(|e| {
+                anyhow::anyhow!("flushing collection {}: {e}", collection.config.name)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Every collection, sorted by name.
     pub fn list(&self) -> Vec<Arc<Collection>> {
         let mut all: Vec<_> = self

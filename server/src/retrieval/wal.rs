@@ -141,6 +141,11 @@ impl Wal {
         Ok(())
     }
 
+    /// Flushes the active segment's data and metadata to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     /// Bytes in the active segment.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -1,6 +1,9 @@
 //! `marquee.v1.EvaluationService`: retrieval and leave-one-out recommendation quality,
-//! computed next to the data, with progress streamed before the report.
+//! computed next to the data, with progress streamed before the report. A query set
+//! holds at most `limits.max_eval_queries` queries; an evaluation stops between batches
+//! once its client has gone, and its stream ends at the call's deadline.
 
+use crate::deadline::{Bounded, Deadline};
 use crate::evaluation::{mean, query_metrics, Judged};
 use crate::retrieval::collection::{Collection, IndexKind, Query};
 use crate::services::observed;
@@ -11,6 +14,7 @@ use marquee_proto::v1::{
     eval_query, EvalQuery, EvaluateRecommendationsRequest, EvaluateRetrievalRequest,
     EvaluationEvent, EvaluationProgress, EvaluationReport, MetricSet, QueryResult,
 };
+use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -25,9 +29,22 @@ const BATCH: usize = 64;
 #[derive(Clone)]
 pub struct EvaluationApi {
     retrieval: RetrievalApi,
+    max_queries: usize,
+    max_bytes: usize,
 }
 
 type Events = mpsc::Sender<Result<EvaluationEvent, Status>>;
+
+/// The response stream of both RPCs.
+type EventStream = Bounded<ReceiverStream<Result<EvaluationEvent, Status>>>;
+
+/// Fails once the client has gone, so that no more batches are scored for nobody.
+fn client_present(events: &Events) -> Result<(), Status> {
+    if events.is_closed() {
+        return Err(Status::cancelled("the client went away"));
+    }
+    Ok(())
+}
 
 async fn progress(events: &Events, done: usize, total: usize) {
     let _ = events
@@ -63,9 +80,14 @@ fn cutoffs(given: &[u32], default: &[usize], max_k: usize) -> Result<Vec<usize>,
 }
 
 impl EvaluationApi {
-    /// A service scoring the retrieval service's collections.
-    pub fn new(retrieval: RetrievalApi) -> Self {
-        Self { retrieval }
+    /// A service scoring the retrieval service's collections, taking query sets of at
+    /// most `max_queries` queries and `max_bytes` encoded bytes.
+    pub fn new(retrieval: RetrievalApi, max_queries: usize, max_bytes: usize) -> Self {
+        Self {
+            retrieval,
+            max_queries,
+            max_bytes,
+        }
     }
 
     /// Validates queries, embeds them, ranks, and sends progress then the report.
@@ -75,6 +97,7 @@ impl EvaluationApi {
         cutoffs: Vec<usize>,
         per_query: bool,
         queries: Vec<EvalQuery>,
+        deadline: Option<Deadline>,
         events: &Events,
     ) -> Result<EvaluationReport, Status> {
         if queries.is_empty() {
@@ -105,6 +128,7 @@ impl EvaluationApi {
         let mut all = Vec::with_capacity(total);
         let mut results = Vec::new();
         for (b, batch) in queries.chunks(BATCH).enumerate() {
+            client_present(events)?;
             let mut vectors = Vec::with_capacity(batch.len());
             let mut texts = Vec::new();
             for q in batch {
@@ -126,7 +150,7 @@ impl EvaluationApi {
             }
             let mut embedded = self
                 .retrieval
-                .embed_texts(&collection, texts)
+                .embed_texts(&collection, texts, deadline)
                 .await?
                 .into_iter();
             let vectors: Vec<Vec<f32>> = vectors
@@ -254,6 +278,7 @@ impl EvaluationApi {
         let total = cases.len();
         let (mut model_metrics, mut baseline_metrics) = (Vec::new(), Vec::new());
         for (b, batch) in cases.chunks(BATCH).enumerate() {
+            client_present(events)?;
             let profiles: Vec<Vec<f32>> = batch
                 .iter()
                 .map(|c| {
@@ -316,14 +341,15 @@ async fn finish(events: Events, result: Result<EvaluationReport, Status>) {
 
 #[tonic::async_trait]
 impl EvaluationService for EvaluationApi {
-    type EvaluateRetrievalStream = ReceiverStream<Result<EvaluationEvent, Status>>;
-    type EvaluateRecommendationsStream = ReceiverStream<Result<EvaluationEvent, Status>>;
+    type EvaluateRetrievalStream = EventStream;
+    type EvaluateRecommendationsStream = EventStream;
 
     async fn evaluate_retrieval(
         &self,
         request: Request<Streaming<EvaluateRetrievalRequest>>,
     ) -> Result<Response<Self::EvaluateRetrievalStream>, Status> {
-        observed("EvaluateRetrieval", async {
+        let deadline = Deadline::of(&request);
+        observed("EvaluateRetrieval", deadline, async {
             let mut stream = request.into_inner();
             let first = stream
                 .next()
@@ -331,19 +357,46 @@ impl EvaluationService for EvaluationApi {
                 .ok_or_else(|| Status::invalid_argument("the request stream is empty"))??;
             let collection = self.retrieval.store().get(&first.collection)?;
             let cutoffs = cutoffs(&first.cutoffs, &[1, 5, 10, 25], self.retrieval.max_k())?;
+            let mut bytes = first.encoded_len();
             let mut queries = first.queries;
-            while let Some(more) = stream.next().await {
-                queries.extend(more?.queries);
+            loop {
+                if queries.len() > self.max_queries {
+                    return Err(Status::invalid_argument(format!(
+                        "the query set has more than {} queries (limits.max_eval_queries)",
+                        self.max_queries
+                    )));
+                }
+                if bytes > self.max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the query set is larger than {} bytes (limits.max_eval_bytes)",
+                        self.max_bytes
+                    )));
+                }
+                match stream.next().await {
+                    Some(more) => {
+                        let more = more?;
+                        bytes += more.encoded_len();
+                        queries.extend(more.queries);
+                    }
+                    None => break,
+                }
             }
             let (events, receiver) = mpsc::channel(16);
             let api = self.clone();
             tokio::spawn(async move {
                 let result = api
-                    .evaluate_retrieval(collection, cutoffs, first.per_query, queries, &events)
+                    .evaluate_retrieval(
+                        collection,
+                        cutoffs,
+                        first.per_query,
+                        queries,
+                        deadline,
+                        &events,
+                    )
                     .await;
                 finish(events, result).await;
             });
-            Ok(ReceiverStream::new(receiver))
+            Ok(Bounded::new(ReceiverStream::new(receiver), deadline))
         })
         .await
     }
@@ -352,7 +405,8 @@ impl EvaluationService for EvaluationApi {
         &self,
         request: Request<EvaluateRecommendationsRequest>,
     ) -> Result<Response<Self::EvaluateRecommendationsStream>, Status> {
-        observed("EvaluateRecommendations", async {
+        let deadline = Deadline::of(&request);
+        observed("EvaluateRecommendations", deadline, async {
             let request = request.into_inner();
             self.retrieval.store().get(&request.collection)?;
             let (events, receiver) = mpsc::channel(16);
@@ -361,7 +415,7 @@ impl EvaluationService for EvaluationApi {
                 let result = api.evaluate_recommendations(request, &events).await;
                 finish(events, result).await;
             });
-            Ok(ReceiverStream::new(receiver))
+            Ok(Bounded::new(ReceiverStream::new(receiver), deadline))
         })
         .await
     }

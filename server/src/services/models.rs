@@ -1,6 +1,7 @@
 //! `marquee.v1.ModelService`: listing, loading and unloading models at run time.
 
 use crate::config::Batching;
+use crate::deadline::Deadline;
 use crate::registry::{LoadedModel, Registry};
 use crate::services::observed;
 use marquee_plugin_api::PluginKind;
@@ -62,9 +63,9 @@ impl ModelApi {
 impl ModelService for ModelApi {
     async fn list_models(
         &self,
-        _request: Request<ListModelsRequest>,
+        request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        observed("ListModels", async {
+        observed("ListModels", Deadline::of(&request), async {
             Ok(ListModelsResponse {
                 models: self
                     .registry
@@ -81,7 +82,7 @@ impl ModelService for ModelApi {
         &self,
         request: Request<GetModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
-        observed("GetModel", async {
+        observed("GetModel", Deadline::of(&request), async {
             let name = request.into_inner().name;
             if name.is_empty() {
                 return Err(Status::invalid_argument("name is required"));
@@ -96,7 +97,7 @@ impl ModelService for ModelApi {
         &self,
         request: Request<LoadModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
-        observed("LoadModel", async {
+        observed("LoadModel", Deadline::of(&request), async {
             let r = request.into_inner();
             if r.name.is_empty() || r.path.is_empty() {
                 return Err(Status::invalid_argument("name and path are required"));
@@ -129,7 +130,7 @@ impl ModelService for ModelApi {
         &self,
         request: Request<UnloadModelRequest>,
     ) -> Result<Response<UnloadModelResponse>, Status> {
-        observed("UnloadModel", async {
+        observed("UnloadModel", Deadline::of(&request), async {
             self.registry.unload_model(&request.into_inner().name)?;
             Ok(UnloadModelResponse {})
         })

@@ -1,5 +1,6 @@
 //! `marquee.v1.RetrievalService`: collections, items, search, recommendations, ratings.
 
+use crate::deadline::Deadline;
 use crate::retrieval::collection::{Collection, Query, ScoredRow};
 use crate::retrieval::store::Store;
 use crate::services::embedding::EmbeddingApi;
@@ -75,11 +76,13 @@ impl RetrievalApi {
         Ok(k as usize)
     }
 
-    /// Embeds texts with the collection's model, as prepared vectors.
+    /// Embeds texts with the collection's model, as prepared vectors, within the
+    /// calling RPC's deadline.
     pub async fn embed_texts(
         &self,
         collection: &Collection,
         texts: Vec<String>,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<Vec<f32>>, Status> {
         let model = &collection.config.model;
         if texts.is_empty() {
@@ -103,11 +106,14 @@ impl RetrievalApi {
                 .collect();
             let response = self
                 .embedder
-                .embed_one(EmbedRequest {
-                    model: model.clone(),
-                    inputs: chunk,
-                    ..Default::default()
-                })
+                .embed_one(
+                    EmbedRequest {
+                        model: model.clone(),
+                        inputs: chunk,
+                        ..Default::default()
+                    },
+                    deadline,
+                )
                 .await?;
             for e in response.embeddings {
                 vectors.push(
@@ -127,6 +133,7 @@ impl RetrievalApi {
         &self,
         collection: &Collection,
         items: Vec<marquee_proto::v1::Item>,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<StoredItem>, Status> {
         let texts: Vec<String> = items
             .iter()
@@ -138,7 +145,7 @@ impl RetrievalApi {
         let mut embedded = if texts.is_empty() {
             Vec::new()
         } else {
-            self.embed_texts(collection, texts).await?
+            self.embed_texts(collection, texts, deadline).await?
         }
         .into_iter();
         items
@@ -170,6 +177,7 @@ impl RetrievalApi {
         &self,
         collection: &Collection,
         query: Option<search_request::Query>,
+        deadline: Option<Deadline>,
     ) -> Result<(Vec<f32>, Vec<String>), Status> {
         match query {
             Some(search_request::Query::Vector(v)) => Ok((
@@ -177,7 +185,9 @@ impl RetrievalApi {
                 vec![],
             )),
             Some(search_request::Query::Text(t)) if !t.is_empty() => Ok((
-                self.embed_texts(collection, vec![t]).await?.remove(0),
+                self.embed_texts(collection, vec![t], deadline)
+                    .await?
+                    .remove(0),
                 vec![],
             )),
             Some(search_request::Query::ItemId(id)) => {
@@ -267,7 +277,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<CreateCollectionRequest>,
     ) -> Result<Response<CollectionInfo>, Status> {
-        observed("CreateCollection", async {
+        observed("CreateCollection", Deadline::of(&request), async {
             let r = request.into_inner();
             if !r.model.is_empty() {
                 let model = self.embedder.registry().get(&r.model)?;
@@ -289,7 +299,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<DeleteCollectionRequest>,
     ) -> Result<Response<DeleteCollectionResponse>, Status> {
-        observed("DeleteCollection", async {
+        observed("DeleteCollection", Deadline::of(&request), async {
             let store = Arc::clone(&self.store);
             let name = request.into_inner().name;
             blocking(move || store.delete(&name)).await?;
@@ -300,9 +310,9 @@ impl RetrievalService for RetrievalApi {
 
     async fn list_collections(
         &self,
-        _request: Request<ListCollectionsRequest>,
+        request: Request<ListCollectionsRequest>,
     ) -> Result<Response<ListCollectionsResponse>, Status> {
-        observed("ListCollections", async {
+        observed("ListCollections", Deadline::of(&request), async {
             Ok(ListCollectionsResponse {
                 collections: self.store.list().iter().map(|c| c.info()).collect(),
             })
@@ -314,7 +324,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<GetCollectionRequest>,
     ) -> Result<Response<CollectionInfo>, Status> {
-        observed("GetCollection", async {
+        observed("GetCollection", Deadline::of(&request), async {
             Ok(self.store.get(&request.into_inner().name)?.info())
         })
         .await
@@ -324,7 +334,8 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<Streaming<UpsertRequest>>,
     ) -> Result<Response<UpsertResponse>, Status> {
-        observed("Upsert", async {
+        let deadline = Deadline::of(&request);
+        observed("Upsert", deadline, async {
             let mut stream = request.into_inner();
             let mut collection: Option<Arc<Collection>> = None;
             let mut upserted = 0u64;
@@ -343,7 +354,7 @@ impl RetrievalService for RetrievalApi {
                     )
                 };
                 let items = self
-                    .stored_items(&target, message.items)
+                    .stored_items(&target, message.items, deadline)
                     .await
                     .map_err(with_progress)?;
                 let target_for_write = Arc::clone(&target);
@@ -365,7 +376,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        observed("Delete", async {
+        observed("Delete", Deadline::of(&request), async {
             let r = request.into_inner();
             let collection = self.store.get(&r.collection)?;
             let deleted = blocking(move || collection.delete(r.ids)).await? as u64;
@@ -375,7 +386,7 @@ impl RetrievalService for RetrievalApi {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        observed("Get", async {
+        observed("Get", Deadline::of(&request), async {
             let r = request.into_inner();
             let (items, missing) = self.store.get(&r.collection)?.get(&r.ids, r.with_vectors);
             Ok(GetResponse { items, missing })
@@ -387,11 +398,12 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        observed("Search", async {
+        let deadline = Deadline::of(&request);
+        observed("Search", deadline, async {
             let r = request.into_inner();
             let collection = self.store.get(&r.collection)?;
             let k = self.check_k(r.k)?;
-            let (vector, exclude) = self.query_vector(&collection, r.query).await?;
+            let (vector, exclude) = self.query_vector(&collection, r.query, deadline).await?;
             let query = OwnedQuery {
                 vector,
                 k,
@@ -408,7 +420,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<RecommendRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        observed("Recommend", async {
+        observed("Recommend", Deadline::of(&request), async {
             let r = request.into_inner();
             let collection = self.store.get(&r.collection)?;
             let k = self.check_k(r.k)?;
@@ -457,7 +469,7 @@ impl RetrievalService for RetrievalApi {
         &self,
         request: Request<Streaming<RecordRatingsRequest>>,
     ) -> Result<Response<RecordRatingsResponse>, Status> {
-        observed("RecordRatings", async {
+        observed("RecordRatings", Deadline::of(&request), async {
             let mut stream = request.into_inner();
             let mut collection: Option<Arc<Collection>> = None;
             let mut recorded = 0u64;

@@ -1,11 +1,12 @@
 //! Test harness: runs the real `marquee-server` binary on free local ports.
 #![allow(dead_code)]
 
+use marquee_client::proto::embedding_service_client::EmbeddingServiceClient;
 use marquee_client::Client;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct Server {
     child: Child,
     /// gRPC address, e.g. `http://127.0.0.1:41225`.
     pub url: String,
+    /// gRPC host and port, e.g. `127.0.0.1:41225`.
+    pub addr: String,
     /// Metrics address, e.g. `127.0.0.1:42677`.
     pub metrics: String,
     /// Everything the server wrote to stderr so far.
@@ -103,23 +106,42 @@ impl Server {
         Server {
             child,
             url: format!("http://{grpc}"),
+            addr: grpc,
             metrics,
             log,
         }
     }
 
-    /// Starts a server serving all-MiniLM-L6-v2 as `minilm` with `extra` arguments.
-    pub fn minilm(extra: &[&str]) -> Server {
+    /// Starts a server serving all-MiniLM-L6-v2 as `minilm` with extra arguments and
+    /// environment variables.
+    pub fn minilm_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let model = format!("minilm={}", minilm_dir().display());
         let plugins = plugin_dir().display().to_string();
         let mut args = vec!["--plugin-dir", &plugins, "--model", &model];
         args.extend_from_slice(extra);
-        Server::start(&args)
+        Server::start_with_env(&args, env)
+    }
+
+    /// Starts a server serving all-MiniLM-L6-v2 as `minilm` with `extra` arguments.
+    pub fn minilm(extra: &[&str]) -> Server {
+        Self::minilm_with_env(extra, &[])
     }
 
     /// A connected client.
     pub async fn client(&self) -> Client {
         Client::connect(&self.url).await.expect("connecting")
+    }
+
+    /// A health-checking client.
+    pub async fn health(
+        &self,
+    ) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connecting");
+        tonic_health::pb::health_client::HealthClient::new(channel)
     }
 
     /// Waits until the server log contains `needle`.
@@ -148,10 +170,75 @@ impl Server {
         response
     }
 
+    /// The value of one series in `/metrics`, e.g.
+    /// `marquee_queue_depth{model="minilm"}`; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.scrape_metrics(), series)
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Sends a signal (`TERM`, `INT`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// An embedding client whose transport does not enforce `grpc-timeout` itself
+    /// (tonic's `Channel` gives up at the deadline and reports `CANCELLED` locally), so
+    /// that the server's own answer to a deadline comes through.
+    pub fn deadline_client(&self) -> EmbeddingServiceClient<RawTransport> {
+        let transport =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        EmbeddingServiceClient::with_origin(transport, self.url.parse().unwrap())
+    }
+}
+
+/// A plain HTTP/2 client as a gRPC transport (see [`Server::deadline_client`]).
+pub type RawTransport = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    tonic::body::Body,
+>;
+
+/// The value of one series in a `/metrics` body; 0 when absent.
+pub fn metric_value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Polls `condition` every 10 ms for up to 60 s; false if it never held.
+pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 impl Drop for Server {
