@@ -132,6 +132,69 @@ impl CudaBackend {
         self.gpu.stream.clone_htod(values).map_err(driver_error)
     }
 
+    /// Column-major `C (m × n) = op(A) · op(B)` through cuBLAS in the backend's element
+    /// type with f32 accumulation (TF32 tensor cores for f32 unless turned off); `trans`
+    /// says which of A and B are transposed; each operand comes with its leading dimension.
+    fn gemm(
+        &self,
+        trans: (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): (&DeviceData, usize),
+        (b, ldb): (&DeviceData, usize),
+        (c, ldc): (&DeviceData, usize),
+    ) -> Result<()> {
+        let stream = &self.gpu.stream;
+        let blas = self.gpu.blas.lock().unwrap_or_else(|p| p.into_inner());
+        let tf32 = self.tf32 && self.precision == Precision::F32;
+        set_math_mode(&blas, tf32)?;
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let dtype = match self.precision {
+            Precision::F32 => cudaDataType::CUDA_R_32F,
+            Precision::Bf16 => cudaDataType::CUDA_R_16BF,
+        };
+        let compute = if tf32 {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+        } else {
+            cublasComputeType_t::CUBLAS_COMPUTE_32F
+        };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let (a, _ra) = device_ptr(a, stream);
+        let (b, _rb) = device_ptr(b, stream);
+        let (c, _rc) = device_ptr(c, stream);
+        // SAFETY: the callers check the operands hold the extents m, n, k and the leading
+        // dimensions describe.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *blas.handle(),
+                op(trans.0),
+                op(trans.1),
+                m as i32,
+                n as i32,
+                k as i32,
+                (&alpha) as *const f32 as *const _,
+                a as *const _,
+                dtype,
+                lda as i32,
+                b as *const _,
+                dtype,
+                ldb as i32,
+                (&beta) as *const f32 as *const _,
+                c as *mut _,
+                dtype,
+                ldc as i32,
+                compute,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(blas_error)
+    }
+
     fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
         let func = self.gpu.kernel(name)?;
         let mut launch = self.gpu.stream.launch_builder(func);
@@ -163,6 +226,16 @@ enum Arg<'a> {
     Usize(usize),
 }
 
+/// A grid-stride launch over `total` elements: 256 threads a block, at most 65,535 blocks.
+fn grid_stride(total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (total.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per row.
 fn rows_config(rows: usize, threads: u32, smem: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows as u32, 1, 1),
@@ -306,77 +379,31 @@ impl Backend for CudaBackend {
             "linear: bias length differs from the output width".into()
         })?;
         let (rows, inner, out_cols) = (x.rows, x.cols, weight.rows);
-        let mut out = self.alloc(rows, out_cols)?;
+        let out = self.alloc(rows, out_cols)?;
         if rows == 0 {
             return Ok(out);
         }
-        {
-            let stream = &self.gpu.stream;
-            let blas = self.gpu.blas.lock().unwrap_or_else(|p| p.into_inner());
-            let tf32 = self.tf32 && self.precision == Precision::F32;
-            set_math_mode(&blas, tf32)?;
-            let (alpha, beta) = (1.0f32, 0.0f32);
-            let dtype = match self.precision {
-                Precision::F32 => cudaDataType::CUDA_R_32F,
-                Precision::Bf16 => cudaDataType::CUDA_R_16BF,
-            };
-            let (w, _rw) = device_ptr(&weight.data, stream);
-            let (xp, _rx) = device_ptr(&x.data, stream);
-            let (o, _ro) = device_ptr(&out.data, stream);
-            let compute = if tf32 {
-                cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
-            } else {
-                cublasComputeType_t::CUBLAS_COMPUTE_32F
-            };
-            // SAFETY: column-major view: out (out_cols × rows) = Wᵀ (W: inner × out_cols,
-            // ld inner) · X (inner × rows, ld inner); extents checked above.
-            unsafe {
-                cudarc::cublas::result::gemm_ex(
-                    *blas.handle(),
-                    cublasOperation_t::CUBLAS_OP_T,
-                    cublasOperation_t::CUBLAS_OP_N,
-                    out_cols as i32,
-                    rows as i32,
-                    inner as i32,
-                    (&alpha) as *const f32 as *const _,
-                    w as *const _,
-                    dtype,
-                    inner as i32,
-                    xp as *const _,
-                    dtype,
-                    inner as i32,
-                    (&beta) as *const f32 as *const _,
-                    o as *mut _,
-                    dtype,
-                    out_cols as i32,
-                    compute,
-                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .map_err(blas_error)?;
-        }
+        // Row-major out (rows × O) = x (rows × I) · Wᵀ; column-major: outᵀ (O × rows) =
+        // op(W) (W stored I × O, ld I, transposed) · xᵀ (I × rows, ld I).
+        self.gemm(
+            (true, false),
+            (out_cols, rows, inner),
+            (&weight.data, inner),
+            (&x.data, inner),
+            (&out.data, out_cols),
+        )?;
         if bias.is_some() || activation != Activation::Identity {
             let act = match activation {
                 Activation::Identity => 0,
                 Activation::Gelu => 1,
                 Activation::Tanh => 2,
             };
-            let total = rows * out_cols;
-            let blocks = total.div_ceil(256).min(65_535) as u32;
-            let cfg = LaunchConfig {
-                grid_dim: (blocks, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let bias_arg = bias.unwrap_or(&out);
-            let name = format!("bias_activation_{}", self.suffix());
-            let out_ref: &CudaTensor = &out;
             self.launch(
-                &name,
-                cfg,
+                &format!("bias_activation_{}", self.suffix()),
+                grid_stride(rows * out_cols),
                 &[
-                    Arg::Tensor(out_ref),
-                    Arg::Tensor(bias_arg),
+                    Arg::Tensor(&out),
+                    Arg::Tensor(bias.unwrap_or(&out)),
                     Arg::I32(bias.is_some() as i32),
                     Arg::Usize(rows),
                     Arg::I32(out_cols as i32),
@@ -384,7 +411,6 @@ impl Backend for CudaBackend {
                 ],
             )?;
         }
-        out.rows = rows;
         Ok(out)
     }
 
