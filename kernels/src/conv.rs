@@ -10,9 +10,10 @@ use rayon::prelude::*;
 
 /// Output rows per block when blocks run in parallel: enough rows that the weights
 /// packed by each GEMM are reused many times, few enough that the im2col block
-/// (`rows × kernel·channels`) stays in L2.
+/// (`rows × kernel·channels` floats, about 1 MB) stays in L2, and at least one block
+/// per thread.
 fn block_rows(m: usize, k: usize, threads: usize) -> usize {
-    let cache_rows = (64 * 1024 / k.max(1)).clamp(64, 512);
+    let cache_rows = (256 * 1024 / k.max(1)).clamp(128, 1024);
     let per_thread = m.div_ceil(threads.max(1));
     cache_rows.min(per_thread).max(16)
 }

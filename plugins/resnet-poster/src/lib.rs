@@ -26,6 +26,10 @@ use serde::Deserialize;
 use std::path::Path;
 use weights::Checkpoint;
 
+/// Images run through the network at once, at most (about 100 MB of activations at
+/// ResNet-50's widest layer for 224 × 224 inputs).
+pub const MAX_NETWORK_BATCH: usize = 32;
+
 /// Default of [`Options::max_image_pixels`]: 40 megapixels.
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
 
@@ -129,6 +133,11 @@ impl ResNetPoster {
     /// input: `n · crop · crop` rows of 3 values. The first bad image fails the batch,
     /// named by its index.
     pub fn preprocess(&self, images: &[&[u8]]) -> Result<Vec<f32>, PluginError> {
+        self.preprocess_numbered(images, 0)
+    }
+
+    /// [`preprocess`](Self::preprocess) with errors numbering the images from `first`.
+    fn preprocess_numbered(&self, images: &[&[u8]], first: usize) -> Result<Vec<f32>, PluginError> {
         let config = &self.preprocessing;
         let per_image = (config.crop_size as usize).pow(2) * 3;
         let crops: Vec<Result<Vec<f32>, PluginError>> = self.pool.install(|| {
@@ -136,8 +145,8 @@ impl ResNetPoster {
                 .par_iter()
                 .enumerate()
                 .map(|(i, bytes)| {
-                    let rgb =
-                        decode_rgb(bytes, self.max_image_pixels).map_err(|e| decode_error(i, e))?;
+                    let rgb = decode_rgb(bytes, self.max_image_pixels)
+                        .map_err(|e| decode_error(first + i, e))?;
                     let pixels = preprocess::resize_and_crop(&rgb, config);
                     let mut out = Vec::with_capacity(per_image);
                     preprocess::normalize_into(&pixels, config, &mut out);
@@ -186,17 +195,24 @@ impl ResNetPoster {
         self.features(&nhwc, shape)
     }
 
-    /// Encoded images to features, `images.len() × output_dim` values.
+    /// Encoded images to features, `images.len() × output_dim` values. Large batches
+    /// run [`MAX_NETWORK_BATCH`] images at a time, which bounds the activations' memory.
     pub fn embed_images(&self, images: &[&[u8]]) -> Result<Vec<f32>, PluginError> {
-        let input = self.preprocess(images)?;
         let side = self.preprocessing.crop_size as usize;
-        let shape = ImageShape {
-            batch: images.len(),
-            height: side,
-            width: side,
-        };
-        self.features(&input, shape)
-            .map_err(|e| PluginError::internal(format!("{e:#}")))
+        let mut out = Vec::with_capacity(images.len() * self.output_dim());
+        for (i, chunk) in images.chunks(MAX_NETWORK_BATCH).enumerate() {
+            let input = self.preprocess_numbered(chunk, i * MAX_NETWORK_BATCH)?;
+            let shape = ImageShape {
+                batch: chunk.len(),
+                height: side,
+                width: side,
+            };
+            out.extend(
+                self.features(&input, shape)
+                    .map_err(|e| PluginError::internal(format!("{e:#}")))?,
+            );
+        }
+        Ok(out)
     }
 }
 

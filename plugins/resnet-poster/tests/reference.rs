@@ -366,6 +366,27 @@ fn bad_images_are_clear_errors() {
 }
 
 #[test]
+fn big_batches_run_in_chunks_and_name_the_bad_image() {
+    let m = model("basic", "");
+    let good = image_bytes("small_gray.png");
+    let mut images: Vec<&[u8]> = vec![&good; 40];
+    let got = m.embed_images(&images).unwrap();
+    let want = floats(&features_json()["basic"]["images"]["small_gray.png"]);
+    assert_eq!(got.len(), 40 * want.len());
+    for row in got.chunks(want.len()) {
+        assert!(relative_error(row, &want) <= 1e-4);
+    }
+    let bad = b"GIF89a".to_vec();
+    images[37] = &bad;
+    let err = m.embed_images(&images).unwrap_err();
+    assert!(
+        err.message.starts_with("image 37: unsupported"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
 fn max_image_pixels_option_is_enforced() {
     let m = model("basic", "{\"max_image_pixels\": 50000}");
     let err = m
