@@ -8,18 +8,23 @@ use crate::{simd, ImageShape, Matrix, Result, Window2d};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Output rows per block when blocks run in parallel: enough rows that the weights
-/// packed by each GEMM are reused many times, few enough that the im2col block
-/// (`rows × kernel·channels` floats, about 1 MB) stays in L2, and at least one block
-/// per thread.
-fn block_rows(m: usize, k: usize, threads: usize) -> usize {
+/// Output rows per block when blocks run in parallel, or `None` when there are too few
+/// rows to split and one GEMM should use the threads itself. Blocks hold about 1 MB of
+/// im2col values (`rows × kernel·channels` floats, so they stay in L2) and come in a
+/// multiple of the thread count, equally sized, so no thread idles at the end.
+fn block_rows(m: usize, k: usize, threads: usize) -> Option<usize> {
+    let threads = threads.max(1);
+    if m < 64 * threads {
+        return None;
+    }
     let cache_rows = (256 * 1024 / k.max(1)).clamp(128, 1024);
-    let per_thread = m.div_ceil(threads.max(1));
-    cache_rows.min(per_thread).max(16)
+    let blocks = m.div_ceil(cache_rows).div_ceil(threads) * threads;
+    Some(m.div_ceil(blocks))
 }
 
 /// Writes the im2col rows of output pixels `start..start + rows` into `buf`
-/// (`rows × kernel_height·kernel_width·channels`), zeros where the window leaves the input.
+/// (`rows × kernel_height·kernel_width·channels`), zeros where the window leaves the
+/// input. In NHWC a window row's pixels are adjacent, so each kernel row is one copy.
 fn im2col(
     x: &Matrix,
     input: ImageShape,
@@ -30,31 +35,32 @@ fn im2col(
     buf: &mut Vec<f32>,
 ) {
     let c = x.cols;
-    let k = window.kernel_height * window.kernel_width * c;
-    buf.clear();
+    let (kh, kw) = (window.kernel_height, window.kernel_width);
+    let k = kh * kw * c;
+    // Every value is written below, so stale contents need no clearing.
     buf.resize(rows * k, 0.0);
     let per_image = output.height * output.width;
+    let (height, width) = (input.height as isize, input.width as isize);
     for (r, dst) in buf.chunks_exact_mut(k).enumerate() {
         let p = start + r;
         let (b, rest) = (p / per_image, p % per_image);
         let (oy, ox) = (rest / output.width, rest % output.width);
         let y0 = (oy * window.stride) as isize - window.padding as isize;
         let x0 = (ox * window.stride) as isize - window.padding as isize;
-        for ky in 0..window.kernel_height {
+        // Kernel columns whose pixels lie inside the input.
+        let lo = (-x0).clamp(0, kw as isize) as usize;
+        let hi = (width - x0).clamp(lo as isize, kw as isize) as usize;
+        for (ky, seg) in dst.chunks_exact_mut(kw * c).enumerate() {
             let iy = y0 + ky as isize;
-            if iy < 0 || iy >= input.height as isize {
+            if iy < 0 || iy >= height || lo == hi {
+                seg.fill(0.0);
                 continue;
             }
-            let row_base = (b * input.height + iy as usize) * input.width;
-            for kx in 0..window.kernel_width {
-                let ix = x0 + kx as isize;
-                if ix < 0 || ix >= input.width as isize {
-                    continue;
-                }
-                let src = (row_base + ix as usize) * c;
-                let at = (ky * window.kernel_width + kx) * c;
-                dst[at..at + c].copy_from_slice(&x.data[src..src + c]);
-            }
+            seg[..lo * c].fill(0.0);
+            seg[hi * c..].fill(0.0);
+            let pixel = (b * input.height + iy as usize) * input.width;
+            let src = (pixel as isize + x0 + lo as isize) as usize * c;
+            seg[lo * c..hi * c].copy_from_slice(&x.data[src..src + (hi - lo) * c]);
         }
     }
 }
@@ -156,16 +162,14 @@ pub(crate) fn conv2d(
             }
         }
     };
-    let rows = block_rows(m, k, rayon::current_num_threads());
-    if m > rows {
-        (0..m.div_ceil(rows))
+    match block_rows(m, k, rayon::current_num_threads()) {
+        Some(rows) => (0..m.div_ceil(rows))
             .into_par_iter()
             .for_each_init(Vec::new, |buf, b| {
                 let start = b * rows;
                 block(start, rows.min(m - start), buf, Parallelism::None);
-            });
-    } else {
-        block(0, m, &mut Vec::new(), gemm_parallelism(m, n, k));
+            }),
+        None => block(0, m, &mut Vec::new(), gemm_parallelism(m, n, k)),
     }
     // SAFETY: the blocks wrote all `m × n` values.
     unsafe { data.set_len(m * n) };

@@ -189,7 +189,8 @@ pub trait Backend: Send + Sync + 'static {
         heads: usize,
     ) -> Result<Self::Tensor>;
 
-    /// Pools each sequence's rows into one row.
+    /// Pools each sequence's rows into one row. With one sequence per image over its
+    /// `h·w` pixel rows (offsets `0, hw, 2hw, ...`), `Mean` is global average pooling.
     fn pool(
         &self,
         x: &Self::Tensor,

@@ -424,8 +424,8 @@ fn naive_conv(
 fn conv2d_matches_direct_convolution_with_fused_epilogue() {
     let cpu = CpuBackend;
     // (batch, height, width, in, out, kernel, stride, padding): ResNet's stem, 3x3 and
-    // 1x1 convolutions with and without stride, on odd sizes; the big ones take the
-    // parallel-block path, the small ones one GEMM.
+    // 1x1 convolutions with and without stride, on odd sizes, windows partly or wholly
+    // in the padding; the big ones take the parallel-block path, the small ones one GEMM.
     let cases = [
         (2, 23, 17, 3, 8, 7, 2, 3),
         (1, 9, 11, 5, 7, 3, 1, 1),
@@ -436,6 +436,8 @@ fn conv2d_matches_direct_convolution_with_fused_epilogue() {
         (1, 2, 3, 4, 5, 1, 1, 0),
         (1, 5, 6, 3, 2, 5, 1, 0),
         (1, 3, 3, 2, 3, 3, 3, 2),
+        (3, 29, 31, 8, 16, 3, 1, 1),
+        (1, 4, 5, 3, 4, 1, 1, 1),
     ];
     for (seed, &(batch, h, w, cin, cout, kernel, stride, padding)) in cases.iter().enumerate() {
         let seed = seed as u64 * 10;

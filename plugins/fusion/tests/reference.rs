@@ -267,6 +267,13 @@ fn broken_model_directories_are_clear_errors() {
     assert_eq!(err.status, Status::NotFound);
     assert!(err.message.contains("config.json"), "{}", err.message);
     assert!(FusionPlugin::accepts(&fixture("with_bias")));
+    let resnet =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../resnet-poster/tests/fixtures/basic");
+    assert!(resnet.join("model.safetensors").is_file());
+    assert!(
+        !FusionPlugin::accepts(&resnet),
+        "a ResNet folder is not a fusion model"
+    );
 
     for (source, config, message) in [
         (

@@ -523,6 +523,12 @@ fn broken_model_directories_and_options_are_clear_errors() {
     assert!(err.message.contains("config.json"), "{}", err.message);
 
     assert!(ResNetPoster::accepts(&fixtures().join("basic")));
+    let fusion = fixtures().join("../../../fusion/tests/fixtures/with_bias");
+    assert!(fusion.join("model.safetensors").is_file());
+    assert!(
+        !ResNetPoster::accepts(&fusion),
+        "a fusion folder is not a ResNet"
+    );
     let cases = [
         (
             "bottleneck",
