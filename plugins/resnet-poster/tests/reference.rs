@@ -285,6 +285,14 @@ fn bad_images_are_clear_errors() {
     let mut bmp = b"BM".to_vec();
     bmp.extend([0u8; 60]);
     let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
+    // The JPEG with its frame header (SOF0: FF C0, length, precision, height, width)
+    // claiming 30000 x 30000 pixels.
+    let mut jpeg_bomb = jpeg.clone();
+    let sof = jpeg_bomb
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .unwrap();
+    jpeg_bomb[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
     let mut noise = vec![0u8; 4096];
     let mut state = 12345u32;
     for b in noise.iter_mut() {
@@ -345,6 +353,12 @@ fn bad_images_are_clear_errors() {
             png_header(30_000, 30_000),
             Status::ResourceExhausted,
             "30000x30000 pixels exceeds the limit of 40000000",
+        ),
+        (
+            "30000x30000 JPEG",
+            jpeg_bomb,
+            Status::ResourceExhausted,
+            "30000x30000 pixels exceeds the limit",
         ),
         (
             "PNG header without pixel data",
