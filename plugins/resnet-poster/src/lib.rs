@@ -124,11 +124,6 @@ impl ResNetPoster {
         self.network.features()
     }
 
-    /// The preprocessing the model was configured with.
-    pub fn preprocessing(&self) -> &Preprocessing {
-        &self.preprocessing
-    }
-
     /// Decodes, resizes, crops and normalises encoded images into the network's NHWC
     /// input: `n · crop · crop` rows of 3 values. The first bad image fails the batch,
     /// named by its index.
