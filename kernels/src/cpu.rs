@@ -4,7 +4,8 @@
 use crate::simd;
 use crate::topk::{Hit, TopK};
 use crate::{
-    Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
+    conv, Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets,
+    TopKOptions, Window2d,
 };
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -56,24 +57,27 @@ const TOPK_BLOCK_ROWS: usize = 16_384;
 
 /// Raw pointer that may be shared across rayon tasks writing disjoint regions.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     /// The pointer (a method, so closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
 
 /// One strided matrix operand for [`matmul`]: element `(i, j)` is at `ptr + i*row_stride + j*col_stride`.
 #[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    row_stride: isize,
-    col_stride: isize,
+pub(crate) struct View {
+    pub(crate) ptr: *const f32,
+    pub(crate) row_stride: isize,
+    pub(crate) col_stride: isize,
 }
+// SAFETY: a view only reads; the buffers it points into outlive every task using it.
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
 
 /// `dst (m×n, row stride dst_rs) = lhs (m×k) · rhs (k×n)`.
 ///
@@ -81,7 +85,7 @@ struct View {
 /// Every pointer must be valid for the extents its strides and sizes describe, and
 /// `dst` must not alias the operands.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(crate) unsafe fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -115,7 +119,7 @@ unsafe fn matmul(
 }
 
 /// Parallelism for a GEMM of `m × n × k`: threads only when the work pays for them.
-fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     if m * n * k >= 64 * 64 * 64 {
         Parallelism::Rayon(0)
     } else {
@@ -125,11 +129,11 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 
 /// Rows handed to one rayon task by row-wise ops: about 16k values, enough to amortise
 /// scheduling and small enough to spread over the cores.
-fn rows_per_task(cols: usize) -> usize {
+pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
 }
 
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
     if cond {
         Ok(())
     } else {
@@ -399,6 +403,23 @@ impl Backend for CpuBackend {
                 }
             });
         Ok(out)
+    }
+
+    fn conv2d(
+        &self,
+        x: &Matrix,
+        shape: ImageShape,
+        weight: &Matrix,
+        bias: Option<&Matrix>,
+        window: Window2d,
+        residual: Option<&Matrix>,
+        relu: bool,
+    ) -> Result<Matrix> {
+        conv::conv2d(x, shape, weight, bias, window, residual, relu)
+    }
+
+    fn max_pool2d(&self, x: &Matrix, shape: ImageShape, window: Window2d) -> Result<Matrix> {
+        conv::max_pool2d(x, shape, window)
     }
 
     fn l2_normalize(&self, x: &mut Matrix) -> Result<()> {

@@ -4,7 +4,13 @@
 //! [`cpu`], the CUDA one in [`cuda`]) implements every op for its own tensor type. Tensors
 //! are row-major 2-D `f32` matrices; ragged batches of sequences are rows of one matrix
 //! split by offsets, so no arithmetic is ever spent on padding.
+//!
+//! Image batches are NHWC: a batch of `n` images of `h × w` pixels and `c` channels is an
+//! `(n·h·w) × c` matrix, one row per pixel, its [`ImageShape`] passed beside it. NHWC
+//! makes a convolution's im2col a copy of whole `c`-wide rows and its GEMM output the
+//! next layer's input as it stands, which is why it was chosen over NCHW.
 
+mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
@@ -55,6 +61,78 @@ pub enum Activation {
     Gelu,
     /// Hyperbolic tangent.
     Tanh,
+}
+
+/// The spatial shape of an NHWC image batch held as an `(batch·height·width) × channels`
+/// matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Rows of pixels per image.
+    pub height: usize,
+    /// Pixels per row.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// Pixels in the whole batch: the matrix's row count.
+    pub fn pixels(&self) -> usize {
+        self.batch * self.height * self.width
+    }
+}
+
+/// The sliding window of a convolution or a pooling: `kernel_height × kernel_width`,
+/// the same stride and zero (or, for max pooling, −∞) padding on both axes, as in
+/// PyTorch's `Conv2d` / `MaxPool2d` with `dilation = 1`, `ceil_mode = False`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window2d {
+    /// Window rows.
+    pub kernel_height: usize,
+    /// Window columns.
+    pub kernel_width: usize,
+    /// Step between windows, on both axes.
+    pub stride: usize,
+    /// Padding added on every side.
+    pub padding: usize,
+}
+
+impl Window2d {
+    /// A square `kernel × kernel` window.
+    pub fn square(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel_height: kernel,
+            kernel_width: kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// The output shape for `input`: `(size + 2·padding − kernel) / stride + 1` per axis;
+    /// an error when the window is empty or larger than the padded input.
+    pub fn output_shape(&self, input: ImageShape) -> Result<ImageShape> {
+        let axis = |size: usize, kernel: usize| {
+            let padded = size + 2 * self.padding;
+            if kernel == 0 || self.stride == 0 || padded < kernel {
+                Err(KernelError::Shape(format!(
+                    "a {}x{} window with stride {} and padding {} does not fit a {}x{} input",
+                    self.kernel_height,
+                    self.kernel_width,
+                    self.stride,
+                    self.padding,
+                    input.height,
+                    input.width
+                )))
+            } else {
+                Ok((padded - kernel) / self.stride + 1)
+            }
+        };
+        Ok(ImageShape {
+            batch: input.batch,
+            height: axis(input.height, self.kernel_height)?,
+            width: axis(input.width, self.kernel_width)?,
+        })
+    }
 }
 
 /// Row offsets of a ragged batch: sequence `i` is rows `offsets[i]..offsets[i + 1]`.
@@ -115,7 +193,8 @@ pub trait Backend: Send + Sync + 'static {
         heads: usize,
     ) -> Result<Self::Tensor>;
 
-    /// Pools each sequence's rows into one row.
+    /// Pools each sequence's rows into one row. With one sequence per image over its
+    /// `h·w` pixel rows (offsets `0, hw, 2hw, ...`), `Mean` is global average pooling.
     fn pool(
         &self,
         x: &Self::Tensor,
@@ -135,6 +214,33 @@ pub trait Backend: Send + Sync + 'static {
         self.l2_normalize(&mut pooled)?;
         Ok(pooled)
     }
+    /// 2-D convolution of an NHWC batch `x` (`shape.pixels() × in` channels), returning
+    /// the `output_shape.pixels() × out` result with `output_shape =
+    /// window.output_shape(shape)`. `weight` is `(kernel_height·kernel_width·in) × out`,
+    /// rows ordered `(ky, kx, channel)`: PyTorch's `[out, in, kh, kw]` permuted to
+    /// `[kh, kw, in, out]`, so the product is `im2col(x) · weight`. The epilogue is
+    /// fused: `+ bias[o]`, then `+ residual` (same shape as the output) when given, then
+    /// ReLU when `relu`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        x: &Self::Tensor,
+        shape: ImageShape,
+        weight: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        window: Window2d,
+        residual: Option<&Self::Tensor>,
+        relu: bool,
+    ) -> Result<Self::Tensor>;
+
+    /// Max pooling of an NHWC batch over `window` (padding counts as −∞, so every output
+    /// is a real input value); returns `window.output_shape(shape).pixels() × channels`.
+    fn max_pool2d(
+        &self,
+        x: &Self::Tensor,
+        shape: ImageShape,
+        window: Window2d,
+    ) -> Result<Self::Tensor>;
 
     /// Scales every row to unit L2 norm (zero rows stay zero).
     fn l2_normalize(&self, x: &mut Self::Tensor) -> Result<()>;

@@ -179,6 +179,39 @@ multiversion! {
 }
 
 multiversion! {
+    /// A convolution's epilogue on a block of `width`-wide output rows:
+    /// `x ← x + bias`, then `+ residual` (same shape as `data`), then `max(x, 0)` when `relu`.
+    pub fn bias_residual_relu(data: &mut [f32], width: usize, bias: Option<&[f32]>, residual: Option<&[f32]>, relu: bool) {
+        for (r, row) in data.chunks_exact_mut(width).enumerate() {
+            if let Some(b) = bias {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+            if let Some(res) = residual {
+                for (v, x) in row.iter_mut().zip(&res[r * width..(r + 1) * width]) {
+                    *v += x;
+                }
+            }
+            if relu {
+                for v in row.iter_mut() {
+                    *v = if *v > 0.0 { *v } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `acc ← max(acc, x)` element-wise (max pooling's inner loop).
+    pub fn max_in_place(acc: &mut [f32], x: &[f32]) {
+        for (a, v) in acc.iter_mut().zip(x) {
+            *a = if *v > *a { *v } else { *a };
+        }
+    }
+}
+
+multiversion! {
     /// Softmax of each `len`-wide row of `data` after scaling it by `scale`.
     pub fn softmax_rows(data: &mut [f32], len: usize, scale: f32) {
         for row in data.chunks_exact_mut(len) {

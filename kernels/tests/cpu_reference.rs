@@ -1,6 +1,8 @@
 //! Every CPU op against a plain, obviously-correct f64 implementation, on odd sizes.
 
-use marquee_kernels::{Activation, Backend, CpuBackend, LayerNorm, Matrix, Pooling, TopKOptions};
+use marquee_kernels::{
+    Activation, Backend, CpuBackend, ImageShape, LayerNorm, Matrix, Pooling, TopKOptions, Window2d,
+};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -375,4 +377,242 @@ fn fused_pool_and_normalise_equals_the_two_steps() {
             assert!((norm - 1.0).abs() < 1e-5, "{norm}");
         }
     }
+}
+/// A convolution in PyTorch's terms, in f64: `x` NHWC, `weight` `[ky][kx][in][out]`.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &Matrix,
+    shape: ImageShape,
+    weight: &Matrix,
+    bias: &[f32],
+    window: Window2d,
+    residual: Option<&Matrix>,
+    relu: bool,
+) -> (ImageShape, Vec<f64>) {
+    let c = x.cols;
+    let n = weight.cols;
+    let pad = window.padding as isize;
+    let oh = (shape.height + 2 * window.padding - window.kernel_height) / window.stride + 1;
+    let ow = (shape.width + 2 * window.padding - window.kernel_width) / window.stride + 1;
+    let mut out = Vec::new();
+    for b in 0..shape.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for (o, &bias_o) in bias.iter().enumerate() {
+                    let mut s = bias_o as f64;
+                    for ky in 0..window.kernel_height {
+                        for kx in 0..window.kernel_width {
+                            let iy = (oy * window.stride + ky) as isize - pad;
+                            let ix = (ox * window.stride + kx) as isize - pad;
+                            if iy < 0
+                                || ix < 0
+                                || iy >= shape.height as isize
+                                || ix >= shape.width as isize
+                            {
+                                continue;
+                            }
+                            let row = (b * shape.height + iy as usize) * shape.width + ix as usize;
+                            for ch in 0..c {
+                                let w =
+                                    weight.data[((ky * window.kernel_width + kx) * c + ch) * n + o];
+                                s += w as f64 * x.data[row * c + ch] as f64;
+                            }
+                        }
+                    }
+                    if let Some(r) = residual {
+                        s += r.data[out.len()] as f64;
+                    }
+                    out.push(if relu { s.max(0.0) } else { s });
+                }
+            }
+        }
+    }
+    let output = ImageShape {
+        batch: shape.batch,
+        height: oh,
+        width: ow,
+    };
+    (output, out)
+}
+
+#[test]
+fn conv2d_matches_direct_convolution_with_fused_epilogue() {
+    let cpu = CpuBackend;
+    // (batch, height, width, in, out, kernel, stride, padding): ResNet's stem, 3x3 and
+    // 1x1 convolutions with and without stride, on odd sizes, windows partly or wholly
+    // in the padding; the big ones take the parallel-block path, the small ones one GEMM.
+    let cases = [
+        (2, 23, 17, 3, 8, 7, 2, 3),
+        (1, 9, 11, 5, 7, 3, 1, 1),
+        (2, 30, 31, 16, 12, 3, 1, 1),
+        (3, 13, 8, 6, 10, 3, 2, 1),
+        (2, 15, 9, 12, 20, 1, 2, 0),
+        (2, 40, 33, 24, 40, 1, 1, 0),
+        (1, 2, 3, 4, 5, 1, 1, 0),
+        (1, 5, 6, 3, 2, 5, 1, 0),
+        (1, 3, 3, 2, 3, 3, 3, 2),
+        (3, 29, 31, 8, 16, 3, 1, 1),
+        (1, 4, 5, 3, 4, 1, 1, 1),
+    ];
+    for (seed, &(batch, h, w, cin, cout, kernel, stride, padding)) in cases.iter().enumerate() {
+        let seed = seed as u64 * 10;
+        let shape = ImageShape {
+            batch,
+            height: h,
+            width: w,
+        };
+        let window = Window2d::square(kernel, stride, padding);
+        let x = matrix(shape.pixels(), cin, seed + 1);
+        let weight = matrix(kernel * kernel * cin, cout, seed + 2);
+        let bias = matrix(1, cout, seed + 3);
+        let output = window.output_shape(shape).unwrap();
+        let residual = matrix(output.pixels(), cout, seed + 4);
+        for (with_bias, with_residual, relu) in [
+            (false, false, false),
+            (true, false, true),
+            (true, true, true),
+            (false, true, false),
+        ] {
+            let got = cpu
+                .conv2d(
+                    &x,
+                    shape,
+                    &weight,
+                    with_bias.then_some(&bias),
+                    window,
+                    with_residual.then_some(&residual),
+                    relu,
+                )
+                .unwrap();
+            let zeros = vec![0.0; cout];
+            let (want_shape, want) = naive_conv(
+                &x,
+                shape,
+                &weight,
+                if with_bias { &bias.data } else { &zeros },
+                window,
+                with_residual.then_some(&residual),
+                relu,
+            );
+            assert_eq!(want_shape, output, "case {seed}");
+            assert_eq!((got.rows, got.cols), (output.pixels(), cout));
+            assert_close(&got.data, &want, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn conv2d_rejects_mismatched_operands() {
+    let cpu = CpuBackend;
+    let shape = ImageShape {
+        batch: 1,
+        height: 4,
+        width: 4,
+    };
+    let x = matrix(16, 3, 1);
+    let window = Window2d::square(3, 1, 1);
+    let weight = matrix(27, 5, 2);
+    assert!(cpu
+        .conv2d(&x, shape, &matrix(26, 5, 2), None, window, None, false)
+        .is_err());
+    assert!(cpu
+        .conv2d(&matrix(15, 3, 1), shape, &weight, None, window, None, false)
+        .is_err());
+    assert!(cpu
+        .conv2d(
+            &x,
+            shape,
+            &weight,
+            Some(&matrix(1, 4, 3)),
+            window,
+            None,
+            false
+        )
+        .is_err());
+    assert!(cpu
+        .conv2d(
+            &x,
+            shape,
+            &weight,
+            None,
+            window,
+            Some(&matrix(16, 4, 3)),
+            false
+        )
+        .is_err());
+    let too_big = Window2d::square(7, 1, 1);
+    let err = cpu
+        .conv2d(&x, shape, &matrix(147, 5, 2), None, too_big, None, false)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
+
+#[test]
+fn max_pool_matches_window_maxima() {
+    let cpu = CpuBackend;
+    for (batch, h, w, c, kernel, stride, padding) in [
+        (2, 112, 111, 8, 3, 2, 1),
+        (1, 7, 6, 3, 3, 2, 1),
+        (3, 5, 5, 17, 2, 2, 0),
+        (1, 4, 9, 2, 3, 1, 1),
+    ] {
+        let shape = ImageShape {
+            batch,
+            height: h,
+            width: w,
+        };
+        let window = Window2d::square(kernel, stride, padding);
+        let x = matrix(shape.pixels(), c, (h * w) as u64);
+        let got = cpu.max_pool2d(&x, shape, window).unwrap();
+        let out = window.output_shape(shape).unwrap();
+        assert_eq!((got.rows, got.cols), (out.pixels(), c));
+        let mut want = Vec::new();
+        for b in 0..batch {
+            for oy in 0..out.height {
+                for ox in 0..out.width {
+                    for ch in 0..c {
+                        let mut m = f64::NEG_INFINITY;
+                        for ky in 0..kernel {
+                            for kx in 0..kernel {
+                                let iy = (oy * stride + ky) as isize - padding as isize;
+                                let ix = (ox * stride + kx) as isize - padding as isize;
+                                if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                    let row = (b * h + iy as usize) * w + ix as usize;
+                                    m = m.max(x.data[row * c + ch] as f64);
+                                }
+                            }
+                        }
+                        want.push(m);
+                    }
+                }
+            }
+        }
+        assert_close(&got.data, &want, 0.0);
+    }
+    let shape = ImageShape {
+        batch: 1,
+        height: 4,
+        width: 4,
+    };
+    assert!(cpu
+        .max_pool2d(&matrix(16, 2, 1), shape, Window2d::square(3, 2, 2))
+        .is_err());
+}
+
+#[test]
+fn mean_pool_over_whole_images_is_global_average_pooling() {
+    let cpu = CpuBackend;
+    let (batch, hw, c) = (3, 7 * 5, 11);
+    let x = matrix(batch * hw, c, 5);
+    let offsets: Vec<usize> = (0..=batch).map(|b| b * hw).collect();
+    let got = cpu.pool(&x, &offsets, Pooling::Mean).unwrap();
+    let mut want = vec![0f64; batch * c];
+    for b in 0..batch {
+        for p in 0..hw {
+            for ch in 0..c {
+                want[b * c + ch] += x.data[(b * hw + p) * c + ch] as f64 / hw as f64;
+            }
+        }
+    }
+    assert_close(&got.data, &want, 1e-6);
 }

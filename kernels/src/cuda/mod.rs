@@ -14,7 +14,8 @@ pub use topk::MAX_K;
 
 use crate::topk::Hit;
 use crate::{
-    Activation, Backend, KernelError, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
+    Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets,
+    TopKOptions, Window2d,
 };
 use context::driver_error;
 use cudarc::cublas::sys::{
@@ -208,6 +209,7 @@ impl CudaBackend {
                 Arg::I32(v) => launch.arg(v),
                 Arg::F32(v) => launch.arg(v),
                 Arg::Usize(v) => launch.arg(v),
+                Arg::Geometry(g) => launch.arg(g),
             };
         }
         // SAFETY: every call site passes the arguments of the named kernel in its order,
@@ -224,7 +226,27 @@ enum Arg<'a> {
     I32(i32),
     F32(f32),
     Usize(usize),
+    Geometry(Geometry),
 }
+
+/// The `Geometry` struct of `conv.cu`, passed by value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: i32,
+    height: i32,
+    width: i32,
+    channels: i32,
+    out_height: i32,
+    out_width: i32,
+    kernel_height: i32,
+    kernel_width: i32,
+    stride: i32,
+    padding: i32,
+}
+
+// SAFETY: plain `repr(C)` integers, laid out as the CUDA struct.
+unsafe impl cudarc::driver::DeviceRepr for Geometry {}
 
 /// A grid-stride launch over `total` elements: 256 threads a block, at most 65,535 blocks.
 fn grid_stride(total: usize) -> LaunchConfig {
@@ -498,6 +520,129 @@ impl Backend for CudaBackend {
         pooling: Pooling,
     ) -> Result<CudaTensor> {
         self.pool_with(x, offsets, pooling, true)
+    }
+
+    fn conv2d(
+        &self,
+        x: &CudaTensor,
+        shape: ImageShape,
+        weight: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        window: Window2d,
+        residual: Option<&CudaTensor>,
+        relu: bool,
+    ) -> Result<CudaTensor> {
+        let channels = x.cols;
+        check(x.rows == shape.pixels(), || {
+            format!("conv2d: {} rows for {} pixels", x.rows, shape.pixels())
+        })?;
+        let out_shape = window.output_shape(shape)?;
+        let patch = window.kernel_height * window.kernel_width * channels;
+        check(weight.rows == patch, || {
+            format!(
+                "conv2d: weight has {} rows, the window needs {patch}",
+                weight.rows
+            )
+        })?;
+        let out_channels = weight.cols;
+        let rows = out_shape.pixels();
+        check(bias.is_none_or(|b| b.rows * b.cols == out_channels), || {
+            "conv2d: bias length differs from the output channels".into()
+        })?;
+        check(
+            residual.is_none_or(|r| (r.rows, r.cols) == (rows, out_channels)),
+            || "conv2d: residual shape differs from the output".into(),
+        )?;
+        let geometry = Geometry {
+            batch: shape.batch as i32,
+            height: shape.height as i32,
+            width: shape.width as i32,
+            channels: channels as i32,
+            out_height: out_shape.height as i32,
+            out_width: out_shape.width as i32,
+            kernel_height: window.kernel_height as i32,
+            kernel_width: window.kernel_width as i32,
+            stride: window.stride as i32,
+            padding: window.padding as i32,
+        };
+        // A 1×1 window with stride 1 and no padding reads the input as it stands.
+        let pointwise = window.kernel_height == 1
+            && window.kernel_width == 1
+            && window.stride == 1
+            && window.padding == 0;
+        let cols = if pointwise {
+            None
+        } else {
+            let cols = self.alloc(rows, patch)?;
+            self.launch(
+                &format!("im2col_{}", self.suffix()),
+                grid_stride(rows * patch),
+                &[Arg::Tensor(&cols), Arg::Tensor(x), Arg::Geometry(geometry)],
+            )?;
+            Some(cols)
+        };
+        let input = cols.as_ref().unwrap_or(x);
+        let out = self.alloc(rows, out_channels)?;
+        if rows > 0 {
+            // Row-major out (rows × O) = input (rows × K) · weight (K × O); column-major:
+            // outᵀ (O × rows) = weightᵀ (O × K, ld O) · inputᵀ (K × rows, ld K).
+            self.gemm(
+                (false, false),
+                (out_channels, rows, patch),
+                (&weight.data, out_channels),
+                (&input.data, patch),
+                (&out.data, out_channels),
+            )?;
+            let (bias_arg, residual_arg) = (bias.unwrap_or(&out), residual.unwrap_or(&out));
+            self.launch(
+                &format!("conv_epilogue_{}", self.suffix()),
+                grid_stride(rows * out_channels),
+                &[
+                    Arg::Tensor(&out),
+                    Arg::Tensor(bias_arg),
+                    Arg::I32(bias.is_some() as i32),
+                    Arg::Tensor(residual_arg),
+                    Arg::I32(residual.is_some() as i32),
+                    Arg::I32(relu as i32),
+                    Arg::Usize(rows),
+                    Arg::I32(out_channels as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn max_pool2d(
+        &self,
+        x: &CudaTensor,
+        shape: ImageShape,
+        window: Window2d,
+    ) -> Result<CudaTensor> {
+        check(x.rows == shape.pixels(), || {
+            format!("max_pool2d: {} rows for {} pixels", x.rows, shape.pixels())
+        })?;
+        let out_shape = window.output_shape(shape)?;
+        let out = self.alloc(out_shape.pixels(), x.cols)?;
+        let geometry = Geometry {
+            batch: shape.batch as i32,
+            height: shape.height as i32,
+            width: shape.width as i32,
+            channels: x.cols as i32,
+            out_height: out_shape.height as i32,
+            out_width: out_shape.width as i32,
+            kernel_height: window.kernel_height as i32,
+            kernel_width: window.kernel_width as i32,
+            stride: window.stride as i32,
+            padding: window.padding as i32,
+        };
+        if out.rows > 0 {
+            self.launch(
+                &format!("max_pool2d_{}", self.suffix()),
+                grid_stride(out.rows * out.cols),
+                &[Arg::Tensor(&out), Arg::Tensor(x), Arg::Geometry(geometry)],
+            )?;
+        }
+        Ok(out)
     }
 
     fn l2_normalize(&self, x: &mut CudaTensor) -> Result<()> {

@@ -91,8 +91,15 @@ typedef struct MqPluginApi {
     MqStatus (*tokenize)(const MqInstance *instance, const uint8_t *text, size_t text_len,
                          uint32_t max_tokens, uint32_t *out_ids, size_t *out_len,
                          size_t *untruncated_len);
-    /* Embed one batch. Text encoders: inputs[0] = token ids (U32 [tokens]), inputs[1] =
-     * sequence offsets (U32 [n + 1]); output F32 [n, dim]. */
+    /* Embed one batch; output F32 [n, dim] for every kind. Inputs by kind:
+     * text encoders: inputs[0] = token ids (U32 [tokens]), inputs[1] = sequence
+     *   offsets (U32 [n + 1]);
+     * image encoders: inputs[0] = the encoded images back to back (U8 [bytes]),
+     *   inputs[1] = their byte offsets (U32 [n + 1]);
+     * fusion: inputs[0] = text embeddings (F32 [n, text_dim]), inputs[1] = poster and
+     *   inputs[2] = thumbnail embeddings (F32 [n, image_dim] each), inputs[3] = which
+     *   images are present (U8 [n, 2]: poster, thumbnail; 1 = present, 0 = absent and
+     *   its row ignored). */
     MqStatus (*embed)(const MqInstance *instance, const MqTensor *inputs, size_t n_inputs,
                       MqTensorMut *output);
     /* The calling thread's last error message; never NULL. */

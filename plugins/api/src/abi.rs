@@ -136,8 +136,15 @@ pub struct MqPluginApi {
         out_len: *mut usize,
         untruncated_len: *mut usize,
     ) -> MqStatus,
-    /// Embeds one batch. Text encoders take `inputs[0]` = all token ids (U32, `[tokens]`)
-    /// and `inputs[1]` = sequence offsets (U32, `[n + 1]`); the output is F32 `[n, dim]`.
+    /// Embeds one batch; the output is F32 `[n, dim]` for every kind. Inputs by kind:
+    /// - text encoders: `inputs[0]` = all token ids (U32, `[tokens]`), `inputs[1]` =
+    ///   sequence offsets (U32, `[n + 1]`);
+    /// - image encoders: `inputs[0]` = the encoded images (JPEG, PNG, ...) back to back
+    ///   (U8, `[bytes]`), `inputs[1]` = their byte offsets (U32, `[n + 1]`);
+    /// - fusion: `inputs[0]` = text embeddings (F32, `[n, text_dim]`), `inputs[1]` =
+    ///   poster and `inputs[2]` = thumbnail embeddings (F32, `[n, image_dim]` each),
+    ///   `inputs[3]` = which images are present (U8, `[n, 2]`: poster, thumbnail; 1 =
+    ///   present, 0 = absent, its row ignored).
     pub embed: unsafe extern "C" fn(
         instance: *const MqInstance,
         inputs: *const MqTensor,

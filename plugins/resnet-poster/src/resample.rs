@@ -1,0 +1,166 @@
+//! Pillow's bilinear resize of 8-bit images (`Image.resize(size, Image.BILINEAR)`, what
+//! torchvision's `Resize` calls on a PIL image), reproduced to the bit: a separable
+//! triangle filter whose support grows with the downscale factor (so downscaling
+//! averages every source pixel, i.e. antialiasing), coefficients normalised in double
+//! precision and then rounded to 22-bit fixed point, the horizontal pass first (over
+//! only the rows the vertical pass reads) into an 8-bit intermediate, each pass
+//! rounding half up and clipping to 0..=255. Only a window of the output is computed:
+//! the centre crop torchvision takes next.
+
+/// Fractional bits of Pillow's fixed-point coefficients (`PRECISION_BITS`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bilinear (triangle) filter, support 1.
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+/// The filter taps of `count` consecutive outputs of one axis, from output `first` on:
+/// output `first + i` reads source pixels `start[i]..start[i] + len[i]`, weighted by
+/// `weights[i * width..][..len[i]]` (fixed point).
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    weights: Vec<i32>,
+    width: usize,
+}
+
+impl Taps {
+    /// Pillow's `precompute_coeffs` for the box `0..in_size` → `out_size` pixels,
+    /// followed by `normalize_coeffs_8bpc`, for outputs `first..first + count`.
+    fn new(in_size: usize, out_size: u64, first: u64, count: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let support = filter_scale; // the triangle's support (1) times the scale
+        let width = support.ceil() as usize * 2 + 1;
+        let mut taps = Taps {
+            start: Vec::with_capacity(count),
+            len: Vec::with_capacity(count),
+            weights: vec![0; count * width],
+            width,
+        };
+        let inv = 1.0 / filter_scale;
+        let mut k = vec![0f64; width];
+        for i in 0..count {
+            let center = ((first + i as u64) as f64 + 0.5) * scale;
+            // C's (int) truncation, then the clamps Pillow applies.
+            let lo = ((center - support + 0.5) as i64).clamp(0, in_size as i64) as usize;
+            let hi = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
+            let n = hi.saturating_sub(lo).min(width);
+            let mut total = 0.0;
+            for (x, w) in k.iter_mut().enumerate().take(n) {
+                *w = triangle(((x + lo) as f64 - center + 0.5) * inv);
+                total += *w;
+            }
+            let row = &mut taps.weights[i * width..(i + 1) * width];
+            for (x, w) in k.iter().enumerate().take(n) {
+                let w = if total != 0.0 { w / total } else { *w };
+                let fixed = w * (1u32 << PRECISION_BITS) as f64;
+                row[x] = if w < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
+            }
+            taps.start.push(lo);
+            taps.len.push(n);
+        }
+        taps
+    }
+
+    /// Source pixels the taps read: `first..last`.
+    fn span(&self) -> (usize, usize) {
+        let first = self.start.iter().copied().min().unwrap_or(0);
+        let last = (0..self.start.len())
+            .map(|i| self.start[i] + self.len[i])
+            .max()
+            .unwrap_or(first);
+        (first, last)
+    }
+
+    /// Output `i` (counted from `first`) from source samples `value(j)`.
+    #[inline(always)]
+    fn apply(&self, i: usize, value: impl Fn(usize) -> u8) -> u8 {
+        let weights = &self.weights[i * self.width..][..self.len[i]];
+        let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+        for (j, &w) in weights.iter().enumerate() {
+            acc += value(self.start[i] + j) as i32 * w;
+        }
+        (acc >> PRECISION_BITS).clamp(0, 255) as u8
+    }
+}
+
+/// A window of an image: `width × height` pixels from column `left`, row `top`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// First column.
+    pub left: u64,
+    /// First row.
+    pub top: u64,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+/// The pixels inside `window` of Pillow's resize of an interleaved 8-bit RGB image
+/// (`width × height × 3`) to `out_width × out_height`, as `window.width ×
+/// window.height × 3` bytes. Every output pixel is computed as Pillow computes it, so a
+/// window equals the same crop of the full resize, without computing what the crop
+/// drops. The window must lie inside the output.
+pub fn resize_rgb_window(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    out_width: u64,
+    out_height: u64,
+    window: Window,
+) -> Vec<u8> {
+    debug_assert_eq!(pixels.len(), width * height * 3);
+    debug_assert!(window.left + window.width as u64 <= out_width);
+    debug_assert!(window.top + window.height as u64 <= out_height);
+    let (w, h) = (window.width, window.height);
+    let vertical =
+        (out_height != height as u64).then(|| Taps::new(height, out_height, window.top, h));
+    let horizontal =
+        (out_width != width as u64).then(|| Taps::new(width, out_width, window.left, w));
+    // Without a vertical pass the window's rows are source rows.
+    let (first_row, last_row) = match &vertical {
+        Some(taps) => taps.span(),
+        None => (window.top as usize, window.top as usize + h),
+    };
+    // Horizontal pass over the rows the vertical pass reads, window columns only.
+    let mut mid = vec![0u8; (last_row - first_row) * w * 3];
+    for (r, out_row) in mid.chunks_exact_mut(w * 3).enumerate() {
+        let src = &pixels[(first_row + r) * width * 3..][..width * 3];
+        match &horizontal {
+            Some(taps) => {
+                for (x, out_px) in out_row.chunks_exact_mut(3).enumerate() {
+                    for (c, v) in out_px.iter_mut().enumerate() {
+                        *v = taps.apply(x, |j| src[j * 3 + c]);
+                    }
+                }
+            }
+            None => {
+                let left = window.left as usize * 3;
+                out_row.copy_from_slice(&src[left..left + w * 3]);
+            }
+        }
+    }
+    let Some(vertical) = vertical else {
+        return mid;
+    };
+    let stride = w * 3;
+    let mut out = vec![0u8; h * stride];
+    for (y, out_row) in out.chunks_exact_mut(stride).enumerate() {
+        for (i, v) in out_row.iter_mut().enumerate() {
+            *v = vertical.apply(y, |j| mid[(j - first_row) * stride + i]);
+        }
+    }
+    out
+}
