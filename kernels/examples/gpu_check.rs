@@ -7,7 +7,8 @@
 
 use marquee_kernels::cuda::{CudaBackend, Precision};
 use marquee_kernels::{
-    Activation, Backend, CpuBackend, DeviceRequest, Hit, LayerNorm, Matrix, Pooling, TopKOptions,
+    Activation, Backend, CpuBackend, DeviceRequest, Hit, ImageShape, LayerNorm, Matrix, Pooling,
+    TopKOptions, Window2d,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -229,6 +230,59 @@ fn parity(precision: Precision, rng: &mut Rng, report: &mut Report) {
             rel_err(&p.down(&got), &want.data),
         );
     }
+
+    let shape = ImageShape {
+        batch: 2,
+        height: 13,
+        width: 17,
+    };
+    for (cin, cout, window, with_residual) in [
+        (5usize, 8usize, Window2d::square(3, 1, 1), true),
+        (3, 16, Window2d::square(7, 2, 3), false),
+        (8, 12, Window2d::square(1, 1, 0), true),
+        (6, 4, Window2d::square(3, 2, 1), false),
+    ] {
+        let x = p.host(shape.pixels(), cin, rng.vec(shape.pixels() * cin));
+        let patch = window.kernel_height * window.kernel_width * cin;
+        let w = p.host(patch, cout, rng.vec(patch * cout));
+        let b = p.host(1, cout, rng.vec(cout));
+        let out = window.output_shape(shape).unwrap().pixels();
+        let r = p.host(out, cout, rng.vec(out * cout));
+        let res = with_residual.then_some(&r);
+        let want = cpu
+            .conv2d(&x, shape, &w, Some(&b), window, res, true)
+            .unwrap();
+        let (gx, gw, gb, gr) = (p.up(&x), p.up(&w), p.up(&b), p.up(&r));
+        let got = p
+            .gpu
+            .conv2d(
+                &gx,
+                shape,
+                &gw,
+                Some(&gb),
+                window,
+                with_residual.then_some(&gr),
+                true,
+            )
+            .unwrap();
+        report.parity(
+            &format!(
+                "conv2d {}x{} s{} p{} {cin}->{cout}",
+                window.kernel_height, window.kernel_width, window.stride, window.padding
+            ),
+            precision,
+            rel_err(&p.down(&got), &round(precision, &want.data)),
+        );
+    }
+    let x = p.host(shape.pixels(), 7, rng.vec(shape.pixels() * 7));
+    let window = Window2d::square(3, 2, 1);
+    let want = cpu.max_pool2d(&x, shape, window).unwrap();
+    let got = p.gpu.max_pool2d(&p.up(&x), shape, window).unwrap();
+    report.parity(
+        "max_pool2d 3x3 s2 p1",
+        precision,
+        rel_err(&p.down(&got), &want.data),
+    );
 
     top_k_parity(&p, rng, report);
 }

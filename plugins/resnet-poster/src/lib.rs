@@ -16,7 +16,10 @@ pub mod weights;
 use anyhow::Context;
 use config::{Preprocessing, ResNetConfig};
 use decode::{decode_rgb, DecodeError};
-use marquee_kernels::{Backend, CpuBackend, ImageShape};
+use marquee_kernels::{
+    Backend, CpuBackend, CudaBackend, DeviceRequest, ImageShape, KernelError, Precision,
+    ResolvedDevice,
+};
 use marquee_plugin_api::{
     export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
 };
@@ -45,6 +48,10 @@ pub struct Options {
     /// Largest accepted image (width × height), checked from the header before decoding.
     #[serde(default = "default_max_image_pixels")]
     pub max_image_pixels: u64,
+    /// `auto` (the GPU when CUDA is usable, else the CPU), `cpu` or `cuda:N`.
+    pub device: Option<String>,
+    /// `fp32` (default) or `bf16` (GPU only).
+    pub precision: Option<String>,
 }
 
 impl Default for Options {
@@ -53,6 +60,8 @@ impl Default for Options {
             normalize: false,
             threads: None,
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+            device: None,
+            precision: None,
         }
     }
 }
@@ -61,9 +70,33 @@ fn default_max_image_pixels() -> u64 {
     DEFAULT_MAX_IMAGE_PIXELS
 }
 
+/// The network on the device it was placed on.
+enum Network {
+    /// On the host, in the plugin's thread pool.
+    Cpu(Box<ResNet<CpuBackend>>),
+    /// On a CUDA device.
+    Cuda(Box<ResNet<CudaBackend>>),
+}
+
+/// Pooled features of an NHWC batch on one backend, L2-normalised when asked.
+fn run<B: Backend>(
+    network: &ResNet<B>,
+    nhwc: &[f32],
+    shape: ImageShape,
+    normalize: bool,
+) -> anyhow::Result<Vec<f32>> {
+    let backend = network.backend();
+    let input = backend.upload(shape.pixels(), 3, nhwc)?;
+    let mut pooled = network.forward(&input, shape)?;
+    if normalize {
+        backend.l2_normalize(&mut pooled)?;
+    }
+    Ok(backend.download(&pooled)?)
+}
+
 /// A loaded ResNet image encoder.
 pub struct ResNetPoster {
-    network: ResNet<CpuBackend>,
+    network: Network,
     preprocessing: Preprocessing,
     normalize: bool,
     max_image_pixels: u64,
@@ -81,6 +114,19 @@ fn load_error(e: anyhow::Error) -> PluginError {
     } else {
         PluginError::invalid_argument(message)
     }
+}
+
+/// A failed forward pass: out of device memory is the caller's to retry smaller.
+fn inference_error(e: anyhow::Error) -> PluginError {
+    let out_of_memory = e
+        .chain()
+        .any(|c| matches!(c.downcast_ref(), Some(KernelError::OutOfMemory(_))));
+    let status = if out_of_memory {
+        marquee_plugin_api::Status::ResourceExhausted
+    } else {
+        marquee_plugin_api::Status::Internal
+    };
+    PluginError::new(status, format!("{e:#}"))
 }
 
 fn decode_error(index: usize, e: DecodeError) -> PluginError {
@@ -104,8 +150,35 @@ impl ResNetPoster {
         let config = ResNetConfig::load(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
         let checkpoint = Checkpoint::open(&path)?;
-        let network = ResNet::load(CpuBackend, &config, &checkpoint)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let request: DeviceRequest = options
+            .device
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let precision: Precision = options
+            .precision
+            .as_deref()
+            .unwrap_or("fp32")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let loading = || format!("loading {}", path.display());
+        let network = match request.resolve().map_err(anyhow::Error::msg)? {
+            ResolvedDevice::Cuda { ordinal, .. } => {
+                let backend = CudaBackend::new(ordinal, precision)?;
+                let network = ResNet::load(backend, &config, &checkpoint).with_context(loading)?;
+                Network::Cuda(Box::new(network))
+            }
+            ResolvedDevice::Cpu { .. } => {
+                anyhow::ensure!(
+                    precision == Precision::F32,
+                    "precision bf16 needs a GPU; this model runs on the CPU"
+                );
+                let network =
+                    ResNet::load(CpuBackend, &config, &checkpoint).with_context(loading)?;
+                Network::Cpu(Box::new(network))
+            }
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.unwrap_or(0))
             .thread_name(|i| format!("resnet-poster-{i}"))
@@ -121,7 +194,10 @@ impl ResNetPoster {
 
     /// Length of each output vector.
     pub fn output_dim(&self) -> usize {
-        self.network.features()
+        match &self.network {
+            Network::Cpu(n) => n.features(),
+            Network::Cuda(n) => n.features(),
+        }
     }
 
     /// Decodes, resizes, crops and normalises encoded images into the network's NHWC
@@ -155,15 +231,10 @@ impl ResNetPoster {
     /// Features of an NHWC batch (`shape.pixels() × 3` values), `batch × output_dim`,
     /// L2-normalised when the `normalize` option is set.
     pub fn features(&self, nhwc: &[f32], shape: ImageShape) -> anyhow::Result<Vec<f32>> {
-        self.pool.install(|| {
-            let backend = self.network.backend();
-            let input = backend.upload(shape.pixels(), 3, nhwc)?;
-            let mut pooled = self.network.forward(&input, shape)?;
-            if self.normalize {
-                backend.l2_normalize(&mut pooled)?;
-            }
-            Ok(backend.download(&pooled)?)
-        })
+        match &self.network {
+            Network::Cpu(n) => self.pool.install(|| run(n, nhwc, shape, self.normalize)),
+            Network::Cuda(n) => run(n, nhwc, shape, self.normalize),
+        }
     }
 
     /// Features of a batch in PyTorch's NCHW layout (`batch × 3 × height × width`
@@ -202,10 +273,7 @@ impl ResNetPoster {
                 height: side,
                 width: side,
             };
-            out.extend(
-                self.features(&input, shape)
-                    .map_err(|e| PluginError::internal(format!("{e:#}")))?,
-            );
+            out.extend(self.features(&input, shape).map_err(inference_error)?);
         }
         Ok(out)
     }
