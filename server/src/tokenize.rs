@@ -4,6 +4,7 @@
 
 use crate::deadline::Deadline;
 use crate::registry::LoadedModel;
+use marquee_plugin_api::Tokens;
 use rayon::prelude::*;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -17,6 +18,49 @@ pub struct TokenizedBatch {
     pub offsets: Vec<usize>,
     /// Inputs that were cut at the model's limit.
     pub truncated_inputs: u32,
+}
+
+impl TokenizedBatch {
+    /// Lays tokenized inputs out back to back.
+    fn from_tokens(tokens: Vec<Tokens>) -> Self {
+        let mut batch = TokenizedBatch {
+            ids: Vec::with_capacity(tokens.iter().map(|t| t.ids.len()).sum()),
+            offsets: Vec::with_capacity(tokens.len() + 1),
+            truncated_inputs: 0,
+        };
+        batch.offsets.push(0);
+        for t in tokens {
+            batch.truncated_inputs += u32::from(t.untruncated_len > t.ids.len());
+            batch.ids.extend_from_slice(&t.ids);
+            batch.offsets.push(batch.ids.len());
+        }
+        batch
+    }
+}
+
+/// Longest text tokenized on the calling task instead of a worker (a few tens of
+/// microseconds of work).
+const INLINE_TEXT_BYTES: usize = 2048;
+
+/// Tokenizes input `index` of a request for `model`.
+fn tokenize_one(
+    model: &LoadedModel,
+    index: usize,
+    text: &str,
+    refuse_truncation: bool,
+) -> Result<Tokens, Status> {
+    let limit = model.instance.info().max_input_tokens;
+    let t = model
+        .instance
+        .tokenize(text, limit)
+        .map_err(|e| crate::status::from_host(&e))?;
+    if refuse_truncation && t.untruncated_len > limit as usize {
+        return Err(Status::invalid_argument(format!(
+            "input {index} has {} tokens, over model {}'s limit of {limit}, and truncation is disabled",
+            t.untruncated_len, model.name
+        )));
+    }
+    Ok(t)
 }
 
 /// Threads dedicated to tokenization.
@@ -37,6 +81,9 @@ impl TokenizerPool {
     /// Tokenizes `texts` for `model`. With `refuse_truncation`, an input over the
     /// model's token limit fails the request with `INVALID_ARGUMENT`. Skipped when the
     /// caller has gone or its deadline has passed by the time a worker is free.
+    ///
+    /// One short text (the common single query) is tokenized on the calling task: it
+    /// costs less than handing it to a worker and waking the task again.
     pub async fn tokenize(
         &self,
         model: Arc<LoadedModel>,
@@ -44,6 +91,16 @@ impl TokenizerPool {
         refuse_truncation: bool,
         deadline: Option<Deadline>,
     ) -> Result<TokenizedBatch, Status> {
+        if let [text] = texts.as_slice() {
+            if text.len() <= INLINE_TEXT_BYTES {
+                if let Some(d) = deadline.filter(Deadline::passed) {
+                    crate::metrics::record_dropped(&model.name, "deadline", 1);
+                    return Err(d.exceeded());
+                }
+                let token = tokenize_one(&model, 0, text, refuse_truncation)?;
+                return Ok(TokenizedBatch::from_tokens(vec![token]));
+            }
+        }
         let (reply, result) = oneshot::channel();
         self.pool.spawn(move || {
             if reply.is_closed() {
@@ -55,38 +112,12 @@ impl TokenizerPool {
                 let _ = reply.send(Err(d.exceeded()));
                 return;
             }
-            let limit = model.instance.info().max_input_tokens;
             let tokens: Result<Vec<_>, Status> = texts
                 .par_iter()
                 .enumerate()
-                .map(|(i, text)| {
-                    let t = model
-                        .instance
-                        .tokenize(text, limit)
-                        .map_err(|e| crate::status::from_host(&e))?;
-                    if refuse_truncation && t.untruncated_len > limit as usize {
-                        return Err(Status::invalid_argument(format!(
-                            "input {i} has {} tokens, over model {}'s limit of {limit}, and truncation is disabled",
-                            t.untruncated_len, model.name
-                        )));
-                    }
-                    Ok(t)
-                })
+                .map(|(i, text)| tokenize_one(&model, i, text, refuse_truncation))
                 .collect();
-            let _ = reply.send(tokens.map(|tokens| {
-                let mut batch = TokenizedBatch {
-                    ids: Vec::with_capacity(tokens.iter().map(|t| t.ids.len()).sum()),
-                    offsets: Vec::with_capacity(tokens.len() + 1),
-                    truncated_inputs: 0,
-                };
-                batch.offsets.push(0);
-                for t in tokens {
-                    batch.truncated_inputs += u32::from(t.untruncated_len > t.ids.len());
-                    batch.ids.extend_from_slice(&t.ids);
-                    batch.offsets.push(batch.ids.len());
-                }
-                batch
-            }));
+            let _ = reply.send(tokens.map(TokenizedBatch::from_tokens));
         });
         result
             .await
