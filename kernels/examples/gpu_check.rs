@@ -304,6 +304,7 @@ fn top_k_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
         (10_007, 64, 1024),
         (500, 2, 1024),
         (500, 40, 777),
+        (100, 20_000, 5),
     ] {
         let mut corpus = rng.vec(n * dim);
         for _ in 0..50 {

@@ -16,6 +16,8 @@ pub const MAX_K: usize = 2048;
 const GEMM_MIN_QUERIES: usize = 16;
 /// Bytes of score tile a batch may use at once (the full score matrix never exists).
 const SCORE_TILE_BYTES: usize = 256 << 20;
+/// Queries per kernel launch (the grid's y dimension is at most 65,535).
+const MAX_QUERIES_PER_CALL: usize = 16_384;
 /// Threads per selection block.
 const BLOCK: u32 = 256;
 /// Corpus rows the fused scan scores per step (8 warps × 4 rows).
@@ -90,6 +92,7 @@ pub fn search(
     filter: &SearchFilter<'_>,
 ) -> Result<Vec<Vec<Hit>>> {
     let (rows, dim) = (corpus.rows, corpus.cols);
+    let device_corpus = corpus;
     let corpus = &corpus.data;
     let nq = queries.len().checked_div(dim).unwrap_or(0);
     if queries.len() != nq * dim {
@@ -105,6 +108,22 @@ pub fn search(
     }
     if nq == 0 || k == 0 || rows == 0 {
         return Ok(vec![Vec::new(); nq]);
+    }
+    if nq > MAX_QUERIES_PER_CALL {
+        // The grid's y dimension (one per query) is bounded: search in slices.
+        let mut hits = Vec::with_capacity(nq);
+        for (i, chunk) in queries.chunks(MAX_QUERIES_PER_CALL * dim).enumerate() {
+            let first = i * MAX_QUERIES_PER_CALL;
+            let excluded = filter
+                .excluded
+                .map(|e| &e[first..(first + chunk.len() / dim).min(e.len())]);
+            let part = SearchFilter {
+                allowed: filter.allowed,
+                excluded,
+            };
+            hits.extend(search(gpu, device_corpus, rules, chunk, k, &part)?);
+        }
+        return Ok(hits);
     }
     let stream = &gpu.stream;
     let allowed = filter
