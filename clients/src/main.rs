@@ -94,6 +94,7 @@ fn kind_name(kind: i32) -> &'static str {
         ModelKind::ImageEncoder => "image-encoder",
         ModelKind::Fusion => "fusion",
         ModelKind::Generator => "generator",
+        ModelKind::Pipeline => "pipeline",
         ModelKind::Unspecified => "unknown",
     }
 }
@@ -110,6 +111,12 @@ fn model_json(m: &ModelInfo) -> serde_json::Value {
         "default": m.is_default,
         "device": m.device,
         "queued_inputs": m.queued_inputs,
+        "pipeline": m.pipeline.as_ref().map(|p| json!({
+            "text_model": p.text_model,
+            "image_model": p.image_model,
+            "fusion_model": p.fusion_model,
+            "store": {"text": p.store_text, "poster": p.store_poster, "thumbnail": p.store_thumbnail},
+        })),
     })
 }
 
@@ -136,7 +143,10 @@ fn print_models(models: &[ModelInfo], as_json: bool) {
             m.dimension,
             m.max_input_tokens,
             m.plugin,
-            m.path
+            match &m.pipeline {
+                Some(p) => format!("{} + {} -> {}", p.text_model, p.image_model, p.fusion_model),
+                None => m.path.clone(),
+            }
         );
     }
 }

@@ -1,7 +1,12 @@
 //! The dynamic batcher: one inference thread per model that merges queued jobs into
-//! ragged batches bounded by `max_batch_size` inputs and `max_batch_tokens` tokens,
-//! waiting at most `max_queue_delay_us` for a batch to fill. A job larger than a batch
-//! is spread over consecutive batches.
+//! ragged batches bounded by `max_batch_size` inputs and `max_batch_tokens` of cost
+//! (tokens for text; an image or a fusion row costs 1, see [`crate::inputs`]), waiting
+//! at most `max_queue_delay_us` for a batch to fill. A job larger than a batch is
+//! spread over consecutive batches.
+//!
+//! A failed batch that carried several jobs is run again job by job, so that bad
+//! input (a corrupt image, which fails the plugin's whole call) fails only the
+//! request that sent it.
 //!
 //! Before each batch the queue is swept: a job whose caller has gone (cancelled, or cut
 //! at its deadline) is dropped unrun, a job whose deadline has passed is answered
@@ -12,6 +17,7 @@
 use crate::config::Batching;
 use crate::deadline::Deadline;
 use crate::estimate::Estimate;
+use crate::inputs::Inputs;
 use crate::metrics as m;
 use crate::registry::{cannot_finish, QueueSlot};
 use marquee_plugin_api::host::PluginInstance;
@@ -22,12 +28,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::Status;
 
-/// Tokenized inputs of one request, waiting for inference.
+/// The inputs of one request (tokenized texts, encoded images or embeddings to
+/// fuse), waiting for inference.
 pub struct EmbedJob {
-    /// Token ids of every input, back to back.
-    pub ids: Vec<u32>,
-    /// Input boundaries in `ids` (`n + 1` entries, starting at 0).
-    pub offsets: Vec<usize>,
+    /// The inputs, in the layout of the model's plugin.
+    pub inputs: Inputs,
     /// When the job entered the queue.
     pub enqueued: Instant,
     /// When the caller stops waiting, if it set a deadline.
@@ -59,13 +64,10 @@ struct Active {
 
 impl Active {
     fn inputs(&self) -> usize {
-        self.job.offsets.len() - 1
+        self.job.inputs.count()
     }
-    fn input_len(&self, i: usize) -> usize {
-        self.job.offsets[i + 1] - self.job.offsets[i]
-    }
-    fn remaining_tokens(&self) -> usize {
-        self.job.ids.len() - self.job.offsets[self.next_input]
+    fn remaining_cost(&self) -> usize {
+        self.job.inputs.cost_from(self.next_input)
     }
 }
 
@@ -94,7 +96,7 @@ fn verdict(model: &str, estimate: &Estimate, active: &Active, now: Instant) -> O
     if active.next_input > 0 {
         return None;
     }
-    let needed = estimate.fastest(active.job.ids.len())?;
+    let needed = estimate.fastest(active.job.inputs.cost_from(0))?;
     let remaining = deadline.at - now;
     (needed > remaining).then(|| Eviction::Deadline(cannot_finish(model, needed, remaining)))
 }
@@ -130,7 +132,7 @@ pub fn run(
     let max_delay = Duration::from_micros(limits.max_queue_delay_us);
     let mut pending: VecDeque<Active> = VecDeque::new();
     let admit = |pending: &mut VecDeque<Active>, job: EmbedJob| {
-        let n = job.offsets.len() - 1;
+        let n = job.inputs.count();
         pending.push_back(Active {
             vectors: vec![0.0; n * dim],
             job,
@@ -151,7 +153,7 @@ pub fn run(
         let fill_until = pending[0].job.enqueued + max_delay;
         loop {
             let (inputs, tokens) = pending.iter().fold((0, 0), |(n, t), a| {
-                (n + a.inputs() - a.next_input, t + a.remaining_tokens())
+                (n + a.inputs() - a.next_input, t + a.remaining_cost())
             });
             if inputs >= limits.max_batch_size || tokens >= limits.max_batch_tokens || !open {
                 break;
@@ -179,8 +181,9 @@ pub fn run(
     }
 }
 
-/// Takes the next inputs in queue order that fit one batch, runs them, and scatters
-/// the vectors back to their jobs. A failed batch fails every job it touched.
+/// Takes the next inputs in queue order that fit one batch (of the kind of the first
+/// job's inputs), runs them, and scatters the vectors back to their jobs. A failed
+/// batch of one job fails that job; of several, each job's part runs again alone.
 fn run_one_batch(
     model: &str,
     instance: &PluginInstance,
@@ -190,25 +193,26 @@ fn run_one_batch(
     pending: &mut VecDeque<Active>,
 ) {
     let start = Instant::now();
-    let mut ids = Vec::new();
-    let mut offsets = vec![0u32];
+    let Some(first) = pending.front() else {
+        return;
+    };
+    let mut batch = first.job.inputs.empty_like();
+    let mut cost = 0;
     // (job index, first input, input count) for every job in the batch.
     let mut parts: Vec<(usize, usize, usize)> = Vec::new();
     for (j, active) in pending.iter_mut().enumerate() {
         let first = active.next_input;
         let mut full = false;
         while active.next_input < active.inputs() {
-            let len = active.input_len(active.next_input);
-            let count = offsets.len() - 1;
-            if count > 0
-                && (count == limits.max_batch_size || ids.len() + len > limits.max_batch_tokens)
+            let len = active.job.inputs.cost(active.next_input);
+            let count = batch.count();
+            if count > 0 && (count == limits.max_batch_size || cost + len > limits.max_batch_tokens)
+                || !batch.append(&active.job.inputs, active.next_input)
             {
                 full = true;
                 break;
             }
-            let o = active.job.offsets[active.next_input];
-            ids.extend_from_slice(&active.job.ids[o..o + len]);
-            offsets.push(ids.len() as u32);
+            cost += len;
             active.next_input += 1;
         }
         if active.next_input > first {
@@ -221,12 +225,21 @@ fn run_one_batch(
             break;
         }
     }
-    let result = instance.embed_tokens(&ids, &offsets);
+    if parts.is_empty() {
+        // Only an input too large for one plugin call (over 4 GiB) gets here.
+        if let Some(stuck) = pending.pop_front() {
+            let _ = stuck.job.reply.send(Err(Status::invalid_argument(
+                "an input is too large for one plugin call",
+            )));
+        }
+        return;
+    }
+    let result = batch.embed(instance);
     let elapsed = start.elapsed();
-    m::record_batch(model, offsets.len() - 1, ids.len(), elapsed);
+    m::record_batch(model, batch.count(), cost, elapsed);
     match result {
         Ok(vectors) => {
-            estimate.record(elapsed, ids.len());
+            estimate.record(elapsed, cost);
             let mut row = 0;
             for &(j, first, count) in &parts {
                 let active = &mut pending[j];
@@ -236,15 +249,55 @@ fn run_one_batch(
                 row += count;
             }
         }
+        Err(e) if parts.len() == 1 => {
+            tracing::debug!(model, error = %e, "batch failed");
+            let (j, first, _) = parts[0];
+            if let Some(failed) = pending.remove(j) {
+                let _ = failed.job.reply.send(Err(job_status(&e, first)));
+            }
+        }
         Err(e) => {
-            let status = crate::status::from_host(&e);
-            tracing::error!(model, error = %e, "batch failed");
-            // Fail and remove every job of the batch, last index first.
-            for &(j, _, _) in parts.iter().rev() {
-                if let Some(failed) = pending.remove(j) {
-                    let _ = failed.job.reply.send(Err(status.clone()));
+            tracing::debug!(model, error = %e, jobs = parts.len(), "batch failed; running its jobs one by one");
+            let mut failed = Vec::new();
+            for &(j, first, count) in &parts {
+                let active = &mut pending[j];
+                let mut alone = active.job.inputs.empty_like();
+                for i in first..first + count {
+                    alone.append(&active.job.inputs, i);
+                }
+                let started = Instant::now();
+                match alone.embed(instance) {
+                    Ok(vectors) => {
+                        active.vectors[first * dim..(first + count) * dim]
+                            .copy_from_slice(&vectors);
+                        active.inference += elapsed + started.elapsed();
+                    }
+                    Err(e) => failed.push((j, job_status(&e, first))),
+                }
+            }
+            // Remove the failed jobs, last index first.
+            for (j, status) in failed.into_iter().rev() {
+                if let Some(active) = pending.remove(j) {
+                    let _ = active.job.reply.send(Err(status));
                 }
             }
         }
     }
+}
+
+/// The status of a job whose inputs from `first` on failed in a plugin call: the
+/// plugin's message numbers inputs within the call, so for a job spread over several
+/// batches it says where the call started.
+fn job_status(error: &marquee_plugin_api::host::HostError, first: usize) -> Status {
+    let status = crate::status::from_host(error);
+    if first == 0 {
+        return status;
+    }
+    Status::new(
+        status.code(),
+        format!(
+            "{} (inputs numbered from input {first} of the request)",
+            status.message()
+        ),
+    )
 }

@@ -40,6 +40,10 @@ pub struct Limits {
     pub max_eval_queries: usize,
     /// Largest query set one EvaluateRetrieval call may carry, in encoded bytes.
     pub max_eval_bytes: usize,
+    /// Largest encoded image (one input, poster or thumbnail), in bytes; beyond it
+    /// `RESOURCE_EXHAUSTED`. The decoded size is bounded by the image plugin's
+    /// `max_image_pixels` option.
+    pub max_image_bytes: usize,
 }
 
 /// The dynamic batcher's limits for one model.
@@ -130,6 +134,37 @@ pub struct ModelConfig {
     pub batching: Option<Batching>,
 }
 
+/// The collections that receive a pipeline's intermediate embeddings on Upsert; an
+/// empty name stores nothing.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineStore {
+    /// Collection for the text model's embeddings.
+    #[serde(default)]
+    pub text: String,
+    /// Collection for the poster embeddings (items with a poster only).
+    #[serde(default)]
+    pub poster: String,
+    /// Collection for the thumbnail embeddings (items with a thumbnail only).
+    #[serde(default)]
+    pub thumbnail: String,
+}
+
+/// A model composed of loaded models: text encoder + image encoder → fusion model.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Serving name of the text encoder.
+    pub text: String,
+    /// Serving name of the image encoder (posters and thumbnails alike).
+    pub image: String,
+    /// Serving name of the fusion model.
+    pub fusion: String,
+    /// Where the intermediate embeddings go on Upsert.
+    #[serde(default)]
+    pub store: PipelineStore,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +202,9 @@ pub struct Settings {
     /// Models to load at start-up, by serving name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// Pipelines served beside the models, by serving name.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
     /// `MARQUEE_*` environment variables that name no setting (the CLI's
     /// `MARQUEE_ADDR` and `MARQUEE_TOKEN`, say), left out rather than refused.
     #[serde(skip)]
@@ -268,6 +306,7 @@ impl Settings {
             || self.limits.max_concurrent_streams == 0
             || self.limits.max_eval_queries == 0
             || self.limits.max_eval_bytes == 0
+            || self.limits.max_image_bytes == 0
             || self.retrieval.max_k == 0
         {
             bail!("[limits]: limits must be positive");
@@ -285,6 +324,14 @@ impl Settings {
                 device
                     .parse::<DeviceRequest>()
                     .map_err(|e| anyhow::anyhow!("models.{name}.device: {e}"))?;
+            }
+        }
+        for (name, pipeline) in &self.pipelines {
+            if self.models.contains_key(name) {
+                bail!("pipelines.{name}: a model has the same name");
+            }
+            if pipeline.text.is_empty() || pipeline.image.is_empty() || pipeline.fusion.is_empty() {
+                bail!("pipelines.{name}: text, image and fusion models are all required");
             }
         }
         let tls = &self.tls;
@@ -400,6 +447,35 @@ mod tests {
         assert_eq!(s.models["a"].path, PathBuf::from("/m/a"));
         assert_eq!(s.models["b"].plugin, "bert-text");
         assert!(s.add_model_flag("noequals").is_err());
+    }
+
+    #[test]
+    fn pipelines_parse_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[pipelines.fused]\ntext = \"t\"\nimage = \"i\"\nfusion = \"f\"\n\
+             store = { poster = \"posters\" }\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        let p = &s.pipelines["fused"];
+        assert_eq!((p.text.as_str(), p.image.as_str()), ("t", "i"));
+        assert_eq!(p.store.poster, "posters");
+        assert_eq!(p.store.text, "");
+        std::fs::write(
+            &f,
+            "[pipelines.fused]\ntext = \"t\"\nimage = \"\"\nfusion = \"f\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
+        std::fs::write(
+            &f,
+            "[pipelines.all-MiniLM-L6-v2]\ntext = \"t\"\nimage = \"i\"\nfusion = \"f\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`registry`]: loaded plugins and models, load/unload at run time.
 //! - [`retrieval`]: durable collections, filters, exact and HNSW search.
 //! - [`tokenize`]: the tokenization worker pool.
+//! - [`pipeline`]: models composed into pipelines (text + image → fusion).
+//! - [`inputs`]: job inputs in each plugin kind's layout, assembled into batches.
 //! - [`batcher`]: the per-model dynamic batcher and inference thread.
 //! - [`evaluation`]: ranking metrics (trec_eval definitions).
 //! - [`services`]: the gRPC services.
@@ -21,7 +23,9 @@ pub mod deadline;
 pub mod estimate;
 pub mod evaluation;
 pub mod health;
+pub mod inputs;
 pub mod metrics;
+pub mod pipeline;
 pub mod registry;
 pub mod retrieval;
 pub mod server;

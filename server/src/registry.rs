@@ -7,6 +7,7 @@ use crate::config::Batching;
 use crate::deadline::Deadline;
 use crate::estimate::Estimate;
 use crate::metrics as m;
+use crate::pipeline::{FusionDims, Pipeline};
 use dashmap::DashMap;
 use marquee_plugin_api::host::{PluginInstance, PluginLibrary};
 use marquee_plugin_api::PluginKind;
@@ -59,6 +60,8 @@ pub struct LoadedModel {
     pub batching: Batching,
     /// Recent inference speed.
     pub estimate: Arc<Estimate>,
+    /// Input widths, for fusion models whose `config.json` gives them.
+    pub fusion_dims: Option<FusionDims>,
     queue: Arc<Queue>,
     jobs: mpsc::Sender<EmbedJob>,
 }
@@ -109,16 +112,22 @@ impl LoadedModel {
         (self.estimate.mean_batch() * batches + delay).clamp(RETRY_HINT.0, RETRY_HINT.1)
     }
 
-    /// Refuses a request of `tokens` tokens that cannot finish by its deadline even at
-    /// the model's fastest recent rate (see [`Estimate::fastest`]).
-    pub fn check_deadline(&self, deadline: Option<Deadline>, tokens: usize) -> Result<(), Status> {
+    /// The output width.
+    pub fn dimension(&self) -> usize {
+        self.instance.info().output_dim as usize
+    }
+
+    /// Refuses a request costing `cost` (tokens for text, inputs otherwise) that cannot
+    /// finish by its deadline even at the model's fastest recent rate (see
+    /// [`Estimate::fastest`]).
+    pub fn check_deadline(&self, deadline: Option<Deadline>, cost: usize) -> Result<(), Status> {
         let Some(deadline) = deadline else {
             return Ok(());
         };
         if deadline.passed() {
             return Err(deadline.exceeded());
         }
-        match self.estimate.fastest(tokens) {
+        match self.estimate.fastest(cost) {
             Some(needed) if needed > deadline.remaining() => {
                 Err(cannot_finish(&self.name, needed, deadline.remaining()))
             }
@@ -126,7 +135,7 @@ impl LoadedModel {
         }
     }
 
-    /// Hands a tokenized job to the inference thread.
+    /// Hands a job (tokenized, or ready as it came) to the inference thread.
     pub fn submit(&self, job: EmbedJob) -> Result<(), Status> {
         self.jobs
             .send(job)
@@ -148,6 +157,7 @@ pub struct Registry {
     plugin_dir: PathBuf,
     plugins: Mutex<Vec<Arc<PluginLibrary>>>,
     models: DashMap<String, Arc<LoadedModel>>,
+    pipelines: DashMap<String, Arc<Pipeline>>,
     default_model: RwLock<String>,
 }
 
@@ -167,6 +177,7 @@ impl Registry {
             plugin_dir,
             plugins: Mutex::new(Vec::new()),
             models: DashMap::new(),
+            pipelines: DashMap::new(),
             default_model: RwLock::new(default_model),
         }
     }
@@ -268,7 +279,7 @@ impl Registry {
                 "model name {name:?} must be letters, digits, '-', '_' or '.'"
             )));
         }
-        if self.models.contains_key(name) {
+        if self.models.contains_key(name) || self.pipelines.contains_key(name) {
             return Err(Status::already_exists(format!(
                 "model {name} is already loaded"
             )));
@@ -299,6 +310,9 @@ impl Registry {
             }),
             batching: batching.clone(),
             estimate: Arc::clone(&estimate),
+            fusion_dims: (library.kind() == PluginKind::Fusion)
+                .then(|| FusionDims::read(path))
+                .flatten(),
             jobs,
         });
         match self.models.entry(name.to_string()) {
@@ -327,6 +341,101 @@ impl Registry {
             .remove(name)
             .map(|_| tracing::info!(model = name, "model unloaded"))
             .ok_or_else(|| Status::not_found(format!("model {name} is not loaded")))
+    }
+
+    /// Serves a pipeline of loaded models under `name`, after checking that its models
+    /// are loaded, of the right kinds, and that their widths fit the fusion model.
+    pub fn add_pipeline(
+        &self,
+        name: &str,
+        config: &crate::config::PipelineConfig,
+    ) -> Result<Arc<Pipeline>, Status> {
+        if !is_plain_name(name) {
+            return Err(Status::invalid_argument(format!(
+                "pipeline name {name:?} must be letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if self.models.contains_key(name) || self.pipelines.contains_key(name) {
+            return Err(Status::already_exists(format!(
+                "a model or pipeline named {name} is already served"
+            )));
+        }
+        let text = self.model_of_kind(&config.text, PluginKind::TextEncoder)?;
+        let image = self.model_of_kind(&config.image, PluginKind::ImageEncoder)?;
+        let fusion = self.model_of_kind(&config.fusion, PluginKind::Fusion)?;
+        let dims = fusion.fusion_dims.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "fusion model {} gives no text_dim and image_dim in its config.json",
+                fusion.name
+            ))
+        })?;
+        if (text.dimension(), image.dimension()) != (dims.text, dims.image) {
+            return Err(Status::invalid_argument(format!(
+                "pipeline {name}: fusion model {} takes text of {} and images of {} values; \
+                 text model {} returns {}, image model {} returns {}",
+                fusion.name,
+                dims.text,
+                dims.image,
+                text.name,
+                text.dimension(),
+                image.name,
+                image.dimension()
+            )));
+        }
+        let pipeline = Arc::new(Pipeline {
+            name: name.to_string(),
+            config: config.clone(),
+            dimension: fusion.dimension(),
+        });
+        self.pipelines
+            .insert(name.to_string(), Arc::clone(&pipeline));
+        tracing::info!(
+            pipeline = name,
+            text = config.text,
+            image = config.image,
+            fusion = config.fusion,
+            dim = pipeline.dimension,
+            "pipeline served"
+        );
+        Ok(pipeline)
+    }
+
+    /// The model `name`, which must be of `kind` (`INVALID_ARGUMENT` naming its kind
+    /// otherwise).
+    pub fn model_of_kind(&self, name: &str, kind: PluginKind) -> Result<Arc<LoadedModel>, Status> {
+        let model = self.get(name)?;
+        if model.kind() != kind {
+            return Err(Status::invalid_argument(format!(
+                "model {name} is {}, not {}",
+                kind_name(model.kind()),
+                kind_name(kind)
+            )));
+        }
+        Ok(model)
+    }
+
+    /// The pipeline served as `name`, if any.
+    pub fn pipeline(&self, name: &str) -> Option<Arc<Pipeline>> {
+        self.pipelines.get(name).map(|p| Arc::clone(&p))
+    }
+
+    /// Every pipeline, sorted by name.
+    pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {
+        let mut all: Vec<_> = self
+            .pipelines
+            .iter()
+            .map(|p| Arc::clone(p.value()))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The output width of a model or pipeline.
+    pub fn dimension_of(&self, name: &str) -> Result<usize, Status> {
+        match self.pipeline(name) {
+            Some(p) => Ok(p.dimension),
+            None => Ok(self.get(name)?.dimension()),
+        }
     }
 
     /// The model serving `name`, or the default model for an empty name.
@@ -372,6 +481,16 @@ impl Registry {
         let mut all: Vec<_> = self.models.iter().map(|m| Arc::clone(m.value())).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+}
+
+/// A model kind in words, with its article, for messages ("a text encoder").
+pub fn kind_name(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::TextEncoder => "a text encoder",
+        PluginKind::ImageEncoder => "an image encoder",
+        PluginKind::Fusion => "a fusion model",
+        PluginKind::Generator => "a generator",
     }
 }
 

@@ -32,7 +32,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::server::NamedService;
 
-/// Loads the configured plugins and models; failures are logged and skipped so the
+/// Loads the configured plugins and models, then serves the configured pipelines;
+/// failures are logged and skipped so the
 /// server keeps serving what did load.
 pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
     for stem in &settings.plugins {
@@ -61,6 +62,11 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(model = name, error = e.message(), "model not loaded"),
             Err(e) => tracing::error!(model = name, error = %e, "model loader crashed"),
+        }
+    }
+    for (name, pipeline) in &settings.pipelines {
+        if let Err(e) = registry.add_pipeline(name, pipeline) {
+            tracing::error!(pipeline = name, error = e.message(), "pipeline not served");
         }
     }
 }
@@ -172,6 +178,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let embedding_api = EmbeddingApi::new(
         Arc::clone(&registry),
         tokenizer,
+        Arc::clone(&store),
         limits.clone(),
         shutdown.drain(),
     );

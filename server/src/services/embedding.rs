@@ -1,22 +1,27 @@
-//! `marquee.v1.EmbeddingService`: validation, admission, tokenization, batching.
+//! `marquee.v1.EmbeddingService`: validation, admission, tokenization, batching, for
+//! every model kind: texts (tokenized first), encoded images, and embeddings to fuse
+//! (given, or looked up in collections). Pipelines are in [`super::pipeline`].
 
 use crate::batcher::EmbedJob;
 use crate::config::Limits;
 use crate::deadline::{Bounded, Deadline};
+use crate::inputs::{FusionRows, Inputs};
 use crate::metrics as m;
-use crate::registry::Registry;
+use crate::registry::{kind_name, LoadedModel, QueueSlot, Registry};
+use crate::retrieval::store::Store;
 use crate::services::observed;
+use crate::services::pipeline::PipelineParts;
 use crate::shutdown::Drain;
 use crate::tokenize::TokenizerPool;
 use marquee_plugin_api::PluginKind;
 use marquee_proto::v1::embed_input::Input;
 use marquee_proto::v1::embedding_service_server::EmbeddingService;
 use marquee_proto::v1::{
-    embed_stream_response, EmbedRequest, EmbedResponse, EmbedStreamResponse, Embedding,
-    StreamError, Timings, Truncation, Usage,
+    embed_stream_response, EmbedInput, EmbedRequest, EmbedResponse, EmbedStreamResponse, Embedding,
+    StoredFusionInput, StreamError, Timings, Truncation, Usage,
 };
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -27,25 +32,114 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct EmbeddingApi {
     registry: Arc<Registry>,
     tokenizer: Arc<TokenizerPool>,
+    store: Arc<Store>,
     limits: Limits,
     drain: Drain,
 }
 
-fn micros(d: std::time::Duration) -> u64 {
+fn micros(d: Duration) -> u64 {
     d.as_micros().min(u64::MAX as u128) as u64
 }
 
+/// What one model (or a pipeline's models together) computed for a request.
+#[derive(Debug, Default)]
+pub struct Stage {
+    /// `n × dim` values in input order.
+    pub vectors: Vec<f32>,
+    /// Length of each vector.
+    pub dim: usize,
+    /// Tokens fed to a text model.
+    pub input_tokens: u64,
+    /// Texts cut at the token limit.
+    pub truncated_inputs: u32,
+    /// Time queued before the first batch (summed over a pipeline's models).
+    pub queue: Duration,
+    /// Time tokenizing.
+    pub tokenize: Duration,
+    /// Time in the batches that carried the inputs (summed over a pipeline's models).
+    pub inference: Duration,
+}
+
+impl Stage {
+    /// The vectors one by one.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.vectors.chunks_exact(self.dim.max(1))
+    }
+
+    /// Adds another stage's usage and times to this one's.
+    pub fn add_costs(&mut self, other: &Stage) {
+        self.input_tokens += other.input_tokens;
+        self.truncated_inputs += other.truncated_inputs;
+        self.queue += other.queue;
+        self.tokenize += other.tokenize;
+        self.inference += other.inference;
+    }
+
+    fn response(self, model: String, start: Instant) -> EmbedResponse {
+        EmbedResponse {
+            model,
+            embeddings: self
+                .rows()
+                .map(|v| Embedding { values: v.to_vec() })
+                .collect(),
+            dimension: self.dim as u32,
+            usage: Some(Usage {
+                input_tokens: self.input_tokens,
+                truncated_inputs: self.truncated_inputs,
+            }),
+            timings: Some(Timings {
+                queue_us: micros(self.queue),
+                tokenize_us: micros(self.tokenize),
+                inference_us: micros(self.inference),
+                total_us: micros(start.elapsed()),
+            }),
+        }
+    }
+}
+
+/// What an input is, for messages.
+fn input_name(input: &Option<Input>) -> &'static str {
+    match input {
+        Some(Input::Text(_)) => "a text",
+        Some(Input::Image(_)) => "an image",
+        Some(Input::Multimodal(_)) => "a multimodal input",
+        Some(Input::FusionVectors(_)) => "a set of vectors to fuse",
+        Some(Input::Stored(_)) => "a stored item to fuse",
+        None => "empty",
+    }
+}
+
+/// `INVALID_ARGUMENT` for input `i` of a kind `model` does not take.
+pub(crate) fn wrong_input(
+    i: usize,
+    input: &Option<Input>,
+    model: &str,
+    kind: &str,
+    takes: &str,
+) -> Status {
+    if input.is_none() {
+        return Status::invalid_argument(format!("input {i} has neither text nor image"));
+    }
+    Status::invalid_argument(format!(
+        "input {i} is {}, but model {model} is {kind}, which takes {takes}",
+        input_name(input)
+    ))
+}
+
 impl EmbeddingApi {
-    /// A service over the registry's models; its streams close when `drain` starts.
+    /// A service over the registry's models (fusion inputs may name the store's
+    /// collections); its streams close when `drain` starts.
     pub fn new(
         registry: Arc<Registry>,
         tokenizer: Arc<TokenizerPool>,
+        store: Arc<Store>,
         limits: Limits,
         drain: Drain,
     ) -> Self {
         Self {
             registry,
             tokenizer,
+            store,
             limits,
             drain,
         }
@@ -56,13 +150,274 @@ impl EmbeddingApi {
         &self.registry
     }
 
-    /// Checks the inputs against the model and returns the texts.
-    fn texts(
+    /// The texts of a text encoder's inputs.
+    fn texts(model: &LoadedModel, inputs: Vec<EmbedInput>) -> Result<Vec<String>, Status> {
+        inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| match input.input {
+                Some(Input::Text(t)) if t.is_empty() => Err(Status::invalid_argument(format!(
+                    "input {i} is an empty string"
+                ))),
+                Some(Input::Text(t)) => Ok(t),
+                other => Err(wrong_input(
+                    i,
+                    &other,
+                    &model.name,
+                    "a text encoder",
+                    "texts",
+                )),
+            })
+            .collect()
+    }
+
+    /// Checks one encoded image against `limits.max_image_bytes`.
+    pub(crate) fn check_image(&self, what: &str, bytes: &[u8]) -> Result<(), Status> {
+        if bytes.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{what} is an empty image"
+            )));
+        }
+        if bytes.len() > self.limits.max_image_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "{what} is an image of {} bytes, over limits.max_image_bytes = {}",
+                bytes.len(),
+                self.limits.max_image_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The encoded images of an image encoder's inputs, back to back.
+    fn images(&self, model: &LoadedModel, inputs: Vec<EmbedInput>) -> Result<Inputs, Status> {
+        let mut bytes = Vec::new();
+        let mut offsets = vec![0];
+        for (i, input) in inputs.into_iter().enumerate() {
+            match input.input {
+                Some(Input::Image(image)) => {
+                    self.check_image(&format!("input {i}"), &image)?;
+                    bytes.extend_from_slice(&image);
+                    offsets.push(bytes.len());
+                }
+                other => {
+                    return Err(wrong_input(
+                        i,
+                        &other,
+                        &model.name,
+                        "an image encoder",
+                        "encoded images",
+                    ))
+                }
+            }
+        }
+        Ok(Inputs::Images { bytes, offsets })
+    }
+
+    /// A stored item's vector in `collection`; `None` when the item is not there.
+    fn stored_vector(&self, collection: &str, id: &str) -> Result<Option<Vec<f32>>, Status> {
+        Ok(self.store.get(collection)?.vector_of(id))
+    }
+
+    /// The text, poster and thumbnail vectors of a stored fusion input.
+    fn stored_row(&self, i: usize, s: &StoredFusionInput) -> Result<[Option<Vec<f32>>; 3], Status> {
+        if s.text_collection.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "input {i}: a stored fusion input needs a text_collection"
+            )));
+        }
+        let text = self
+            .stored_vector(&s.text_collection, &s.item_id)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "input {i}: item {:?} is not in collection {}",
+                    s.item_id, s.text_collection
+                ))
+            })?;
+        let image = |collection: &str| match collection {
+            "" => Ok(None),
+            c => self.stored_vector(c, &s.item_id),
+        };
+        Ok([
+            Some(text),
+            image(&s.poster_collection)?,
+            image(&s.thumbnail_collection)?,
+        ])
+    }
+
+    /// The rows a fusion model's inputs make, checked against its widths (from its
+    /// `config.json`; without them, the first row's widths bind the others).
+    fn fusion_rows(
         &self,
-        model_name: &str,
-        kind: PluginKind,
+        model: &LoadedModel,
+        inputs: Vec<EmbedInput>,
+    ) -> Result<FusionRows, Status> {
+        let mut rows = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let row = match input.input {
+                Some(Input::FusionVectors(v)) => {
+                    let image = |v: Vec<f32>| (!v.is_empty()).then_some(v);
+                    [Some(v.text), image(v.poster), image(v.thumbnail)]
+                }
+                Some(Input::Stored(s)) => self.stored_row(i, &s)?,
+                other => {
+                    return Err(wrong_input(
+                        i,
+                        &other,
+                        &model.name,
+                        "a fusion model",
+                        "fusion_vectors or stored items",
+                    ))
+                }
+            };
+            rows.push(row);
+        }
+        let first_image = rows.iter().flat_map(|r| [&r[1], &r[2]]).flatten().next();
+        let (text_dim, image_dim) = match model.fusion_dims {
+            Some(d) => (d.text, d.image),
+            None => (
+                rows.first().and_then(|r| r[0].as_ref()).map_or(0, Vec::len),
+                first_image.map_or(0, Vec::len),
+            ),
+        };
+        let mut fused = FusionRows::new(text_dim, image_dim);
+        for (i, [text, poster, thumbnail]) in rows.iter().enumerate() {
+            let text = text.as_deref().unwrap_or_default();
+            for (what, v, width) in [
+                ("text embedding", Some(text), text_dim),
+                ("poster embedding", poster.as_deref(), image_dim),
+                ("thumbnail embedding", thumbnail.as_deref(), image_dim),
+            ] {
+                if let Some(v) = v.filter(|v| v.len() != width) {
+                    return Err(Status::invalid_argument(format!(
+                        "input {i}: the {what} has {} values, fusion model {} takes {width}",
+                        v.len(),
+                        model.name
+                    )));
+                }
+            }
+            fused.push(text, poster.as_deref(), thumbnail.as_deref());
+        }
+        Ok(fused)
+    }
+
+    /// Embeds inputs with one model (no pipeline), after checking that they are of the
+    /// kind it takes.
+    pub(crate) async fn embed_with_model(
+        &self,
+        model: &Arc<LoadedModel>,
+        inputs: Vec<EmbedInput>,
+        refuse_truncation: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<Stage, Status> {
+        let ready = match model.kind() {
+            PluginKind::TextEncoder => {
+                let texts = Self::texts(model, inputs)?;
+                return self
+                    .embed_texts_with(model, texts, refuse_truncation, deadline)
+                    .await;
+            }
+            PluginKind::ImageEncoder => self.images(model, inputs)?,
+            PluginKind::Fusion => Inputs::Fusion(self.fusion_rows(model, inputs)?),
+            PluginKind::Generator => {
+                return Err(Status::unimplemented(format!(
+                    "model {} is {}; generation has no RPC yet",
+                    model.name,
+                    kind_name(PluginKind::Generator)
+                )))
+            }
+        };
+        self.embed_ready(model, ready, deadline).await
+    }
+
+    /// Admits, tokenizes and embeds texts with a text encoder.
+    async fn embed_texts_with(
+        &self,
+        model: &Arc<LoadedModel>,
+        texts: Vec<String>,
+        refuse_truncation: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<Stage, Status> {
+        if let Some(d) = deadline.filter(Deadline::passed) {
+            return Err(d.exceeded());
+        }
+        let slot = model.admit(texts.len())?;
+        let tokenize_start = Instant::now();
+        let batch = self
+            .tokenizer
+            .tokenize(Arc::clone(model), texts, refuse_truncation, deadline)
+            .await?;
+        let tokenize = tokenize_start.elapsed();
+        m::record_stage(&model.name, "tokenize", tokenize);
+        let input_tokens = batch.ids.len() as u64;
+        let inputs = Inputs::Tokens {
+            ids: batch.ids,
+            offsets: batch.offsets,
+        };
+        let mut stage = self.run_job(model, slot, inputs, deadline).await?;
+        stage.tokenize = tokenize;
+        stage.input_tokens = input_tokens;
+        stage.truncated_inputs = batch.truncated_inputs;
+        Ok(stage)
+    }
+
+    /// Admits and embeds inputs that need no preparation (images, fusion rows).
+    pub(crate) async fn embed_ready(
+        &self,
+        model: &Arc<LoadedModel>,
+        inputs: Inputs,
+        deadline: Option<Deadline>,
+    ) -> Result<Stage, Status> {
+        if let Some(d) = deadline.filter(Deadline::passed) {
+            return Err(d.exceeded());
+        }
+        let slot = model.admit(inputs.count())?;
+        self.run_job(model, slot, inputs, deadline).await
+    }
+
+    /// Queues admitted inputs for the model's batcher and waits for their vectors;
+    /// refused first when they could not finish by the deadline.
+    async fn run_job(
+        &self,
+        model: &Arc<LoadedModel>,
+        slot: QueueSlot,
+        inputs: Inputs,
+        deadline: Option<Deadline>,
+    ) -> Result<Stage, Status> {
+        if let Err(status) = model.check_deadline(deadline, inputs.cost_from(0)) {
+            m::record_dropped(&model.name, "deadline", inputs.count());
+            return Err(status);
+        }
+        let (reply, result) = oneshot::channel();
+        model.submit(EmbedJob {
+            inputs,
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+            slot,
+        })?;
+        let output = result.await.map_err(|_| {
+            Status::internal(format!("model {} stopped before answering", model.name))
+        })??;
+        m::record_stage(&model.name, "queue", output.queue);
+        m::record_stage(&model.name, "inference", output.inference);
+        Ok(Stage {
+            vectors: output.vectors,
+            dim: model.dimension(),
+            queue: output.queue,
+            inference: output.inference,
+            ..Stage::default()
+        })
+    }
+
+    /// Serves one request end to end, and for a pipeline also returns its intermediate
+    /// embeddings. Past `deadline` it is not started, and dropped from the queues it
+    /// is in; one that cannot finish by then is refused before inference.
+    pub async fn embed_detailed(
+        &self,
         request: EmbedRequest,
-    ) -> Result<Vec<String>, Status> {
+        deadline: Option<Deadline>,
+    ) -> Result<(EmbedResponse, Option<PipelineParts>), Status> {
+        let start = Instant::now();
         let n = request.inputs.len();
         if n == 0 {
             return Err(Status::invalid_argument("the request has no inputs"));
@@ -73,92 +428,27 @@ impl EmbeddingApi {
                 self.limits.max_inputs_per_request
             )));
         }
-        if kind != PluginKind::TextEncoder {
-            return Err(Status::unimplemented(format!(
-                "model {model_name} is a {kind:?}; only text encoders are served so far"
-            )));
+        let refuse_truncation = request.truncation() == Truncation::None;
+        if let Some(pipeline) = self.registry.pipeline(&request.model) {
+            let (stage, parts) = self
+                .embed_pipeline(&pipeline, request.inputs, refuse_truncation, deadline)
+                .await?;
+            return Ok((stage.response(pipeline.name.clone(), start), Some(parts)));
         }
-        request
-            .inputs
-            .into_iter()
-            .enumerate()
-            .map(|(i, input)| match input.input {
-                Some(Input::Text(t)) if t.is_empty() => Err(Status::invalid_argument(format!(
-                    "input {i} is an empty string"
-                ))),
-                Some(Input::Text(t)) => Ok(t),
-                Some(Input::Image(_)) => Err(Status::invalid_argument(format!(
-                    "input {i} is an image, but model {model_name} is a text encoder"
-                ))),
-                None => Err(Status::invalid_argument(format!(
-                    "input {i} has neither text nor image"
-                ))),
-            })
-            .collect()
+        let model = self.registry.get(&request.model)?;
+        let stage = self
+            .embed_with_model(&model, request.inputs, refuse_truncation, deadline)
+            .await?;
+        Ok((stage.response(model.name.clone(), start), None))
     }
 
-    /// Serves one request end to end. Past `deadline` it is not started, and dropped
-    /// from the queues it is in; one that cannot finish by then is refused before
-    /// inference.
+    /// Serves one request end to end (see [`embed_detailed`](Self::embed_detailed)).
     pub async fn embed_one(
         &self,
         request: EmbedRequest,
         deadline: Option<Deadline>,
     ) -> Result<EmbedResponse, Status> {
-        let start = Instant::now();
-        let model = self.registry.get(&request.model)?;
-        let refuse_truncation = request.truncation() == Truncation::None;
-        let texts = self.texts(&model.name, model.kind(), request)?;
-        if let Some(d) = deadline.filter(Deadline::passed) {
-            return Err(d.exceeded());
-        }
-        let slot = model.admit(texts.len())?;
-        let tokenize_start = Instant::now();
-        let batch = self
-            .tokenizer
-            .tokenize(Arc::clone(&model), texts, refuse_truncation, deadline)
-            .await?;
-        let tokenize_time = tokenize_start.elapsed();
-        if let Err(status) = model.check_deadline(deadline, batch.ids.len()) {
-            m::record_dropped(&model.name, "deadline", batch.offsets.len() - 1);
-            return Err(status);
-        }
-        let input_tokens = batch.ids.len() as u64;
-        let (reply, result) = oneshot::channel();
-        model.submit(EmbedJob {
-            ids: batch.ids,
-            offsets: batch.offsets,
-            enqueued: Instant::now(),
-            deadline,
-            reply,
-            slot,
-        })?;
-        let output = result.await.map_err(|_| {
-            Status::internal(format!("model {} stopped before answering", model.name))
-        })??;
-        m::record_stage(&model.name, "tokenize", tokenize_time);
-        m::record_stage(&model.name, "queue", output.queue);
-        m::record_stage(&model.name, "inference", output.inference);
-        let dim = model.instance.info().output_dim as usize;
-        Ok(EmbedResponse {
-            model: model.name.clone(),
-            embeddings: output
-                .vectors
-                .chunks_exact(dim.max(1))
-                .map(|v| Embedding { values: v.to_vec() })
-                .collect(),
-            dimension: dim as u32,
-            usage: Some(Usage {
-                input_tokens,
-                truncated_inputs: batch.truncated_inputs,
-            }),
-            timings: Some(Timings {
-                queue_us: micros(output.queue),
-                tokenize_us: micros(tokenize_time),
-                inference_us: micros(output.inference),
-                total_us: micros(start.elapsed()),
-            }),
-        })
+        Ok(self.embed_detailed(request, deadline).await?.0)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod embedding;
 pub mod evaluation;
 pub mod models;
+pub mod pipeline;
 pub mod retrieval;
 
 use crate::deadline::{self, Deadline};

@@ -2,13 +2,14 @@
 
 use crate::config::Batching;
 use crate::deadline::Deadline;
+use crate::pipeline::Pipeline;
 use crate::registry::{LoadedModel, Registry};
 use crate::services::observed;
 use marquee_plugin_api::PluginKind;
 use marquee_proto::v1::model_service_server::ModelService;
 use marquee_proto::v1::{
     BatchingInfo, GetModelRequest, ListModelsRequest, ListModelsResponse, LoadModelRequest,
-    ModelInfo, ModelKind, UnloadModelRequest, UnloadModelResponse,
+    ModelInfo, ModelKind, PipelineInfo, UnloadModelRequest, UnloadModelResponse,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,25 @@ impl ModelApi {
             }),
             device: "cpu".into(),
             queued_inputs: model.queued_inputs() as u32,
+            pipeline: None,
+        }
+    }
+
+    fn pipeline_info(pipeline: &Pipeline) -> ModelInfo {
+        let c = &pipeline.config;
+        ModelInfo {
+            name: pipeline.name.clone(),
+            kind: ModelKind::Pipeline as i32,
+            dimension: pipeline.dimension as u32,
+            pipeline: Some(PipelineInfo {
+                text_model: c.text.clone(),
+                image_model: c.image.clone(),
+                fusion_model: c.fusion.clone(),
+                store_text: c.store.text.clone(),
+                store_poster: c.store.poster.clone(),
+                store_thumbnail: c.store.thumbnail.clone(),
+            }),
+            ..ModelInfo::default()
         }
     }
 }
@@ -66,14 +86,20 @@ impl ModelService for ModelApi {
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         observed("ListModels", Deadline::of(&request), async {
-            Ok(ListModelsResponse {
-                models: self
-                    .registry
-                    .models()
-                    .iter()
-                    .map(|m| self.info(m))
-                    .collect(),
-            })
+            let mut models: Vec<ModelInfo> = self
+                .registry
+                .models()
+                .iter()
+                .map(|m| self.info(m))
+                .chain(
+                    self.registry
+                        .pipelines()
+                        .iter()
+                        .map(|p| Self::pipeline_info(p)),
+                )
+                .collect();
+            models.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(ListModelsResponse { models })
         })
         .await
     }
@@ -86,6 +112,9 @@ impl ModelService for ModelApi {
             let name = request.into_inner().name;
             if name.is_empty() {
                 return Err(Status::invalid_argument("name is required"));
+            }
+            if let Some(pipeline) = self.registry.pipeline(&name) {
+                return Ok(Self::pipeline_info(&pipeline));
             }
             let model = self.registry.get(&name)?;
             Ok(self.info(&model))

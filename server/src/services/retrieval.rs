@@ -5,6 +5,7 @@ use crate::retrieval::collection::{Collection, Query, ScoredRow};
 use crate::retrieval::store::Store;
 use crate::services::embedding::EmbeddingApi;
 use crate::services::observed;
+use crate::services::pipeline::PipelineParts;
 use marquee_proto::v1::embed_input::Input;
 use marquee_proto::v1::retrieval_service_server::RetrievalService;
 use marquee_proto::v1::{
@@ -76,17 +77,19 @@ impl RetrievalApi {
         Ok(k as usize)
     }
 
-    /// Embeds texts with the collection's model, as prepared vectors, within the
-    /// calling RPC's deadline.
-    pub async fn embed_texts(
+    /// Embeds inputs with the collection's model (or pipeline), as prepared vectors,
+    /// within the calling RPC's deadline; for a pipeline also its intermediate
+    /// embeddings, as the models returned them.
+    pub async fn embed_inputs(
         &self,
         collection: &Collection,
-        texts: Vec<String>,
+        inputs: Vec<EmbedInput>,
         deadline: Option<Deadline>,
-    ) -> Result<Vec<Vec<f32>>, Status> {
+    ) -> Result<(Vec<Vec<f32>>, PipelineParts), Status> {
         let model = &collection.config.model;
-        if texts.is_empty() {
-            return Ok(Vec::new());
+        let mut parts = PipelineParts::default();
+        if inputs.is_empty() {
+            return Ok((Vec::new(), parts));
         }
         if model.is_empty() {
             return Err(Status::invalid_argument(format!(
@@ -94,19 +97,14 @@ impl RetrievalApi {
                 collection.config.name
             )));
         }
-        let mut vectors = Vec::with_capacity(texts.len());
-        let mut texts = texts.into_iter().peekable();
-        while texts.peek().is_some() {
-            let chunk: Vec<EmbedInput> = texts
-                .by_ref()
-                .take(self.max_inputs_per_request)
-                .map(|t| EmbedInput {
-                    input: Some(Input::Text(t)),
-                })
-                .collect();
-            let response = self
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut inputs = inputs.into_iter().peekable();
+        while inputs.peek().is_some() {
+            let chunk: Vec<EmbedInput> =
+                inputs.by_ref().take(self.max_inputs_per_request).collect();
+            let (response, chunk_parts) = self
                 .embedder
-                .embed_one(
+                .embed_detailed(
                     EmbedRequest {
                         model: model.clone(),
                         inputs: chunk,
@@ -118,58 +116,135 @@ impl RetrievalApi {
             for e in response.embeddings {
                 vectors.push(
                     collection
-                        .prepare_vector("embedded text", &e.values)
+                        .prepare_vector("embedded input", &e.values)
                         .map_err(|s| {
                             Status::failed_precondition(format!("model {model}: {}", s.message()))
                         })?,
                 );
             }
+            if let Some(p) = chunk_parts {
+                parts.text.extend(p.text);
+                parts.poster.extend(p.poster);
+                parts.thumbnail.extend(p.thumbnail);
+            }
         }
-        Ok(vectors)
+        Ok((vectors, parts))
     }
 
-    /// Turns a request's items into stored items (embedding texts in one call).
+    /// Embeds texts with the collection's model, as prepared vectors, within the
+    /// calling RPC's deadline.
+    pub async fn embed_texts(
+        &self,
+        collection: &Collection,
+        texts: Vec<String>,
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Vec<f32>>, Status> {
+        let inputs = texts
+            .into_iter()
+            .map(|t| EmbedInput {
+                input: Some(Input::Text(t)),
+            })
+            .collect();
+        Ok(self.embed_inputs(collection, inputs, deadline).await?.0)
+    }
+
+    /// The collections a pipeline-bound collection's intermediate embeddings go to:
+    /// text, poster, thumbnail (`None` where not stored).
+    fn intermediate_collections(
+        &self,
+        collection: &Collection,
+    ) -> Result<[Option<Arc<Collection>>; 3], Status> {
+        let Some(pipeline) = self.embedder.registry().pipeline(&collection.config.model) else {
+            return Ok([None, None, None]);
+        };
+        let store = &pipeline.config.store;
+        let open = |name: &str| -> Result<Option<Arc<Collection>>, Status> {
+            if name.is_empty() {
+                return Ok(None);
+            }
+            self.store.get(name).map(Some).map_err(|_| {
+                Status::failed_precondition(format!(
+                    "pipeline {} stores intermediate embeddings in collection {name}, which does not exist",
+                    pipeline.name
+                ))
+            })
+        };
+        Ok([
+            open(&store.text)?,
+            open(&store.poster)?,
+            open(&store.thumbnail)?,
+        ])
+    }
+
+    /// Turns a request's items into stored items (embedding texts, images and
+    /// multimodal items in one call per chunk), and, for a pipeline with a `store`,
+    /// the items of its intermediate collections.
     async fn stored_items(
         &self,
         collection: &Collection,
         items: Vec<marquee_proto::v1::Item>,
         deadline: Option<Deadline>,
-    ) -> Result<Vec<StoredItem>, Status> {
-        let texts: Vec<String> = items
-            .iter()
-            .filter_map(|i| match &i.content {
-                Some(item::Content::Text(t)) => Some(t.clone()),
-                _ => None,
-            })
-            .collect();
-        let mut embedded = if texts.is_empty() {
-            Vec::new()
-        } else {
-            self.embed_texts(collection, texts, deadline).await?
+    ) -> Result<(Vec<StoredItem>, Vec<(Arc<Collection>, Vec<StoredItem>)>), Status> {
+        let mut inputs = Vec::new();
+        let mut embedded_ids = Vec::new();
+        let mut contents = Vec::with_capacity(items.len());
+        for item in items {
+            let input = match item.content {
+                Some(item::Content::Vector(v)) => {
+                    let v = collection.prepare_vector(&format!("item {:?}", item.id), &v.values)?;
+                    contents.push((item.id, Some(v), item.payload));
+                    continue;
+                }
+                Some(item::Content::Text(t)) => Input::Text(t),
+                Some(item::Content::Image(b)) => Input::Image(b),
+                Some(item::Content::Multimodal(m)) => Input::Multimodal(m),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "item {:?} has no vector, text, image or multimodal content",
+                        item.id
+                    )))
+                }
+            };
+            inputs.push(EmbedInput { input: Some(input) });
+            embedded_ids.push(contents.len());
+            contents.push((item.id, None, item.payload));
         }
-        .into_iter();
-        items
+        let intermediates = self.intermediate_collections(collection)?;
+        let (vectors, parts) = self.embed_inputs(collection, inputs, deadline).await?;
+        let mut side: Vec<(Arc<Collection>, Vec<StoredItem>)> = Vec::new();
+        let columns = [
+            parts.text.into_iter().map(Some).collect::<Vec<_>>(),
+            parts.poster,
+            parts.thumbnail,
+        ];
+        for (target, column) in intermediates.into_iter().zip(columns) {
+            let Some(target) = target else { continue };
+            let mut stored = Vec::new();
+            for (&at, vector) in embedded_ids.iter().zip(column) {
+                let Some(vector) = vector else { continue };
+                let (id, _, payload) = &contents[at];
+                stored.push(StoredItem {
+                    id: id.clone(),
+                    vector: target.prepare_vector(&format!("item {id:?}"), &vector)?,
+                    payload: payload.clone(),
+                });
+            }
+            side.push((target, stored));
+        }
+        for (&at, vector) in embedded_ids.iter().zip(vectors) {
+            contents[at].1 = Some(vector);
+        }
+        let main = contents
             .into_iter()
-            .map(|i| {
-                let vector = match i.content {
-                    Some(item::Content::Vector(v)) => {
-                        collection.prepare_vector(&format!("item {:?}", i.id), &v.values)?
-                    }
-                    Some(item::Content::Text(_)) => embedded.next().expect("one vector per text"),
-                    None => {
-                        return Err(Status::invalid_argument(format!(
-                            "item {:?} has neither vector nor text",
-                            i.id
-                        )))
-                    }
-                };
-                Ok(StoredItem {
-                    id: i.id,
+            .filter_map(|(id, vector, payload)| {
+                vector.map(|vector| StoredItem {
+                    id,
                     vector,
-                    payload: i.payload,
+                    payload,
                 })
             })
-            .collect()
+            .collect();
+        Ok((main, side))
     }
 
     /// Resolves a search query to a prepared vector and the ids to leave out.
@@ -179,30 +254,38 @@ impl RetrievalApi {
         query: Option<search_request::Query>,
         deadline: Option<Deadline>,
     ) -> Result<(Vec<f32>, Vec<String>), Status> {
-        match query {
-            Some(search_request::Query::Vector(v)) => Ok((
-                collection.prepare_vector("query vector", &v.values)?,
-                vec![],
-            )),
-            Some(search_request::Query::Text(t)) if !t.is_empty() => Ok((
-                self.embed_texts(collection, vec![t], deadline)
-                    .await?
-                    .remove(0),
-                vec![],
-            )),
-            Some(search_request::Query::ItemId(id)) => {
-                let v = collection.vector_of(&id).ok_or_else(|| {
-                    Status::not_found(format!(
-                        "item {id:?} is not in collection {}",
-                        collection.config.name
+        let input =
+            match query {
+                Some(search_request::Query::Vector(v)) => {
+                    return Ok((
+                        collection.prepare_vector("query vector", &v.values)?,
+                        vec![],
                     ))
-                })?;
-                Ok((v, vec![id]))
-            }
-            _ => Err(Status::invalid_argument(
-                "the query needs a vector, a text or an item_id",
-            )),
-        }
+                }
+                Some(search_request::Query::ItemId(id)) => {
+                    let v = collection.vector_of(&id).ok_or_else(|| {
+                        Status::not_found(format!(
+                            "item {id:?} is not in collection {}",
+                            collection.config.name
+                        ))
+                    })?;
+                    return Ok((v, vec![id]));
+                }
+                Some(search_request::Query::Text(t)) if !t.is_empty() => Input::Text(t),
+                Some(search_request::Query::Image(b)) if !b.is_empty() => Input::Image(b),
+                Some(search_request::Query::Multimodal(m)) => Input::Multimodal(m),
+                _ => return Err(Status::invalid_argument(
+                    "the query needs a vector, a text, an image, a multimodal input or an item_id",
+                )),
+            };
+        let (mut vectors, _) = self
+            .embed_inputs(
+                collection,
+                vec![EmbedInput { input: Some(input) }],
+                deadline,
+            )
+            .await?;
+        Ok((vectors.remove(0), vec![]))
     }
 
     /// The collection a streamed message writes: named in the first message; later
@@ -280,8 +363,7 @@ impl RetrievalService for RetrievalApi {
         observed("CreateCollection", Deadline::of(&request), async {
             let r = request.into_inner();
             if !r.model.is_empty() {
-                let model = self.embedder.registry().get(&r.model)?;
-                let dim = model.instance.info().output_dim;
+                let dim = self.embedder.registry().dimension_of(&r.model)? as u32;
                 if dim != r.dimension {
                     return Err(Status::invalid_argument(format!(
                         "model {} returns {dim}-dimensional vectors, the collection asks for {}",
@@ -353,10 +435,17 @@ impl RetrievalService for RetrievalApi {
                         ),
                     )
                 };
-                let items = self
+                let (items, intermediate) = self
                     .stored_items(&target, message.items, deadline)
                     .await
                     .map_err(with_progress)?;
+                // A pipeline's intermediate collections first: should one fail, the
+                // message's own collection is left untouched.
+                for (side, side_items) in intermediate {
+                    blocking(move || side.upsert(side_items))
+                        .await
+                        .map_err(with_progress)?;
+                }
                 let target_for_write = Arc::clone(&target);
                 upserted += blocking(move || target_for_write.upsert(items))
                     .await
