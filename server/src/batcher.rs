@@ -43,6 +43,16 @@ pub struct EmbedJob {
     pub slot: QueueSlot,
 }
 
+impl EmbedJob {
+    /// Answers the caller, giving the job's queue places back first, so that a caller
+    /// who sends its next request on hearing back finds them free.
+    fn answer(self, result: Result<JobOutput, Status>) {
+        let EmbedJob { reply, slot, .. } = self;
+        drop(slot);
+        let _ = reply.send(result);
+    }
+}
+
 /// A finished job.
 pub struct JobOutput {
     /// `n × dim` values in input order.
@@ -113,7 +123,7 @@ fn evict(model: &str, estimate: &Estimate, pending: &mut VecDeque<Active>) {
             }
             Some(Eviction::Deadline(status)) => {
                 m::record_dropped(model, "deadline", active.inputs() - active.next_input);
-                let _ = active.job.reply.send(Err(status));
+                active.job.answer(Err(status));
             }
         }
     }
@@ -172,7 +182,7 @@ pub fn run(
         run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending);
         while pending.front().is_some_and(|a| a.next_input == a.inputs()) {
             let done = pending.pop_front().expect("front exists");
-            let _ = done.job.reply.send(Ok(JobOutput {
+            done.job.answer(Ok(JobOutput {
                 vectors: done.vectors,
                 queue: done.queue.unwrap_or_default(),
                 inference: done.inference,
@@ -228,7 +238,7 @@ fn run_one_batch(
     if parts.is_empty() {
         // Only an input too large for one plugin call (over 4 GiB) gets here.
         if let Some(stuck) = pending.pop_front() {
-            let _ = stuck.job.reply.send(Err(Status::invalid_argument(
+            stuck.job.answer(Err(Status::invalid_argument(
                 "an input is too large for one plugin call",
             )));
         }
@@ -253,7 +263,7 @@ fn run_one_batch(
             tracing::debug!(model, error = %e, "batch failed");
             let (j, first, _) = parts[0];
             if let Some(failed) = pending.remove(j) {
-                let _ = failed.job.reply.send(Err(job_status(&e, first)));
+                failed.job.answer(Err(job_status(&e, first)));
             }
         }
         Err(e) => {
@@ -278,7 +288,7 @@ fn run_one_batch(
             // Remove the failed jobs, last index first.
             for (j, status) in failed.into_iter().rev() {
                 if let Some(active) = pending.remove(j) {
-                    let _ = active.job.reply.send(Err(status));
+                    active.job.answer(Err(status));
                 }
             }
         }
