@@ -270,6 +270,32 @@ pub struct TopKOptions<'a> {
     pub tie_rank: Option<&'a [u32]>,
 }
 
+impl TopKOptions<'_> {
+    /// Checks the options against `(rows, cols)` of the queries and of the corpus.
+    pub fn check(&self, queries: (usize, usize), corpus: (usize, usize)) -> Result<()> {
+        let fail = |what: String| Err(KernelError::Shape(format!("top_k_dot: {what}")));
+        if queries.1 != corpus.1 {
+            return fail(format!(
+                "queries have {} columns, corpus {}",
+                queries.1, corpus.1
+            ));
+        }
+        for (what, len) in [
+            ("row_bias", self.row_bias.map(<[f32]>::len)),
+            ("allowed", self.allowed.map(<[bool]>::len)),
+            ("tie_rank", self.tie_rank.map(<[u32]>::len)),
+        ] {
+            if len.is_some_and(|l| l != corpus.0) {
+                return fail(format!("{what} must have one entry per corpus row"));
+            }
+        }
+        if self.excluded.is_some_and(|e| e.len() != queries.0) {
+            return fail("excluded must have one list per query".into());
+        }
+        Ok(())
+    }
+}
+
 /// Parameters of a layer norm.
 pub struct LayerNorm<T> {
     /// Scale, one row of `hidden` values.

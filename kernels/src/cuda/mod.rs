@@ -663,24 +663,7 @@ impl Backend for CudaBackend {
         k: usize,
         options: &TopKOptions<'_>,
     ) -> Result<Vec<Vec<Hit>>> {
-        check(queries.cols == corpus.cols, || {
-            format!(
-                "top_k_dot: queries have {} columns, corpus {}",
-                queries.cols, corpus.cols
-            )
-        })?;
-        let per_row = |what: &str, len: Option<usize>| {
-            check(len.is_none_or(|l| l == corpus.rows), || {
-                format!("top_k_dot: {what} must have one entry per corpus row")
-            })
-        };
-        per_row("row_bias", options.row_bias.map(<[f32]>::len))?;
-        per_row("allowed", options.allowed.map(<[bool]>::len))?;
-        per_row("tie_rank", options.tie_rank.map(<[u32]>::len))?;
-        check(
-            options.excluded.is_none_or(|e| e.len() == queries.rows),
-            || "top_k_dot: excluded must have one list per query".into(),
-        )?;
+        options.check((queries.rows, queries.cols), (corpus.rows, corpus.cols))?;
         let s = &self.gpu.stream;
         let rules = DeviceRules {
             row_bias: options
