@@ -38,6 +38,13 @@ pub enum KernelError {
     Device(String),
 }
 
+impl KernelError {
+    /// Whether `e` is a device's out-of-memory error (for mapping error chains).
+    pub fn is_out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
+        matches!(e.downcast_ref(), Some(KernelError::OutOfMemory(_)))
+    }
+}
+
 /// Result of a backend op.
 pub type Result<T> = std::result::Result<T, KernelError>;
 

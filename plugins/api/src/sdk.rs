@@ -47,6 +47,35 @@ impl PluginError {
     pub fn unimplemented(message: impl Into<String>) -> Self {
         Self::new(Status::Unimplemented, message)
     }
+
+    /// A model that could not be loaded: `NOT_FOUND` when a file is missing, otherwise
+    /// `INVALID_ARGUMENT` (a bad directory or option), with the whole error chain.
+    pub fn load_failure(e: &anyhow::Error) -> Self {
+        let missing = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        });
+        let status = if missing {
+            Status::NotFound
+        } else {
+            Status::InvalidArgument
+        };
+        Self::new(status, format!("{e:#}"))
+    }
+
+    /// A failed inference: `RESOURCE_EXHAUSTED` when `out_of_memory` recognises a cause
+    /// (the caller may retry smaller), otherwise `INTERNAL`.
+    pub fn inference_failure(
+        e: &anyhow::Error,
+        out_of_memory: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+    ) -> Self {
+        let status = if e.chain().any(out_of_memory) {
+            Status::ResourceExhausted
+        } else {
+            Status::Internal
+        };
+        Self::new(status, format!("{e:#}"))
+    }
 }
 
 /// Token ids of one text after truncation, and its length before.

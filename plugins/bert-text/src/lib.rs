@@ -11,12 +11,12 @@ pub mod weights;
 use anyhow::{bail, Context};
 use bert::Bert;
 use config::{read_json, BertConfig, Pipeline};
+use marquee_kernels::device::placement;
 use marquee_kernels::{
-    Activation, Backend, CpuBackend, CudaBackend, DeviceRequest, KernelError, Pooling, Precision,
-    ResolvedDevice,
+    Activation, Backend, CpuBackend, CudaBackend, KernelError, Pooling, ResolvedDevice,
 };
 use marquee_plugin_api::{
-    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Status, Tensor, TensorMut, Tokens,
+    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut, Tokens,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -132,45 +132,20 @@ pub struct BertText {
     output_dim: usize,
 }
 
-fn load_error(e: anyhow::Error) -> PluginError {
-    let not_found = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-    });
-    let message = format!("{e:#}");
-    if not_found {
-        PluginError::not_found(message)
-    } else {
-        PluginError::invalid_argument(message)
-    }
-}
-
 impl BertText {
     fn load(dir: &Path, options: Options) -> anyhow::Result<Self> {
-        let request: DeviceRequest = options
-            .device
-            .as_deref()
-            .unwrap_or("auto")
-            .parse()
-            .map_err(anyhow::Error::msg)?;
-        let precision: Precision = options
-            .precision
-            .as_deref()
-            .unwrap_or("fp32")
-            .parse()
-            .map_err(anyhow::Error::msg)?;
+        let (device, precision) =
+            placement(options.device.as_deref(), options.precision.as_deref())
+                .map_err(anyhow::Error::msg)?;
         let config: BertConfig = read_json(&dir.join("config.json"))?;
         let pipeline = Pipeline::load(dir)?;
-        let (engine, output_dim) = match request.resolve().map_err(anyhow::Error::msg)? {
+        let (engine, output_dim) = match device {
             ResolvedDevice::Cuda { ordinal, .. } => {
                 let backend = CudaBackend::new(ordinal, precision)?;
                 let (encoder, width) = Encoder::load(backend, dir, &config, &pipeline)?;
                 (Engine::Cuda(Box::new(encoder)), width)
             }
             ResolvedDevice::Cpu { .. } => {
-                if precision != Precision::F32 {
-                    bail!("precision bf16 needs a GPU; this model runs on the CPU");
-                }
                 let (encoder, width) = Encoder::load(CpuBackend, dir, &config, &pipeline)?;
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(options.threads.unwrap_or(0))
@@ -253,7 +228,7 @@ impl Plugin for BertText {
             serde_json::from_str(config_json)
                 .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?
         };
-        Self::load(model_dir, options).map_err(load_error)
+        Self::load(model_dir, options).map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {
@@ -289,17 +264,9 @@ impl Plugin for BertText {
                 output.shape, self.output_dim
             )));
         }
-        let values = self.embed_batch(ids, &offsets).map_err(|e| {
-            let out_of_memory = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref(), Some(KernelError::OutOfMemory(_))));
-            let status = if out_of_memory {
-                Status::ResourceExhausted
-            } else {
-                Status::Internal
-            };
-            PluginError::new(status, format!("{e:#}"))
-        })?;
+        let values = self
+            .embed_batch(ids, &offsets)
+            .map_err(|e| PluginError::inference_failure(&e, KernelError::is_out_of_memory))?;
         output.values.copy_from_slice(&values);
         Ok(())
     }

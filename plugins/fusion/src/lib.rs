@@ -27,19 +27,6 @@ pub struct FusionPlugin {
     module: Fusion<CpuBackend>,
 }
 
-fn load_error(e: anyhow::Error) -> PluginError {
-    let not_found = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-    });
-    let message = format!("{e:#}");
-    if not_found {
-        PluginError::not_found(message)
-    } else {
-        PluginError::invalid_argument(message)
-    }
-}
-
 /// Checks an F32 input of `rows × cols` and that the rows `check(i)` selects are finite.
 fn embeddings<'a>(
     tensor: &Tensor<'a>,
@@ -104,7 +91,7 @@ impl Plugin for FusionPlugin {
             serde_json::from_str::<Options>(config_json)
                 .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?;
         }
-        Self::load(model_dir).map_err(load_error)
+        Self::load(model_dir).map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {

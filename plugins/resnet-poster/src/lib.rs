@@ -16,10 +16,8 @@ pub mod weights;
 use anyhow::Context;
 use config::{Preprocessing, ResNetConfig};
 use decode::{decode_rgb, DecodeError};
-use marquee_kernels::{
-    Backend, CpuBackend, CudaBackend, DeviceRequest, ImageShape, KernelError, Precision,
-    ResolvedDevice,
-};
+use marquee_kernels::device::placement;
+use marquee_kernels::{Backend, CpuBackend, CudaBackend, ImageShape, KernelError, ResolvedDevice};
 use marquee_plugin_api::{
     export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
 };
@@ -103,32 +101,6 @@ pub struct ResNetPoster {
     pool: rayon::ThreadPool,
 }
 
-fn load_error(e: anyhow::Error) -> PluginError {
-    let not_found = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-    });
-    let message = format!("{e:#}");
-    if not_found {
-        PluginError::not_found(message)
-    } else {
-        PluginError::invalid_argument(message)
-    }
-}
-
-/// A failed forward pass: out of device memory is the caller's to retry smaller.
-fn inference_error(e: anyhow::Error) -> PluginError {
-    let out_of_memory = e
-        .chain()
-        .any(|c| matches!(c.downcast_ref(), Some(KernelError::OutOfMemory(_))));
-    let status = if out_of_memory {
-        marquee_plugin_api::Status::ResourceExhausted
-    } else {
-        marquee_plugin_api::Status::Internal
-    };
-    PluginError::new(status, format!("{e:#}"))
-}
-
 fn decode_error(index: usize, e: DecodeError) -> PluginError {
     let message = format!("image {index}: {e}");
     match e {
@@ -150,30 +122,17 @@ impl ResNetPoster {
         let config = ResNetConfig::load(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
         let checkpoint = Checkpoint::open(&path)?;
-        let request: DeviceRequest = options
-            .device
-            .as_deref()
-            .unwrap_or("auto")
-            .parse()
-            .map_err(anyhow::Error::msg)?;
-        let precision: Precision = options
-            .precision
-            .as_deref()
-            .unwrap_or("fp32")
-            .parse()
-            .map_err(anyhow::Error::msg)?;
+        let (device, precision) =
+            placement(options.device.as_deref(), options.precision.as_deref())
+                .map_err(anyhow::Error::msg)?;
         let loading = || format!("loading {}", path.display());
-        let network = match request.resolve().map_err(anyhow::Error::msg)? {
+        let network = match device {
             ResolvedDevice::Cuda { ordinal, .. } => {
                 let backend = CudaBackend::new(ordinal, precision)?;
                 let network = ResNet::load(backend, &config, &checkpoint).with_context(loading)?;
                 Network::Cuda(Box::new(network))
             }
             ResolvedDevice::Cpu { .. } => {
-                anyhow::ensure!(
-                    precision == Precision::F32,
-                    "precision bf16 needs a GPU; this model runs on the CPU"
-                );
                 let network =
                     ResNet::load(CpuBackend, &config, &checkpoint).with_context(loading)?;
                 Network::Cpu(Box::new(network))
@@ -273,7 +232,11 @@ impl ResNetPoster {
                 height: side,
                 width: side,
             };
-            out.extend(self.features(&input, shape).map_err(inference_error)?);
+            out.extend(
+                self.features(&input, shape).map_err(|e| {
+                    PluginError::inference_failure(&e, KernelError::is_out_of_memory)
+                })?,
+            );
         }
         Ok(out)
     }
@@ -328,7 +291,7 @@ impl Plugin for ResNetPoster {
             serde_json::from_str(config_json)
                 .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?
         };
-        Self::load(model_dir, options).map_err(load_error)
+        Self::load(model_dir, options).map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {
