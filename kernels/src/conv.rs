@@ -3,7 +3,8 @@
 //! block of output rows while it is still in cache; 1×1 stride-1 convolutions skip
 //! im2col and multiply the input rows directly.
 
-use crate::cpu::{check, gemm_parallelism, matmul, rows_per_task, SharedMut, View};
+use crate::cpu::{gemm_parallelism, matmul, rows_per_task, SharedMut, View};
+use crate::shapes;
 use crate::{simd, ImageShape, Matrix, Result, Window2d};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -76,29 +77,17 @@ pub(crate) fn conv2d(
     residual: Option<&Matrix>,
     relu: bool,
 ) -> Result<Matrix> {
-    let output = window.output_shape(shape)?;
+    let output = shapes::conv2d(
+        (x.rows, x.cols),
+        shape,
+        (weight.rows, weight.cols),
+        bias.map(|b| b.data.len()),
+        window,
+        residual.map(|r| (r.rows, r.cols)),
+    )?;
     let c = x.cols;
-    check(x.rows == shape.pixels() && c > 0, || {
-        format!(
-            "conv2d: a {}x{} input for a batch of {} {}x{} images",
-            x.rows, x.cols, shape.batch, shape.height, shape.width
-        )
-    })?;
     let k = window.kernel_height * window.kernel_width * c;
-    let n = weight.cols;
-    check(weight.rows == k, || {
-        format!(
-            "conv2d: weight has {} rows, a {}x{} kernel over {c} channels needs {k}",
-            weight.rows, window.kernel_height, window.kernel_width
-        )
-    })?;
-    check(bias.is_none_or(|b| b.data.len() == n), || {
-        format!("conv2d: bias does not have {n} values")
-    })?;
-    let m = output.pixels();
-    check(residual.is_none_or(|r| r.rows == m && r.cols == n), || {
-        format!("conv2d: residual is not {m}x{n}")
-    })?;
+    let (m, n) = (output.pixels(), weight.cols);
     let mut data: Vec<f32> = Vec::with_capacity(m * n);
     if m == 0 || n == 0 {
         data.resize(m * n, 0.0);
@@ -182,17 +171,7 @@ pub(crate) fn conv2d(
 
 /// See [`crate::Backend::max_pool2d`].
 pub(crate) fn max_pool2d(x: &Matrix, shape: ImageShape, window: Window2d) -> Result<Matrix> {
-    let output = window.output_shape(shape)?;
-    check(x.rows == shape.pixels(), || {
-        format!(
-            "max_pool2d: {} rows for a batch of {} {}x{} images",
-            x.rows, shape.batch, shape.height, shape.width
-        )
-    })?;
-    check(
-        window.padding * 2 < window.kernel_height.min(window.kernel_width) + 1,
-        || "max_pool2d: padding must be at most half the window".into(),
-    )?;
+    let output = shapes::max_pool2d(x.rows, shape, window)?;
     let c = x.cols;
     let mut out = Matrix::zeros(output.pixels(), c);
     let per_image = output.height * output.width;

@@ -1,11 +1,12 @@
 //! The CPU backend: GEMMs through the `gemm` crate, everything else as cache-friendly
 //! row loops parallelised with rayon.
 
+use crate::shapes;
 use crate::simd;
 use crate::topk::{Hit, TopK};
 use crate::{
-    conv, Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets,
-    TopKOptions, Window2d,
+    conv, Activation, Backend, ImageShape, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
+    Window2d,
 };
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -133,14 +134,6 @@ pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
 }
 
-pub(crate) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(KernelError::Shape(what()))
-    }
-}
-
 impl Backend for CpuBackend {
     type Tensor = Matrix;
 
@@ -149,9 +142,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Matrix> {
-        check(data.len() == rows * cols, || {
-            format!("{} values for a {rows}x{cols} matrix", data.len())
-        })?;
+        shapes::upload(data.len(), rows, cols)?;
         Ok(Matrix {
             rows,
             cols,
@@ -176,25 +167,14 @@ impl Backend for CpuBackend {
         position_ids: &[u32],
         norm: &LayerNorm<Matrix>,
     ) -> Result<Matrix> {
+        shapes::embedding(
+            (word.rows, word.cols),
+            (position.rows, position.cols),
+            token_type.cols,
+            token_ids,
+            position_ids,
+        )?;
         let hidden = word.cols;
-        check(position.cols == hidden && token_type.cols == hidden, || {
-            "embedding tables differ in width".into()
-        })?;
-        check(token_ids.len() == position_ids.len(), || {
-            "token and position ids differ in length".into()
-        })?;
-        if let Some(&bad) = token_ids.iter().find(|&&t| t as usize >= word.rows) {
-            return Err(KernelError::Shape(format!(
-                "token id {bad} outside a vocabulary of {}",
-                word.rows
-            )));
-        }
-        if let Some(&bad) = position_ids.iter().find(|&&p| p as usize >= position.rows) {
-            return Err(KernelError::Shape(format!(
-                "position {bad} outside {} positions",
-                position.rows
-            )));
-        }
         let mut out = Matrix::zeros(token_ids.len(), hidden);
         out.data
             .par_chunks_mut(hidden)
@@ -218,12 +198,11 @@ impl Backend for CpuBackend {
         bias: Option<&Matrix>,
         activation: Activation,
     ) -> Result<Matrix> {
-        check(x.cols == weight.cols, || {
-            format!(
-                "linear: input has {} columns, weight expects {}",
-                x.cols, weight.cols
-            )
-        })?;
+        shapes::linear(
+            x.cols,
+            (weight.rows, weight.cols),
+            bias.map(|b| b.data.len()),
+        )?;
         let (m, k, n) = (x.rows, x.cols, weight.rows);
         // gemm overwrites every element (read_dst is false), so the output is not zeroed.
         let mut data: Vec<f32> = Vec::with_capacity(m * n);
@@ -284,9 +263,7 @@ impl Backend for CpuBackend {
         residual: &Matrix,
         norm: &LayerNorm<Matrix>,
     ) -> Result<()> {
-        check(x.rows == residual.rows && x.cols == residual.cols, || {
-            "residual shape differs".into()
-        })?;
+        shapes::residual((x.rows, x.cols), (residual.rows, residual.cols))?;
         let cols = x.cols;
         let chunk = cols * rows_per_task(cols);
         x.data
@@ -299,15 +276,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, qkv: &Matrix, offsets: &SeqOffsets, heads: usize) -> Result<Matrix> {
-        check(
-            qkv.cols.is_multiple_of(3) && heads > 0 && (qkv.cols / 3).is_multiple_of(heads),
-            || format!("attention: {} columns for {heads} heads", qkv.cols),
-        )?;
-        check(offsets.last().copied().unwrap_or(0) == qkv.rows, || {
-            "attention: offsets do not cover the rows".into()
-        })?;
-        let hidden = qkv.cols / 3;
-        let head_dim = hidden / heads;
+        let (hidden, head_dim) = shapes::attention((qkv.rows, qkv.cols), offsets, heads)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let stride = qkv.cols as isize;
         let mut out = Matrix::zeros(qkv.rows, hidden);
@@ -371,12 +340,7 @@ impl Backend for CpuBackend {
     }
 
     fn pool(&self, x: &Matrix, offsets: &SeqOffsets, pooling: Pooling) -> Result<Matrix> {
-        check(offsets.last().copied().unwrap_or(0) == x.rows, || {
-            "pool: offsets do not cover the rows".into()
-        })?;
-        check(offsets.windows(2).all(|w| w[1] > w[0]), || {
-            "pool: empty sequence".into()
-        })?;
+        shapes::pooling(x.rows, offsets)?;
         let n = offsets.len().saturating_sub(1);
         let cols = x.cols;
         let mut out = Matrix::zeros(n, cols);

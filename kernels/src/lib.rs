@@ -14,6 +14,7 @@ mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+mod shapes;
 mod simd;
 
 pub use simd::{dot, squared_l2};

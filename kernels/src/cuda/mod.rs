@@ -12,6 +12,7 @@ pub use compile::{compile, nvrtc_present, KernelSource, SOURCES};
 pub use context::{gpu, probe, Gpu};
 pub use topk::MAX_K;
 
+use crate::shapes;
 use crate::topk::Hit;
 use crate::{
     Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets,
@@ -245,6 +246,24 @@ struct Geometry {
     padding: i32,
 }
 
+impl Geometry {
+    /// The geometry of `window` over `input` (`channels` wide) giving `output`.
+    fn new(input: ImageShape, channels: usize, output: ImageShape, window: Window2d) -> Self {
+        Self {
+            batch: input.batch as i32,
+            height: input.height as i32,
+            width: input.width as i32,
+            channels: channels as i32,
+            out_height: output.height as i32,
+            out_width: output.width as i32,
+            kernel_height: window.kernel_height as i32,
+            kernel_width: window.kernel_width as i32,
+            stride: window.stride as i32,
+            padding: window.padding as i32,
+        }
+    }
+}
+
 // SAFETY: plain `repr(C)` integers, laid out as the CUDA struct.
 unsafe impl cudarc::driver::DeviceRepr for Geometry {}
 
@@ -263,14 +282,6 @@ fn rows_config(rows: usize, threads: u32, smem: usize) -> LaunchConfig {
         grid_dim: (rows as u32, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
-    }
-}
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(KernelError::Shape(what()))
     }
 }
 
@@ -305,9 +316,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CudaTensor> {
-        check(data.len() == rows * cols, || {
-            format!("upload: {} values for {rows} × {cols}", data.len())
-        })?;
+        shapes::upload(data.len(), rows, cols)?;
         let s = &self.gpu.stream;
         let data = match self.precision {
             Precision::F32 => DeviceData::F32(s.clone_htod(data).map_err(driver_error)?),
@@ -345,20 +354,14 @@ impl Backend for CudaBackend {
         position_ids: &[u32],
         norm: &LayerNorm<CudaTensor>,
     ) -> Result<CudaTensor> {
-        let hidden = word.cols;
-        check(position.cols == hidden && token_type.cols == hidden, || {
-            "embedding tables differ in width".into()
-        })?;
-        check(token_ids.len() == position_ids.len(), || {
-            "token and position ids differ in length".into()
-        })?;
-        check(token_ids.iter().all(|&t| (t as usize) < word.rows), || {
-            "token id outside the vocabulary".into()
-        })?;
-        check(
-            position_ids.iter().all(|&p| (p as usize) < position.rows),
-            || "position id outside the position table".into(),
+        shapes::embedding(
+            (word.rows, word.cols),
+            (position.rows, position.cols),
+            token_type.cols,
+            token_ids,
+            position_ids,
         )?;
+        let hidden = word.cols;
         let out = self.alloc(token_ids.len(), hidden)?;
         if token_ids.is_empty() {
             return Ok(out);
@@ -391,15 +394,11 @@ impl Backend for CudaBackend {
         bias: Option<&CudaTensor>,
         activation: Activation,
     ) -> Result<CudaTensor> {
-        check(x.cols == weight.cols, || {
-            format!(
-                "linear: input has {} columns, weight expects {}",
-                x.cols, weight.cols
-            )
-        })?;
-        check(bias.is_none_or(|b| b.rows * b.cols == weight.rows), || {
-            "linear: bias length differs from the output width".into()
-        })?;
+        shapes::linear(
+            x.cols,
+            (weight.rows, weight.cols),
+            bias.map(|b| b.rows * b.cols),
+        )?;
         let (rows, inner, out_cols) = (x.rows, x.cols, weight.rows);
         let out = self.alloc(rows, out_cols)?;
         if rows == 0 {
@@ -442,9 +441,7 @@ impl Backend for CudaBackend {
         residual: &CudaTensor,
         norm: &LayerNorm<CudaTensor>,
     ) -> Result<()> {
-        check((x.rows, x.cols) == (residual.rows, residual.cols), || {
-            "add_layer_norm: residual shape differs".into()
-        })?;
+        shapes::residual((x.rows, x.cols), (residual.rows, residual.cols))?;
         if x.rows == 0 {
             return Ok(());
         }
@@ -468,15 +465,8 @@ impl Backend for CudaBackend {
         offsets: &SeqOffsets,
         heads: usize,
     ) -> Result<CudaTensor> {
-        check(heads > 0 && qkv.cols.is_multiple_of(3 * heads), || {
-            "attention: qkv width is not 3 × heads × head_dim".into()
-        })?;
-        check(offsets.last().copied().unwrap_or(0) == qkv.rows, || {
-            "attention: offsets do not cover the rows".into()
-        })?;
-        let hidden = qkv.cols / 3;
-        let head_dim = hidden / heads;
-        check(head_dim <= 128, || {
+        let (hidden, head_dim) = shapes::attention((qkv.rows, qkv.cols), offsets, heads)?;
+        shapes::check(head_dim <= 128, || {
             format!("attention: head_dim {head_dim} above the kernel's 128")
         })?;
         let out = self.alloc(qkv.rows, hidden)?;
@@ -532,39 +522,18 @@ impl Backend for CudaBackend {
         residual: Option<&CudaTensor>,
         relu: bool,
     ) -> Result<CudaTensor> {
-        let channels = x.cols;
-        check(x.rows == shape.pixels(), || {
-            format!("conv2d: {} rows for {} pixels", x.rows, shape.pixels())
-        })?;
-        let out_shape = window.output_shape(shape)?;
-        let patch = window.kernel_height * window.kernel_width * channels;
-        check(weight.rows == patch, || {
-            format!(
-                "conv2d: weight has {} rows, the window needs {patch}",
-                weight.rows
-            )
-        })?;
-        let out_channels = weight.cols;
-        let rows = out_shape.pixels();
-        check(bias.is_none_or(|b| b.rows * b.cols == out_channels), || {
-            "conv2d: bias length differs from the output channels".into()
-        })?;
-        check(
-            residual.is_none_or(|r| (r.rows, r.cols) == (rows, out_channels)),
-            || "conv2d: residual shape differs from the output".into(),
+        let out_shape = shapes::conv2d(
+            (x.rows, x.cols),
+            shape,
+            (weight.rows, weight.cols),
+            bias.map(|b| b.rows * b.cols),
+            window,
+            residual.map(|r| (r.rows, r.cols)),
         )?;
-        let geometry = Geometry {
-            batch: shape.batch as i32,
-            height: shape.height as i32,
-            width: shape.width as i32,
-            channels: channels as i32,
-            out_height: out_shape.height as i32,
-            out_width: out_shape.width as i32,
-            kernel_height: window.kernel_height as i32,
-            kernel_width: window.kernel_width as i32,
-            stride: window.stride as i32,
-            padding: window.padding as i32,
-        };
+        let channels = x.cols;
+        let patch = window.kernel_height * window.kernel_width * channels;
+        let (rows, out_channels) = (out_shape.pixels(), weight.cols);
+        let geometry = Geometry::new(shape, channels, out_shape, window);
         // A 1×1 window with stride 1 and no padding reads the input as it stands.
         let pointwise = window.kernel_height == 1
             && window.kernel_width == 1
@@ -618,23 +587,9 @@ impl Backend for CudaBackend {
         shape: ImageShape,
         window: Window2d,
     ) -> Result<CudaTensor> {
-        check(x.rows == shape.pixels(), || {
-            format!("max_pool2d: {} rows for {} pixels", x.rows, shape.pixels())
-        })?;
-        let out_shape = window.output_shape(shape)?;
+        let out_shape = shapes::max_pool2d(x.rows, shape, window)?;
         let out = self.alloc(out_shape.pixels(), x.cols)?;
-        let geometry = Geometry {
-            batch: shape.batch as i32,
-            height: shape.height as i32,
-            width: shape.width as i32,
-            channels: x.cols as i32,
-            out_height: out_shape.height as i32,
-            out_width: out_shape.width as i32,
-            kernel_height: window.kernel_height as i32,
-            kernel_width: window.kernel_width as i32,
-            stride: window.stride as i32,
-            padding: window.padding as i32,
-        };
+        let geometry = Geometry::new(shape, x.cols, out_shape, window);
         if out.rows > 0 {
             self.launch(
                 &format!("max_pool2d_{}", self.suffix()),
@@ -700,12 +655,7 @@ impl CudaBackend {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<CudaTensor> {
-        check(offsets.last().copied().unwrap_or(0) == x.rows, || {
-            "pool: offsets do not cover the rows".into()
-        })?;
-        check(offsets.windows(2).all(|w| w[1] > w[0]), || {
-            "pool: empty sequence".into()
-        })?;
+        shapes::pooling(x.rows, offsets)?;
         let sequences = offsets.len().saturating_sub(1);
         let out = self.alloc(sequences, x.cols)?;
         if sequences == 0 {
