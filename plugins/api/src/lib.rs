@@ -4,12 +4,15 @@
 //! - [`sdk`]: what a Rust plugin author writes against: the [`Plugin`] trait and the
 //!   [`export_plugin!`] macro, which together keep every panic on the plugin's side.
 //! - [`host`] (feature `host`): loading plugins with `libloading` and calling them safely.
+//! - [`weights`] (feature `weights`): checkpoint tensors as f32.
 
 pub mod abi;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod sdk;
 mod types;
+#[cfg(feature = "weights")]
+pub mod weights;
 
 pub use sdk::{Plugin, PluginError, Tensor, TensorMut, Tokens};
 pub use types::{DType, ModelInfo, PluginKind, Status};

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use marquee_kernels::Backend;
-use safetensors::{Dtype, SafeTensors};
+use marquee_plugin_api::weights::floats;
+use safetensors::SafeTensors;
 use std::path::Path;
 
 /// A safetensors file held in memory, with an optional name prefix to try
@@ -34,21 +35,8 @@ impl Weights {
             .find_map(|p| tensors.tensor(&format!("{p}{name}")).ok())
             .with_context(|| format!("tensor {name} not found in the checkpoint"))?;
         let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => bail!("tensor {name} has unsupported dtype {other:?}"),
-        };
+        let values: Vec<f32> = floats(view.dtype(), data)
+            .with_context(|| format!("tensor {name} has unsupported dtype {:?}", view.dtype()))?;
         Ok((view.shape().to_vec(), values))
     }
 

@@ -1,7 +1,8 @@
 //! Reading the fusion module's tensors from a safetensors file (F32, F16 or BF16).
 
 use anyhow::{bail, Context, Result};
-use safetensors::{Dtype, SafeTensors};
+use marquee_plugin_api::weights::floats;
+use safetensors::SafeTensors;
 use std::path::Path;
 
 /// A safetensors file held in memory.
@@ -35,20 +36,7 @@ impl Weights {
             );
         }
         let data = view.data();
-        Ok(match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => bail!("tensor {name} has unsupported dtype {other:?}"),
-        })
+        floats(view.dtype(), data)
+            .with_context(|| format!("tensor {name} has unsupported dtype {:?}", view.dtype()))
     }
 }

@@ -2,6 +2,7 @@
 //! and folding each batch norm into the convolution before it.
 
 use anyhow::{bail, Context, Result};
+use marquee_plugin_api::weights::floats;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,23 +36,14 @@ pub struct FoldedConv {
     pub bias: Vec<f32>,
 }
 
+/// A tensor as f32 values; `None` for the integer and boolean tensors a checkpoint also
+/// holds (batch counters), an error for other element types.
 fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Option<Vec<f32>>> {
-    Ok(Some(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => return Ok(None),
-        other => bail!("tensor {name} has unsupported dtype {other:?}"),
-    }))
+    match floats(dtype, data) {
+        Some(values) => Ok(Some(values)),
+        None if matches!(dtype, Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL) => Ok(None),
+        None => bail!("tensor {name} has unsupported dtype {dtype:?}"),
+    }
 }
 
 impl Checkpoint {
