@@ -21,6 +21,8 @@ pub struct TextTokenizer {
     special_tokens: usize,
     /// `[CLS]` and `[SEP]` ids when the ASCII fast path applies.
     fast: Option<(u32, u32)>,
+    /// The added tokens' texts (`[MASK]`, ...): a text holding one takes the full pipeline.
+    added: Vec<String>,
 }
 
 /// Texts the fast path must reproduce exactly before it is used.
@@ -46,10 +48,16 @@ impl TextTokenizer {
             .get_post_processor()
             .map(|p| tokenizers::PostProcessor::added_tokens(p, false))
             .unwrap_or(0);
+        let added = tokenizer
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|token| token.content)
+            .collect();
         let mut loaded = Self {
             tokenizer,
             special_tokens,
             fast: None,
+            added,
         };
         loaded.fast = loaded.fast_path_ids();
         if let Some(ids) = loaded.fast {
@@ -90,12 +98,7 @@ impl TextTokenizer {
     /// Whether `text` may take the fast path: ASCII, and no added token (`[MASK]`, ...)
     /// that the full pipeline would match before normalising.
     fn fast_path_applies(&self, text: &str) -> bool {
-        text.is_ascii()
-            && !self
-                .tokenizer
-                .get_added_tokens_decoder()
-                .values()
-                .any(|token| text.contains(token.content.as_str()))
+        text.is_ascii() && !self.added.iter().any(|token| text.contains(token.as_str()))
     }
 
     /// The ids of `text` with special tokens, at most `max_tokens` of them, and the
