@@ -28,7 +28,8 @@ What it does
    ef in --ef-search: single-thread, one query per knn_query call over all queries
    (queries/s and recall@10), and one batched knn_query over all queries with --threads
    threads (queries/s).
-5. Marquee: `marquee-bench search --dir WORKDIR --k 10 --index exact --single S` and
+5. Marquee: `marquee-bench search --dir WORKDIR --k 10 --index exact --single S` (and
+   again with `--f16-shortlist false`, the f32-only scan, for comparison) and
    `... --index hnsw --m M --ef-construction EFC --ef-search 10,16,...`; the last stdout
    line of each is JSON ({"exact": {single_qps, batch_qps, build_s}} and
    {"hnsw": {build_s, curve: [{ef, single_qps, recall_at_10}, ...]}}). The Rust side
@@ -233,21 +234,22 @@ def marquee(binary: str, workdir: str, m: int, ef_construction: int, efs: list[i
     errors: list[str] = []
     if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
         return result, [f"binary not found: {binary} (cargo build --release -p marquee-bench)"]
-    runs = [
-        ("exact", ["--dir", workdir, "--k", str(K), "--index", "exact",
-                   "--single", str(single_queries)]),
-        ("hnsw", ["--dir", workdir, "--k", str(K), "--index", "hnsw", "--m", str(m),
-                  "--ef-construction", str(ef_construction),
-                  "--ef-search", ",".join(str(e) for e in efs)]),
+    exact = ["--dir", workdir, "--k", str(K), "--index", "exact", "--single", str(single_queries)]
+    runs = [  # (result name, key of the binary's JSON, arguments)
+        ("exact", "exact", exact),
+        ("exact_f32", "exact", exact + ["--f16-shortlist", "false"]),
+        ("hnsw", "hnsw", ["--dir", workdir, "--k", str(K), "--index", "hnsw", "--m", str(m),
+                          "--ef-construction", str(ef_construction),
+                          "--ef-search", ",".join(str(e) for e in efs)]),
     ]
-    for key, args in runs:
+    for name, key, args in runs:
         try:
             out = run_marquee(binary, args, timeout)
             if key not in out:
                 raise RuntimeError(f"JSON has no '{key}' key: {json.dumps(out)[:200]}")
-            result[key] = out[key]
+            result[name] = out[key]
         except Exception as exc:  # noqa: BLE001 - report and keep going
-            errors.append(f"marquee-bench search --index {key} failed: {exc}")
+            errors.append(f"marquee-bench search {' '.join(args[4:])} failed: {exc}")
             log(errors[-1])
     return result, errors
 
@@ -317,7 +319,15 @@ def report(raw: dict, marquee_errors: list[str]) -> str:
     lines.append(f"| {fx['batch_size']:,} (best of 3; faiss {fx['batch_threads']} thr) | "
                  f"{fmt_qps(fx['batch_qps'])} | "
                  f"{fmt_qps(mb)} | {fmt_ratio(mb, fx['batch_qps'])} |")
+    m32 = mq.get("exact_f32")
+    if m32:
+        lines.append(f"| 1, f32 rows only (`--f16-shortlist false`) | "
+                     f"{fmt_qps(fx['single_qps'])} | {fmt_qps(m32.get('single_qps'))} | "
+                     f"{fmt_ratio(m32.get('single_qps'), fx['single_qps'])} |")
     lines.append("")
+    lines.append("Marquee's exact index scans an f16 copy of the rows for up to 8 queries and "
+                 "rescores, in f32, every row whose error-bounded score can still rank "
+                 "(results equal an f32 scan's); batches scan the f32 rows.\n")
 
     lines.append(f"## HNSW (M={hx['m']}, ef_construction={hx['ef_construction']}; "
                  f"target: Marquee >= 0.8x hnswlib q/s at recall@10 >= {RECALL_TARGET})\n")

@@ -40,6 +40,10 @@ pub struct Args {
     /// Queries searched one at a time for the single-query figure.
     #[arg(long, default_value_t = 200)]
     single: usize,
+    /// Exact index: keep the f16 copy the server keeps by default
+    /// (`retrieval.f16_shortlist`); `false` searches the f32 rows only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    f16_shortlist: bool,
 }
 
 fn read_f32(path: &Path) -> Result<Vec<f32>> {
@@ -123,6 +127,7 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
     let cpu = Placement {
         default: DeviceRequest::Cpu,
         precision: Precision::F32,
+        f16_shortlist: args.f16_shortlist,
     };
     let collection = Collection::create(&dir.path().join("bench"), config, &cpu)
         .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;

@@ -335,6 +335,7 @@ fn top_k_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
                     allowed: Some(&allowed),
                     excluded: Some(&excluded),
                     tie_rank: Some(&tie_rank),
+                    ..Default::default()
                 }
             } else {
                 TopKOptions::default()

@@ -2,6 +2,7 @@
 //! row loops parallelised with rayon.
 
 use crate::shapes;
+use crate::shortlist;
 use crate::simd;
 use crate::topk::{Hit, TopK};
 use crate::{
@@ -52,6 +53,10 @@ fn chunk_max(scores: &[f32]) -> f32 {
         .iter()
         .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m })
 }
+
+/// Most queries searched through an f16 shortlist ([`TopKOptions::shortlist`]); more
+/// queries share one f32 pass, where arithmetic, not reading the corpus, is the bound.
+const SHORTLIST_MAX_QUERIES: usize = 8;
 
 /// Corpus rows scored per block in [`Backend::top_k_dot`], bounding the score buffer.
 const TOPK_BLOCK_ROWS: usize = 16_384;
@@ -406,6 +411,9 @@ impl Backend for CpuBackend {
         let mut selections: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
         if nq == 0 || k == 0 || corpus.rows == 0 {
             return Ok(selections.into_iter().map(TopK::into_sorted).collect());
+        }
+        if let Some(copy) = options.shortlist.filter(|_| nq <= SHORTLIST_MAX_QUERIES) {
+            return Ok(shortlist::top_k_dot(queries, corpus, copy, k, options));
         }
         let mut scores = vec![0.0f32; nq * TOPK_BLOCK_ROWS.min(corpus.rows)];
         for block_start in (0..corpus.rows).step_by(TOPK_BLOCK_ROWS) {

@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod device;
 mod shapes;
+pub mod shortlist;
 mod simd;
 
 pub use simd::{dot, squared_l2};
@@ -23,6 +24,7 @@ pub mod topk;
 pub use cpu::{CpuBackend, Matrix};
 pub use cuda::{CudaBackend, CudaTensor, Precision};
 pub use device::{DeviceRequest, ResolvedDevice};
+pub use shortlist::HalfCopy;
 pub use topk::{Hit, TopK};
 
 /// Errors raised by a backend.
@@ -276,6 +278,9 @@ pub struct TopKOptions<'a> {
     pub excluded: Option<&'a [Vec<u32>]>,
     /// Order among equal scores, lower first (e.g. each row's rank by item id).
     pub tie_rank: Option<&'a [u32]>,
+    /// An f16 copy of the corpus: the CPU backend scans it instead of the f32 rows for a
+    /// few queries and rescores the rows that can still rank in f32 (same results).
+    pub shortlist: Option<&'a HalfCopy>,
 }
 
 impl TopKOptions<'_> {
@@ -299,6 +304,12 @@ impl TopKOptions<'_> {
         }
         if self.excluded.is_some_and(|e| e.len() != queries.0) {
             return fail("excluded must have one list per query".into());
+        }
+        if self
+            .shortlist
+            .is_some_and(|c| (c.rows(), c.cols()) != corpus)
+        {
+            return fail("shortlist must be a copy of the corpus".into());
         }
         Ok(())
     }

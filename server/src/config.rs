@@ -78,6 +78,9 @@ pub struct Retrieval {
     pub device: String,
     /// Element type of collection matrices kept on a GPU: `fp32` or `bf16`.
     pub precision: String,
+    /// Exact collections on the CPU also keep their rows in f16 (+50% memory) so that
+    /// searches of a few queries read half the bytes; results stay exact.
+    pub f16_shortlist: bool,
 }
 
 /// TLS for the gRPC port; off when `cert` is empty.

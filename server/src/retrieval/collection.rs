@@ -11,7 +11,9 @@ use super::graph::{Graph, HnswParams, MAX_M};
 use super::payload::{CompiledFilter, Payload, Schema};
 use super::wal::{self, Wal};
 use anyhow::{bail, Context};
-use marquee_kernels::{Backend, CpuBackend, DeviceRequest, KernelError, Matrix, TopKOptions};
+use marquee_kernels::{
+    Backend, CpuBackend, DeviceRequest, HalfCopy, KernelError, Matrix, TopKOptions,
+};
 use marquee_proto::storage::v1::{record::Op, Delete, Ratings, Record, SnapshotHeader, Upsert};
 use marquee_proto::v1::{
     index_config, CollectionInfo, CreateCollectionRequest, ExactIndex, HnswIndex, IndexConfig,
@@ -193,6 +195,9 @@ struct State {
     rating_count: u64,
     dead: usize,
     graph: Option<Graph>,
+    /// The rows in f16 for exact search on the CPU (`retrieval.f16_shortlist`); dropped
+    /// when a value does not fit in f16.
+    half: Option<HalfCopy>,
     /// Each row's rank by id, for deterministic tie-breaking; rebuilt lazily.
     tie_rank: Mutex<Option<Arc<Vec<u32>>>>,
     /// The rows in GPU memory when the collection searches there; re-uploaded lazily
@@ -201,8 +206,10 @@ struct State {
 }
 
 impl State {
-    fn new(dimension: usize) -> Self {
+    /// An empty state; `shortlist`: keep an f16 copy of the rows for exact search.
+    fn new(dimension: usize, shortlist: bool) -> Self {
         Self {
+            half: shortlist.then(|| HalfCopy::new(dimension)),
             ids: Vec::new(),
             live: Vec::new(),
             rows: HashMap::new(),
@@ -278,6 +285,17 @@ impl State {
                     }
                     self.vectors.data.extend_from_slice(&item.vector);
                     self.vectors.rows += 1;
+                    if self
+                        .half
+                        .as_mut()
+                        .is_some_and(|h| !h.try_extend(&item.vector))
+                    {
+                        tracing::info!(
+                            collection = config.name,
+                            "a vector is beyond f16's range: exact search reads f32 rows only"
+                        );
+                        self.half = None;
+                    }
                     self.schema.learn(&item.payload);
                     self.payloads.push(item.payload);
                     self.rows.insert(item.id.clone(), row as u32);
@@ -319,7 +337,7 @@ impl State {
         let mut fresh = State {
             ratings: self.ratings.clone(),
             rating_count: self.rating_count,
-            ..State::new(config.dimension)
+            ..State::new(config.dimension, self.half.is_some())
         };
         let items = (0..self.row_count())
             .filter(|&r| self.live[r])
@@ -384,7 +402,7 @@ impl Collection {
             .map_err(Status::invalid_argument)?;
         Self::create_files(dir, &config)
             .map_err(|e| Status::internal(format!("creating the collection: {e:#}")))?;
-        let mut state = State::new(config.dimension);
+        let mut state = State::new(config.dimension, placement.shortlists(&config, &gpu));
         state.build_graph(&config);
         Ok(Self {
             wal: Mutex::new(
@@ -418,7 +436,18 @@ impl Collection {
             CreateCollectionRequest::decode(std::fs::read(dir.join(CONFIG_FILE))?.as_slice())?;
         let config =
             Config::from_request(&request).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-        let mut state = State::new(config.dimension);
+        let exact = config.index == IndexKind::Exact;
+        let gpu = placement
+            .place(&config.name, &config.device, exact)
+            .unwrap_or_else(|reason| {
+                tracing::warn!(
+                    collection = config.name,
+                    reason,
+                    "device unusable, searching on the CPU"
+                );
+                None
+            });
+        let mut state = State::new(config.dimension, placement.shortlists(&config, &gpu));
         let mut covered = 0;
         if let Some(&n) = wal::numbered_files(dir, "snapshot-", ".bin")?.last() {
             let path = wal::snapshot_path(dir, n);
@@ -446,17 +475,6 @@ impl Collection {
             active = (n, Some(valid));
         }
         state.build_graph(&config);
-        let exact = config.index == IndexKind::Exact;
-        let gpu = placement
-            .place(&config.name, &config.device, exact)
-            .unwrap_or_else(|reason| {
-                tracing::warn!(
-                    collection = config.name,
-                    reason,
-                    "device unusable, searching on the CPU"
-                );
-                None
-            });
         Ok(Self {
             wal: Mutex::new(Wal::open(dir, active.0, active.1)?),
             state: RwLock::new(state),
@@ -824,6 +842,7 @@ impl Collection {
                             allowed: allowed.as_deref(),
                             excluded: Some(&excluded),
                             tie_rank: Some(&tie_rank),
+                            shortlist: state.half.as_ref(),
                         },
                     )
                     .map_err(|e| Status::internal(e.to_string()))?
@@ -942,6 +961,7 @@ mod tests {
         Placement {
             default: DeviceRequest::Cpu,
             precision: marquee_kernels::Precision::F32,
+            f16_shortlist: true,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Exact search on a GPU: where each collection runs (`retrieval.device`, or the device its
 //! create request named), and the copy of its matrix kept in device memory.
 
+use super::collection::{Config, IndexKind};
 use crate::config::Retrieval;
 use marquee_kernels::cuda::topk::{self, DeviceRules, SearchFilter};
 use marquee_kernels::cuda::CudaTensor;
@@ -16,6 +17,9 @@ pub struct Placement {
     pub default: DeviceRequest,
     /// Element type of matrices kept on a GPU.
     pub precision: Precision,
+    /// Exact collections searched on the CPU keep an f16 copy of their rows
+    /// (`retrieval.f16_shortlist`).
+    pub f16_shortlist: bool,
 }
 
 impl Placement {
@@ -24,7 +28,14 @@ impl Placement {
         Ok(Self {
             default: settings.device.parse().map_err(anyhow::Error::msg)?,
             precision: settings.precision.parse().map_err(anyhow::Error::msg)?,
+            f16_shortlist: settings.f16_shortlist,
         })
+    }
+
+    /// Whether a collection keeps an f16 copy of its rows: exact, on the CPU, and the
+    /// setting on. (HNSW collections scan rows only for rare filtered fallbacks.)
+    pub fn shortlists(&self, config: &Config, gpu: &Option<GpuSearch>) -> bool {
+        self.f16_shortlist && config.index == IndexKind::Exact && gpu.is_none()
     }
 
     /// Decides where a collection's exact search runs, logging the one line that says
