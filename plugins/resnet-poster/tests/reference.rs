@@ -655,3 +655,44 @@ fn the_abi_takes_concatenated_bytes_and_offsets() {
     assert!(last_error(api).contains("unsupported image format"));
     unsafe { (api.destroy)(instance) };
 }
+
+/// Thousands of damaged copies of every fixture (bytes overwritten, bits flipped, cut
+/// short): each decodes or is refused with an error, never a panic.
+#[test]
+fn damaged_images_never_panic() {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut decoded, mut refused) = (0, 0);
+    for entry in std::fs::read_dir(fixtures().join("images")).unwrap() {
+        let original = std::fs::read(entry.unwrap().path()).unwrap();
+        for _ in 0..300 {
+            let mut bytes = original.clone();
+            for _ in 0..1 + random() % 6 {
+                let at = random() as usize % bytes.len();
+                match random() % 4 {
+                    0 => bytes[at] = random() as u8,
+                    1 => bytes[at] ^= 1 << (random() % 8),
+                    2 => bytes[at] = 0xFF,
+                    _ => bytes.truncate(at.max(4)),
+                }
+            }
+            let outcome = std::panic::catch_unwind(|| {
+                marquee_resnet_poster::decode::decode_rgb(&bytes, 40_000_000).is_ok()
+            });
+            match outcome {
+                Ok(true) => decoded += 1,
+                Ok(false) => refused += 1,
+                Err(_) => panic!("decoding a damaged copy panicked"),
+            }
+        }
+    }
+    assert!(
+        decoded > 0 && refused > 0,
+        "{decoded} decoded, {refused} refused"
+    );
+}
