@@ -18,7 +18,7 @@ use crate::config::Batching;
 use crate::deadline::Deadline;
 use crate::estimate::Estimate;
 use crate::inputs::Inputs;
-use crate::metrics as m;
+use crate::metrics::{self as m, ModelMetrics};
 use crate::registry::{cannot_finish, QueueSlot};
 use marquee_plugin_api::host::PluginInstance;
 use std::collections::VecDeque;
@@ -136,6 +136,7 @@ pub fn run(
     instance: Arc<PluginInstance>,
     limits: Batching,
     estimate: Arc<Estimate>,
+    metrics: Arc<ModelMetrics>,
     jobs: Receiver<EmbedJob>,
 ) {
     let dim = instance.info().output_dim as usize;
@@ -179,7 +180,7 @@ pub fn run(
         if pending.is_empty() {
             continue;
         }
-        run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending);
+        let batch = run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending);
         while pending.front().is_some_and(|a| a.next_input == a.inputs()) {
             let done = pending.pop_front().expect("front exists");
             done.job.answer(Ok(JobOutput {
@@ -188,12 +189,17 @@ pub fn run(
                 inference: done.inference,
             }));
         }
+        // Recorded once the callers have their answers, off their critical path.
+        if let Some((inputs, cost, elapsed)) = batch {
+            metrics.record_batch(inputs, cost, elapsed);
+        }
     }
 }
 
 /// Takes the next inputs in queue order that fit one batch (of the kind of the first
 /// job's inputs), runs them, and scatters the vectors back to their jobs. A failed
 /// batch of one job fails that job; of several, each job's part runs again alone.
+/// Returns the batch's inputs, cost and time, for the metrics.
 fn run_one_batch(
     model: &str,
     instance: &PluginInstance,
@@ -201,11 +207,9 @@ fn run_one_batch(
     estimate: &Estimate,
     dim: usize,
     pending: &mut VecDeque<Active>,
-) {
+) -> Option<(usize, usize, Duration)> {
     let start = Instant::now();
-    let Some(first) = pending.front() else {
-        return;
-    };
+    let first = pending.front()?;
     let mut batch = first.job.inputs.empty_like();
     let mut cost = 0;
     // (job index, first input, input count) for every job in the batch.
@@ -242,11 +246,10 @@ fn run_one_batch(
                 "an input is too large for one plugin call",
             )));
         }
-        return;
+        return None;
     }
     let result = batch.embed(instance);
     let elapsed = start.elapsed();
-    m::record_batch(model, batch.count(), cost, elapsed);
     match result {
         Ok(vectors) => {
             estimate.record(elapsed, cost);
@@ -293,6 +296,7 @@ fn run_one_batch(
             }
         }
     }
+    Some((batch.count(), cost, elapsed))
 }
 
 /// The status of a job whose inputs from `first` on failed in a plugin call: the

@@ -1,6 +1,6 @@
 //! Prometheus metrics: names, buckets, recording helpers and the `/metrics` endpoint.
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use prost::Message;
 use std::collections::HashSet;
@@ -96,31 +96,67 @@ pub fn add_in_flight(rpc: &'static str, delta: f64) {
     gauge!(IN_FLIGHT, "rpc" => rpc).increment(delta);
 }
 
-/// Records one stage of a request.
-pub fn record_stage(model: &str, stage: &'static str, elapsed: Duration) {
-    histogram!(STAGE_SECONDS, "model" => model.to_string(), "stage" => stage)
-        .record(elapsed.as_secs_f64());
+/// One model's series, registered once when it is loaded so that the request path
+/// records into them without building label sets and looking them up each time.
+pub struct ModelMetrics {
+    tokenize: Histogram,
+    queue: Histogram,
+    inference: Histogram,
+    batch: Histogram,
+    batch_size: Histogram,
+    batch_tokens: Histogram,
+    batches: Counter,
+    inference_inputs: Counter,
+    queue_depth: Gauge,
 }
 
-/// Records one inference batch.
-pub fn record_batch(model: &str, inputs: usize, tokens: usize, elapsed: Duration) {
-    let model = model.to_string();
-    histogram!(BATCH_SIZE, "model" => model.clone()).record(inputs as f64);
-    histogram!(BATCH_TOKENS, "model" => model.clone()).record(tokens as f64);
-    counter!(BATCHES, "model" => model.clone()).increment(1);
-    counter!(INFERENCE_INPUTS, "model" => model.clone()).increment(inputs as u64);
-    histogram!(STAGE_SECONDS, "model" => model, "stage" => "batch").record(elapsed.as_secs_f64());
+impl ModelMetrics {
+    /// The series of `model` (no-ops until the recorder is installed, see [`install`]).
+    pub fn new(model: &str) -> Self {
+        let stage = |stage: &'static str| histogram!(STAGE_SECONDS, "model" => model.to_string(), "stage" => stage);
+        Self {
+            tokenize: stage("tokenize"),
+            queue: stage("queue"),
+            inference: stage("inference"),
+            batch: stage("batch"),
+            batch_size: histogram!(BATCH_SIZE, "model" => model.to_string()),
+            batch_tokens: histogram!(BATCH_TOKENS, "model" => model.to_string()),
+            batches: counter!(BATCHES, "model" => model.to_string()),
+            inference_inputs: counter!(INFERENCE_INPUTS, "model" => model.to_string()),
+            queue_depth: gauge!(QUEUE_DEPTH, "model" => model.to_string()),
+        }
+    }
+
+    /// Records a request's time tokenizing.
+    pub fn record_tokenize(&self, elapsed: Duration) {
+        self.tokenize.record(elapsed.as_secs_f64());
+    }
+
+    /// Records a job's time queued and in inference.
+    pub fn record_job(&self, queue: Duration, inference: Duration) {
+        self.queue.record(queue.as_secs_f64());
+        self.inference.record(inference.as_secs_f64());
+    }
+
+    /// Records one inference batch.
+    pub fn record_batch(&self, inputs: usize, tokens: usize, elapsed: Duration) {
+        self.batch_size.record(inputs as f64);
+        self.batch_tokens.record(tokens as f64);
+        self.batches.increment(1);
+        self.inference_inputs.increment(inputs as u64);
+        self.batch.record(elapsed.as_secs_f64());
+    }
+
+    /// Sets the queue depth.
+    pub fn set_queue_depth(&self, inputs: usize) {
+        self.queue_depth.set(inputs as f64);
+    }
 }
 
 /// Counts inputs dropped from a model's queue unrun.
 pub fn record_dropped(model: &str, reason: &'static str, inputs: usize) {
     counter!(DROPPED_INPUTS, "model" => model.to_string(), "reason" => reason)
         .increment(inputs as u64);
-}
-
-/// Sets a model's queue depth.
-pub fn set_queue_depth(model: &str, inputs: usize) {
-    gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(inputs as f64);
 }
 
 #[cfg(test)]

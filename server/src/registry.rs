@@ -22,7 +22,7 @@ const RETRY_HINT: (Duration, Duration) = (Duration::from_millis(10), Duration::f
 
 /// A model's queue places (`max_queue_inputs` of them).
 struct Queue {
-    model: String,
+    metrics: Arc<m::ModelMetrics>,
     places: Arc<Semaphore>,
     capacity: usize,
 }
@@ -44,7 +44,7 @@ pub struct QueueSlot {
 impl Drop for QueueSlot {
     fn drop(&mut self) {
         drop(self.permit.take());
-        m::set_queue_depth(&self.queue.model, self.queue.taken());
+        self.queue.metrics.set_queue_depth(self.queue.taken());
     }
 }
 
@@ -62,6 +62,8 @@ pub struct LoadedModel {
     pub estimate: Arc<Estimate>,
     /// Input widths, for fusion models whose `config.json` gives them.
     pub fusion_dims: Option<FusionDims>,
+    /// Its metric series.
+    pub metrics: Arc<m::ModelMetrics>,
     queue: Arc<Queue>,
     jobs: mpsc::Sender<EmbedJob>,
 }
@@ -97,7 +99,7 @@ impl LoadedModel {
                 self.retry_hint((queued + inputs).saturating_sub(capacity)),
             ));
         };
-        m::set_queue_depth(&self.name, self.queued_inputs());
+        self.metrics.set_queue_depth(self.queued_inputs());
         Ok(QueueSlot {
             permit: Some(permit),
             queue: Arc::clone(&self.queue),
@@ -299,12 +301,14 @@ impl Registry {
         // Unbounded as a channel, bounded by the queue places each job holds.
         let (jobs, receiver) = mpsc::channel();
         let estimate = Arc::new(Estimate::default());
+        let metrics = Arc::new(m::ModelMetrics::new(name));
         let model = Arc::new(LoadedModel {
             name: name.to_string(),
             instance: Arc::clone(&instance),
             path: path.to_path_buf(),
+            metrics: Arc::clone(&metrics),
             queue: Arc::new(Queue {
-                model: name.to_string(),
+                metrics: Arc::clone(&metrics),
                 places: Arc::new(Semaphore::new(batching.max_queue_inputs)),
                 capacity: batching.max_queue_inputs,
             }),
@@ -329,7 +333,9 @@ impl Registry {
         let model_name = name.to_string();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || batcher::run(model_name, instance, batching, estimate, receiver))
+            .spawn(move || {
+                batcher::run(model_name, instance, batching, estimate, metrics, receiver)
+            })
             .map_err(|e| Status::internal(format!("starting the inference thread: {e}")))?;
         tracing::info!(model = name, plugin = library.name(), dim = model.instance.info().output_dim, path = %path.display(), "model loaded");
         Ok(model)

@@ -7,6 +7,7 @@ pub mod bert;
 pub mod config;
 pub mod tokenize;
 pub mod weights;
+pub mod wordpiece;
 
 use anyhow::{bail, Context};
 use bert::Bert;

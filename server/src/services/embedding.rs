@@ -347,7 +347,7 @@ impl EmbeddingApi {
             .tokenize(Arc::clone(model), texts, refuse_truncation, deadline)
             .await?;
         let tokenize = tokenize_start.elapsed();
-        m::record_stage(&model.name, "tokenize", tokenize);
+        model.metrics.record_tokenize(tokenize);
         let input_tokens = batch.ids.len() as u64;
         let inputs = Inputs::Tokens {
             ids: batch.ids,
@@ -398,8 +398,7 @@ impl EmbeddingApi {
         let output = result.await.map_err(|_| {
             Status::internal(format!("model {} stopped before answering", model.name))
         })??;
-        m::record_stage(&model.name, "queue", output.queue);
-        m::record_stage(&model.name, "inference", output.inference);
+        model.metrics.record_job(output.queue, output.inference);
         Ok(Stage {
             vectors: output.vectors,
             dim: model.dimension(),
