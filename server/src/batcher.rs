@@ -23,7 +23,7 @@ use crate::registry::{cannot_finish, QueueSlot};
 use marquee_plugin_api::host::PluginInstance;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -137,6 +137,7 @@ pub fn run(
     limits: Batching,
     estimate: Arc<Estimate>,
     metrics: Arc<ModelMetrics>,
+    engine: Arc<Mutex<()>>,
     jobs: Receiver<EmbedJob>,
 ) {
     let dim = instance.info().output_dim as usize;
@@ -180,7 +181,11 @@ pub fn run(
         if pending.is_empty() {
             continue;
         }
-        let batch = run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending);
+        let batch = {
+            // A request running alone on the idle model finishes first.
+            let _engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+            run_one_batch(&model, &instance, &limits, &estimate, dim, &mut pending)
+        };
         while pending.front().is_some_and(|a| a.next_input == a.inputs()) {
             let done = pending.pop_front().expect("front exists");
             done.job.answer(Ok(JobOutput {

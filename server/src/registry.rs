@@ -2,10 +2,11 @@
 //! at run time: an unloaded model stops taking requests at once, and its inference
 //! thread finishes the jobs already queued before the instance is destroyed.
 
-use crate::batcher::{self, EmbedJob};
+use crate::batcher::{self, EmbedJob, JobOutput};
 use crate::config::Batching;
 use crate::deadline::Deadline;
 use crate::estimate::Estimate;
+use crate::inputs::Inputs;
 use crate::metrics as m;
 use crate::pipeline::{FusionDims, Pipeline};
 use dashmap::DashMap;
@@ -13,7 +14,7 @@ use marquee_plugin_api::host::{PluginInstance, PluginLibrary};
 use marquee_plugin_api::PluginKind;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -66,6 +67,9 @@ pub struct LoadedModel {
     pub metrics: Arc<m::ModelMetrics>,
     queue: Arc<Queue>,
     jobs: mpsc::Sender<EmbedJob>,
+    /// Held while the plugin runs: by the inference thread for a batch, or by a request
+    /// running alone on an idle model ([`LoadedModel::try_run_alone`]).
+    engine: Arc<Mutex<()>>,
 }
 
 impl LoadedModel {
@@ -135,6 +139,45 @@ impl LoadedModel {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Runs a request's inputs at once on the calling thread when the model is idle:
+    /// nothing else queued or running, no batching delay configured, and the inputs fit
+    /// one batch. This saves the two thread hand-offs of the queue (to the inference
+    /// thread and back), the largest part of a lone request's overhead. `None`: the model
+    /// is busy (or the runtime cannot block a worker); queue the job instead.
+    pub fn try_run_alone(&self, inputs: &Inputs) -> Option<Result<JobOutput, Status>> {
+        let (count, cost) = (inputs.count(), inputs.cost_from(0));
+        let fits = count <= self.batching.max_batch_size && cost <= self.batching.max_batch_tokens;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !fits
+            || !multi_thread
+            || self.batching.max_queue_delay_us > 0
+            || self.queued_inputs() != count
+        {
+            return None;
+        }
+        let engine = self.engine.try_lock().ok()?;
+        let start = Instant::now();
+        let result = tokio::task::block_in_place(|| inputs.embed(&self.instance));
+        let elapsed = start.elapsed();
+        drop(engine);
+        Some(match result {
+            Ok(vectors) => {
+                self.estimate.record(elapsed, cost);
+                self.metrics.record_batch(count, cost, elapsed);
+                Ok(JobOutput {
+                    vectors,
+                    queue: Duration::ZERO,
+                    inference: elapsed,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(model = self.name, error = %e, "request failed");
+                Err(crate::status::from_host(&e))
+            }
+        })
     }
 
     /// Hands a job (tokenized, or ready as it came) to the inference thread.
@@ -302,6 +345,7 @@ impl Registry {
         let (jobs, receiver) = mpsc::channel();
         let estimate = Arc::new(Estimate::default());
         let metrics = Arc::new(m::ModelMetrics::new(name));
+        let engine = Arc::new(Mutex::new(()));
         let model = Arc::new(LoadedModel {
             name: name.to_string(),
             instance: Arc::clone(&instance),
@@ -318,6 +362,7 @@ impl Registry {
                 .then(|| FusionDims::read(path))
                 .flatten(),
             jobs,
+            engine: Arc::clone(&engine),
         });
         match self.models.entry(name.to_string()) {
             dashmap::Entry::Occupied(_) => {
@@ -334,7 +379,9 @@ impl Registry {
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                batcher::run(model_name, instance, batching, estimate, metrics, receiver)
+                batcher::run(
+                    model_name, instance, batching, estimate, metrics, engine, receiver,
+                )
             })
             .map_err(|e| Status::internal(format!("starting the inference thread: {e}")))?;
         tracing::info!(model = name, plugin = library.name(), dim = model.instance.info().output_dim, path = %path.display(), "model loaded");

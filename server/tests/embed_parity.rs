@@ -159,3 +159,30 @@ async fn requests_larger_than_a_batch_are_split_in_order() {
         assert!(cosine(v, &r.embedding) >= 0.99999, "{:?}", r.text);
     }
 }
+
+/// A request to an idle model runs at once on its own thread (no queue time, same
+/// vector); with a batching delay configured, it waits in the queue to be batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_request_skips_the_queue_unless_batching_waits() {
+    let refs = reference();
+    let request = Client::text_request("minilm", &[&refs[0].text], Truncation::End);
+    for (delay_us, queued) in [("0", false), ("20000", true)] {
+        let server =
+            Server::minilm_with_env(&[], &[("MARQUEE_BATCHING__MAX_QUEUE_DELAY_US", delay_us)]);
+        let mut client = server.client().await;
+        for _ in 0..3 {
+            let response = client.embed(request.clone()).await.unwrap();
+            let timings = response.timings.expect("timings");
+            assert!(cosine(&response.embeddings[0].values, &refs[0].embedding) >= 0.99999);
+            assert!(timings.inference_us > 0);
+            if queued {
+                // The batcher waits max_queue_delay_us for the batch to fill.
+                assert!(timings.queue_us >= 15_000, "{timings:?}");
+            } else {
+                assert_eq!(timings.queue_us, 0, "{timings:?}");
+            }
+        }
+        let batches = server.metric("marquee_inference_batches_total{model=\"minilm\"}");
+        assert_eq!(batches, 3.0, "every run counts as a batch");
+    }
+}

@@ -387,17 +387,25 @@ impl EmbeddingApi {
             m::record_dropped(&model.name, "deadline", inputs.count());
             return Err(status);
         }
-        let (reply, result) = oneshot::channel();
-        model.submit(EmbedJob {
-            inputs,
-            enqueued: Instant::now(),
-            deadline,
-            reply,
-            slot,
-        })?;
-        let output = result.await.map_err(|_| {
-            Status::internal(format!("model {} stopped before answering", model.name))
-        })??;
+        let output = match model.try_run_alone(&inputs) {
+            Some(output) => {
+                drop(slot);
+                output?
+            }
+            None => {
+                let (reply, result) = oneshot::channel();
+                model.submit(EmbedJob {
+                    inputs,
+                    enqueued: Instant::now(),
+                    deadline,
+                    reply,
+                    slot,
+                })?;
+                result.await.map_err(|_| {
+                    Status::internal(format!("model {} stopped before answering", model.name))
+                })??
+            }
+        };
         model.metrics.record_job(output.queue, output.inference);
         Ok(Stage {
             vectors: output.vectors,
