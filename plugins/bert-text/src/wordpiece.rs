@@ -8,8 +8,9 @@
 //! inline (most of a BERT vocabulary), so a lookup of a short piece touches one cache
 //! line; longer keys go to a plain map. (A `hashbrown` map keyed by the packed piece
 //! was measured in place of it: tokenizing in the server, caches cold, took 52–57 µs
-//! mean per ~115-token document against 38 µs with this table.) Word-initial pieces and continuation pieces
-//! (`##` stripped) have tables of their own, so no prefixed string is built.
+//! mean per ~115-token document against 38 µs with this table.) Word-initial pieces
+//! and continuation pieces (`##` stripped) have tables of their own, so no prefixed
+//! string is built.
 
 use std::collections::HashMap;
 use tokenizers::models::wordpiece::WordPiece as CrateWordPiece;
