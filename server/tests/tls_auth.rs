@@ -145,10 +145,15 @@ async fn mutual_tls_requires_a_client_certificate_signed_by_the_client_ca() {
         tls_ca: Some(pki.ca.clone()),
         ..ConnectOptions::new(https(&server))
     };
-    // The handshake fails: the client sees the server's alert or the closed connection.
+    // The handshake fails. With TLS 1.3 the client may finish its side of the handshake
+    // before the server has checked its certificate: it then sees the server's alert
+    // when connecting, or the connection closed under its first call.
     for refused in [no_cert, with_cert(&rogue)] {
         let error = try_embed(&refused).await.unwrap_err();
-        assert!(error.contains("transport error"), "{error}");
+        assert!(
+            error.contains("transport error") || error.contains("connection closed"),
+            "{error}"
+        );
     }
     try_embed(&with_cert(&pki)).await.unwrap();
 }
