@@ -59,7 +59,7 @@ fn chunk_max(scores: &[f32]) -> f32 {
 const SHORTLIST_MAX_QUERIES: usize = 8;
 
 /// Corpus rows scored per block in [`Backend::top_k_dot`], bounding the score buffer.
-const TOPK_BLOCK_ROWS: usize = 16_384;
+const TOPK_BLOCK_ROWS: usize = 4_096;
 
 /// Raw pointer that may be shared across rayon tasks writing disjoint regions.
 #[derive(Clone, Copy)]
