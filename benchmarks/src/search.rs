@@ -7,7 +7,7 @@
 //! hnswlib is, across a range of `ef`.
 
 use anyhow::{ensure, Context, Result};
-use marquee_kernels::{DeviceRequest, Precision};
+use marquee_kernels::{dot, DeviceRequest, HalfCopy, Matrix, Precision};
 use marquee_proto::v1::{CreateCollectionRequest, Metric, StoredItem};
 use marquee_server::retrieval::collection::{Collection, Config, Query};
 use marquee_server::retrieval::gpu::Placement;
@@ -40,8 +40,8 @@ pub struct Args {
     /// Queries searched one at a time for the single-query figure.
     #[arg(long, default_value_t = 200)]
     single: usize,
-    /// Exact index: keep the f16 copy the server keeps by default
-    /// (`retrieval.f16_shortlist`); `false` searches the f32 rows only.
+    /// Keep the f16 copy the server keeps by default (`retrieval.f16_shortlist`): exact
+    /// searches scan it, HNSW walks read it; `false` reads the f32 rows only.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     f16_shortlist: bool,
 }
@@ -205,14 +205,41 @@ fn hnsw(data: &Data, args: &Args) -> Result<Value> {
     let start = Instant::now();
     let graph = Graph::build(params, Metric::InnerProduct, &rows, data.n());
     let build_s = start.elapsed().as_secs_f64();
+    // As a collection searches: the walk on the f16 rows (unless --f16-shortlist false),
+    // then the rows found scored in f32 and sorted.
+    let half = if args.f16_shortlist {
+        Some(
+            HalfCopy::of(&Matrix {
+                rows: data.n(),
+                cols: data.dim,
+                data: data.corpus.clone(),
+            })
+            .context("vectors beyond f16's range")?,
+        )
+    } else {
+        None
+    };
+    let search = |q: usize, ef: usize| -> Vec<usize> {
+        let query = data.query(q);
+        let rows = graph.search_with_ef(query, &data.corpus, half.as_ref(), args.k, ef, None);
+        let mut scored: Vec<(usize, f32)> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r,
+                    dot(query, &data.corpus[r * data.dim..(r + 1) * data.dim]),
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.into_iter().map(|(r, _)| r).collect()
+    };
     // Warm-up: the first search freezes the graph's searchable copy.
-    graph.search_with_ef(data.query(0), &data.corpus, args.k, args.k, None);
+    search(0, args.k);
     let mut curve = Vec::new();
     for &ef in &args.ef_search {
         let start = Instant::now();
-        let found: Vec<Vec<usize>> = (0..data.query_count())
-            .map(|q| graph.search_with_ef(data.query(q), &data.corpus, args.k, ef, None))
-            .collect();
+        let found: Vec<Vec<usize>> = (0..data.query_count()).map(|q| search(q, ef)).collect();
         let qps = data.query_count() as f64 / start.elapsed().as_secs_f64();
         curve.push(
             json!({"ef": ef, "single_qps": qps, "recall_at_10": data.recall(&found, args.k)}),

@@ -52,6 +52,23 @@ impl HalfCopy {
         self.cols
     }
 
+    /// `query · row` over the row's f16 values: within `|query|₂ · bound` of the f32
+    /// dot product (what graph searches steer by, reading half the bytes).
+    pub fn dot(&self, query: &[f32], row: usize) -> f32 {
+        let mut out = [0f32];
+        dot_rows_f16(
+            query,
+            &self.bits[row * self.cols..(row + 1) * self.cols],
+            &mut out,
+        );
+        out[0]
+    }
+
+    /// A row's f16 values as raw bits (for prefetching).
+    pub fn row_bits(&self, row: usize) -> &[u16] {
+        &self.bits[row * self.cols..(row + 1) * self.cols]
+    }
+
     /// Appends rows (a whole number of them). Returns `false`, appending nothing, when a
     /// value is not finite in f16; the caller then searches in f32 only.
     pub fn try_extend(&mut self, rows: &[f32]) -> bool {

@@ -78,8 +78,8 @@ pub struct Retrieval {
     pub device: String,
     /// Element type of collection matrices kept on a GPU: `fp32` or `bf16`.
     pub precision: String,
-    /// Exact collections on the CPU also keep their rows in f16 (+50% memory) so that
-    /// searches of a few queries read half the bytes; results stay exact.
+    /// Collections on the CPU also keep their rows in f16 (+50% memory): exact searches
+    /// of a few queries and HNSW walks read half the bytes (exact results stay exact).
     pub f16_shortlist: bool,
 }
 

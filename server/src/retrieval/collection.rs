@@ -402,7 +402,7 @@ impl Collection {
             .map_err(Status::invalid_argument)?;
         Self::create_files(dir, &config)
             .map_err(|e| Status::internal(format!("creating the collection: {e:#}")))?;
-        let mut state = State::new(config.dimension, placement.shortlists(&config, &gpu));
+        let mut state = State::new(config.dimension, placement.shortlists(&gpu));
         state.build_graph(&config);
         Ok(Self {
             wal: Mutex::new(
@@ -447,7 +447,7 @@ impl Collection {
                 );
                 None
             });
-        let mut state = State::new(config.dimension, placement.shortlists(&config, &gpu));
+        let mut state = State::new(config.dimension, placement.shortlists(&gpu));
         let mut covered = 0;
         if let Some(&n) = wal::numbered_files(dir, "snapshot-", ".bin")?.last() {
             let path = wal::snapshot_path(dir, n);
@@ -909,6 +909,7 @@ impl Collection {
         let rows = graph.search(
             q.vector,
             &state.vectors.data,
+            state.half.as_ref(),
             q.k,
             if unfiltered { None } else { Some(&keep) },
         );

@@ -1,7 +1,6 @@
 //! Exact search on a GPU: where each collection runs (`retrieval.device`, or the device its
 //! create request named), and the copy of its matrix kept in device memory.
 
-use super::collection::{Config, IndexKind};
 use crate::config::Retrieval;
 use marquee_kernels::cuda::topk::{self, DeviceRules, SearchFilter};
 use marquee_kernels::cuda::CudaTensor;
@@ -32,10 +31,10 @@ impl Placement {
         })
     }
 
-    /// Whether a collection keeps an f16 copy of its rows: exact, on the CPU, and the
-    /// setting on. (HNSW collections scan rows only for rare filtered fallbacks.)
-    pub fn shortlists(&self, config: &Config, gpu: &Option<GpuSearch>) -> bool {
-        self.f16_shortlist && config.index == IndexKind::Exact && gpu.is_none()
+    /// Whether a collection keeps an f16 copy of its rows: the setting on and the
+    /// collection searched on the CPU (exact scans and HNSW graph walks read it).
+    pub fn shortlists(&self, gpu: &Option<GpuSearch>) -> bool {
+        self.f16_shortlist && gpu.is_none()
     }
 
     /// Decides where a collection's exact search runs, logging the one line that says

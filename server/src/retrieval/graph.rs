@@ -5,6 +5,7 @@
 
 use super::frozen::FrozenGraph;
 use hnsw_rs::prelude::{Distance, Hnsw};
+use marquee_kernels::HalfCopy;
 use marquee_proto::v1::Metric;
 use std::sync::{Arc, RwLock};
 
@@ -119,10 +120,11 @@ impl Graph {
         &self,
         query: &[f32],
         vectors: &[f32],
+        half: Option<&HalfCopy>,
         k: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<usize> {
-        self.search_with_ef(query, vectors, k, self.params.ef_search, keep)
+        self.search_with_ef(query, vectors, half, k, self.params.ef_search, keep)
     }
 
     /// [`Graph::search`] with an explicit candidate list size (raised to `k`).
@@ -130,37 +132,57 @@ impl Graph {
         &self,
         query: &[f32],
         vectors: &[f32],
+        half: Option<&HalfCopy>,
         k: usize,
         ef: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<usize> {
         let dim = query.len().max(1);
         let frozen = self.frozen(vectors.len() / dim);
-        let row = |r: usize| &vectors[r * dim..(r + 1) * dim];
-        // Any order-preserving distance will do for the walk.
-        let distance = |r: usize| match self.metric {
-            Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
-            _ => -marquee_kernels::dot(query, row(r)),
-        };
-        let prefetch = |r: usize| {
-            for line in (0..dim).step_by(16) {
-                prefetch_read(vectors[r * dim + line..].as_ptr());
-            }
-        };
-        frozen.search(k, ef, distance, prefetch, keep)
+        // Any order-preserving distance will do for the walk. Dot-product metrics walk
+        // on the f16 rows when there are some (half the bytes per hop); the caller
+        // scores the rows found in f32.
+        match half.filter(|_| self.metric != Metric::L2) {
+            Some(half) => frozen.search(
+                k,
+                ef,
+                |r| -half.dot(query, r),
+                |r| prefetch_lines(half.row_bits(r)),
+                keep,
+            ),
+            None => frozen.search(
+                k,
+                ef,
+                |r| {
+                    let row = &vectors[r * dim..(r + 1) * dim];
+                    match self.metric {
+                        Metric::L2 => marquee_kernels::squared_l2(query, row),
+                        _ => -marquee_kernels::dot(query, row),
+                    }
+                },
+                |r| prefetch_lines(&vectors[r * dim..(r + 1) * dim]),
+                keep,
+            ),
+        }
     }
 }
 
-/// Asks the CPU to start loading the cache line at `ptr` (a no-op elsewhere).
+/// Asks the CPU to start loading every cache line of `values` (a no-op elsewhere).
 #[inline(always)]
-fn prefetch_read(ptr: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(ptr.cast(), std::arch::x86_64::_MM_HINT_T0);
+fn prefetch_lines<T>(values: &[T]) {
+    let start = values.as_ptr().cast::<u8>();
+    for offset in (0..std::mem::size_of_val(values)).step_by(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetching is a hint; it never faults, and the address is in `values`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                start.add(offset).cast(),
+                std::arch::x86_64::_MM_HINT_T0,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, offset);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
 }
 
 #[cfg(test)]
@@ -188,11 +210,11 @@ mod tests {
         };
         let graph = Graph::build(params, Metric::InnerProduct, &rows, 500);
         let mut matrix: Vec<f32> = vectors.concat();
-        let found = graph.search(&vectors[3], &matrix, 5, Some(&|row| row % 2 == 1));
+        let found = graph.search(&vectors[3], &matrix, None, 5, Some(&|row| row % 2 == 1));
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|r| r % 2 == 1));
         graph.insert(&[(500, &[1e6; 8])]);
         matrix.extend_from_slice(&[1e6; 8]);
-        assert_eq!(graph.search(&[1.0; 8], &matrix, 1, None), vec![500]);
+        assert_eq!(graph.search(&[1.0; 8], &matrix, None, 1, None), vec![500]);
     }
 }
