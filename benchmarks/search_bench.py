@@ -327,7 +327,8 @@ def report(raw: dict, marquee_errors: list[str]) -> str:
     lines.append("")
     lines.append("Marquee's exact index scans an f16 copy of the rows for up to 8 queries and "
                  "rescores, in f32, every row whose error-bounded score can still rank "
-                 "(results equal an f32 scan's); batches scan the f32 rows.\n")
+                 "(results equal an f32 scan's); batches scan the f32 rows. Its HNSW walks "
+                 "read the f16 rows too and score the rows found in f32.\n")
 
     lines.append(f"## HNSW (M={hx['m']}, ef_construction={hx['ef_construction']}; "
                  f"target: Marquee >= 0.8x hnswlib q/s at recall@10 >= {RECALL_TARGET})\n")
