@@ -7,7 +7,7 @@
 //! hnswlib is, across a range of `ef`.
 
 use anyhow::{ensure, Context, Result};
-use marquee_kernels::{dot, DeviceRequest, HalfCopy, Matrix, Precision};
+use marquee_kernels::{DeviceRequest, HalfCopy, Matrix, Precision};
 use marquee_proto::v1::{CreateCollectionRequest, Metric, StoredItem};
 use marquee_server::retrieval::collection::{Collection, Config, Query};
 use marquee_server::retrieval::gpu::Placement;
@@ -205,8 +205,7 @@ fn hnsw(data: &Data, args: &Args) -> Result<Value> {
     let start = Instant::now();
     let graph = Graph::build(params, Metric::InnerProduct, &rows, data.n());
     let build_s = start.elapsed().as_secs_f64();
-    // As a collection searches: the walk on the f16 rows (unless --f16-shortlist false),
-    // then the rows found scored in f32 and sorted.
+    // As a collection searches: the walk on the f16 rows unless --f16-shortlist false.
     let half = if args.f16_shortlist {
         Some(
             HalfCopy::of(&Matrix {
@@ -219,20 +218,8 @@ fn hnsw(data: &Data, args: &Args) -> Result<Value> {
     } else {
         None
     };
-    let search = |q: usize, ef: usize| -> Vec<usize> {
-        let query = data.query(q);
-        let rows = graph.search_with_ef(query, &data.corpus, half.as_ref(), args.k, ef, None);
-        let mut scored: Vec<(usize, f32)> = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r,
-                    dot(query, &data.corpus[r * data.dim..(r + 1) * data.dim]),
-                )
-            })
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.into_iter().map(|(r, _)| r).collect()
+    let search = |q: usize, ef: usize| {
+        graph.search_with_ef(data.query(q), &data.corpus, half.as_ref(), args.k, ef, None)
     };
     // Warm-up: the first search freezes the graph's searchable copy.
     search(0, args.k);

@@ -139,28 +139,34 @@ impl Graph {
     ) -> Vec<usize> {
         let dim = query.len().max(1);
         let frozen = self.frozen(vectors.len() / dim);
+        let row = |r: usize| &vectors[r * dim..(r + 1) * dim];
         // Any order-preserving distance will do for the walk. Dot-product metrics walk
-        // on the f16 rows when there are some (half the bytes per hop); the caller
-        // scores the rows found in f32.
+        // on the f16 rows when there are some (half the bytes per hop), keep up to 2k
+        // of the candidates, and rank those by their f32 scores.
         match half.filter(|_| self.metric != Metric::L2) {
-            Some(half) => frozen.search(
-                k,
-                ef,
-                |r| -half.dot(query, r),
-                |r| prefetch_lines(half.row_bits(r)),
-                keep,
-            ),
+            Some(half) => {
+                let found = frozen.search(
+                    (2 * k).min(ef.max(k)),
+                    ef,
+                    |r| -half.dot(query, r),
+                    |r| prefetch_lines(half.row_bits(r)),
+                    keep,
+                );
+                let mut scored: Vec<(usize, f32)> = found
+                    .into_iter()
+                    .map(|r| (r, marquee_kernels::dot(query, row(r))))
+                    .collect();
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                scored.into_iter().take(k).map(|(r, _)| r).collect()
+            }
             None => frozen.search(
                 k,
                 ef,
-                |r| {
-                    let row = &vectors[r * dim..(r + 1) * dim];
-                    match self.metric {
-                        Metric::L2 => marquee_kernels::squared_l2(query, row),
-                        _ => -marquee_kernels::dot(query, row),
-                    }
+                |r| match self.metric {
+                    Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
+                    _ => -marquee_kernels::dot(query, row(r)),
                 },
-                |r| prefetch_lines(&vectors[r * dim..(r + 1) * dim]),
+                |r| prefetch_lines(row(r)),
                 keep,
             ),
         }
