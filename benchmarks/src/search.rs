@@ -7,7 +7,7 @@
 //! hnswlib is, across a range of `ef`.
 
 use anyhow::{ensure, Context, Result};
-use marquee_kernels::{DeviceRequest, HalfCopy, Matrix, Precision};
+use marquee_kernels::{DeviceRequest, HalfCopy, Precision};
 use marquee_proto::v1::{CreateCollectionRequest, Metric, StoredItem};
 use marquee_server::retrieval::collection::{Collection, Config, Query};
 use marquee_server::retrieval::gpu::Placement;
@@ -207,19 +207,18 @@ fn hnsw(data: &Data, args: &Args) -> Result<Value> {
     let build_s = start.elapsed().as_secs_f64();
     // As a collection searches: the walk on the f16 rows unless --f16-shortlist false.
     let half = if args.f16_shortlist {
-        Some(
-            HalfCopy::of(&Matrix {
-                rows: data.n(),
-                cols: data.dim,
-                data: data.corpus.clone(),
-            })
-            .context("vectors beyond f16's range")?,
-        )
+        let mut copy = HalfCopy::new(data.dim);
+        ensure!(copy.try_extend(&data.corpus), "vectors beyond f16's range");
+        Some(copy)
     } else {
         None
     };
-    let search = |q: usize, ef: usize| {
-        graph.search_with_ef(data.query(q), &data.corpus, half.as_ref(), args.k, ef, None)
+    let search = |q: usize, ef: usize| -> Vec<usize> {
+        graph
+            .search_with_ef(data.query(q), &data.corpus, half.as_ref(), args.k, ef, None)
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect()
     };
     // Warm-up: the first search freezes the graph's searchable copy.
     search(0, args.k);

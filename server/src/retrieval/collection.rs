@@ -906,33 +906,16 @@ impl Collection {
             return None;
         }
         let unfiltered = !restricted && excluded.is_empty() && state.dead == 0;
-        let rows = graph.search(
+        let mut scored = graph.search(
             q.vector,
             &state.vectors.data,
             state.half.as_ref(),
             q.k,
             if unfiltered { None } else { Some(&keep) },
         );
-        if rows.len() < q.k.min(eligible) {
+        if scored.len() < q.k.min(eligible) {
             return None;
         }
-        let dim = self.config.dimension;
-        let mut scored: Vec<(usize, f32)> = rows
-            .into_iter()
-            .map(|row| {
-                let v = state.vector(row, dim);
-                let score = match self.config.metric {
-                    Metric::L2 => -q
-                        .vector
-                        .iter()
-                        .zip(v)
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f32>(),
-                    _ => q.vector.iter().zip(v).map(|(a, b)| a * b).sum(),
-                };
-                (row, score)
-            })
-            .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(tie_rank[a.0].cmp(&tie_rank[b.0])));
         Some(
             scored

@@ -148,8 +148,8 @@ impl FrozenGraph {
         }
     }
 
-    /// The `k` nearest rows accepted by `keep` (all when `None`), nearest first, after
-    /// exploring `ef` candidates on the bottom layer. `distance(row)` is the query's
+    /// The `k` nearest rows accepted by `keep` (all when `None`) with their distances,
+    /// nearest first, after exploring `ef` candidates on the bottom layer. `distance(row)` is the query's
     /// distance to a row (lower is nearer); `prefetch(row)` hints that a row's vector is
     /// about to be read.
     pub fn search(
@@ -159,7 +159,7 @@ impl FrozenGraph {
         distance: impl Fn(usize) -> f32,
         prefetch: impl Fn(usize),
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, f32)> {
         let Some(mut current) = self.entry.map(|e| e as usize) else {
             return Vec::new();
         };
@@ -237,7 +237,11 @@ impl FrozenGraph {
             }
             let mut found: Vec<Far> = results.drain().collect();
             found.sort();
-            found.into_iter().take(k).map(|f| f.1 as usize).collect()
+            found
+                .into_iter()
+                .take(k)
+                .map(|f| (f.1 as usize, f.0))
+                .collect()
         })
     }
 }

@@ -114,7 +114,8 @@ impl Graph {
         Arc::clone(slot.get_or_insert_with(|| Arc::new(FrozenGraph::freeze(&self.hnsw, rows))))
     }
 
-    /// Up to `k` rows accepted by `keep` (all rows when `None`), nearest first, with the
+    /// Up to `k` rows accepted by `keep` (all rows when `None`) with their f32 scores
+    /// (the dot product, or the negated squared L2 distance), best first, with the
     /// built-in `ef_search`. `vectors` is the collection's row-major matrix.
     pub fn search(
         &self,
@@ -123,7 +124,7 @@ impl Graph {
         half: Option<&HalfCopy>,
         k: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, f32)> {
         self.search_with_ef(query, vectors, half, k, self.params.ef_search, keep)
     }
 
@@ -136,7 +137,7 @@ impl Graph {
         k: usize,
         ef: usize,
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, f32)> {
         let dim = query.len().max(1);
         let frozen = self.frozen(vectors.len() / dim);
         let row = |r: usize| &vectors[r * dim..(r + 1) * dim];
@@ -154,21 +155,27 @@ impl Graph {
                 );
                 let mut scored: Vec<(usize, f32)> = found
                     .into_iter()
-                    .map(|r| (r, marquee_kernels::dot(query, row(r))))
+                    .map(|(r, _)| (r, marquee_kernels::dot(query, row(r))))
                     .collect();
                 scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                scored.into_iter().take(k).map(|(r, _)| r).collect()
+                scored.truncate(k);
+                scored
             }
-            None => frozen.search(
-                k,
-                ef,
-                |r| match self.metric {
-                    Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
-                    _ => -marquee_kernels::dot(query, row(r)),
-                },
-                |r| prefetch_lines(row(r)),
-                keep,
-            ),
+            // The f32 walk's distances are the negated scores.
+            None => frozen
+                .search(
+                    k,
+                    ef,
+                    |r| match self.metric {
+                        Metric::L2 => marquee_kernels::squared_l2(query, row(r)),
+                        _ => -marquee_kernels::dot(query, row(r)),
+                    },
+                    |r| prefetch_lines(row(r)),
+                    keep,
+                )
+                .into_iter()
+                .map(|(r, distance)| (r, -distance))
+                .collect(),
         }
     }
 }
@@ -218,9 +225,10 @@ mod tests {
         let mut matrix: Vec<f32> = vectors.concat();
         let found = graph.search(&vectors[3], &matrix, None, 5, Some(&|row| row % 2 == 1));
         assert_eq!(found.len(), 5);
-        assert!(found.iter().all(|r| r % 2 == 1));
+        assert!(found.iter().all(|(r, _)| r % 2 == 1));
         graph.insert(&[(500, &[1e6; 8])]);
         matrix.extend_from_slice(&[1e6; 8]);
-        assert_eq!(graph.search(&[1.0; 8], &matrix, None, 1, None), vec![500]);
+        let best = graph.search(&[1.0; 8], &matrix, None, 1, None);
+        assert_eq!(best.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![500]);
     }
 }
