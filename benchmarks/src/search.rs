@@ -122,15 +122,13 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
         dimension: data.dim as u32,
         metric: Metric::InnerProduct as i32,
         ..Default::default()
-    })
-    .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+    })?;
     let cpu = Placement {
         default: DeviceRequest::Cpu,
         precision: Precision::F32,
         f16_shortlist: args.f16_shortlist,
     };
-    let collection = Collection::create(&dir.path().join("bench"), config, &cpu)
-        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+    let collection = Collection::create(&dir.path().join("bench"), config, &cpu)?;
     let start = Instant::now();
     for chunk in (0..data.n()).collect::<Vec<_>>().chunks(10_000) {
         let items = chunk
@@ -141,9 +139,7 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
                 payload: Default::default(),
             })
             .collect();
-        collection
-            .upsert(items)
-            .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+        collection.upsert(items)?;
     }
     let build_s = start.elapsed().as_secs_f64();
     let query = |i: usize| Query {
@@ -155,9 +151,7 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
         with_payload: false,
     };
     let search = |queries: &[Query]| -> Result<Vec<Vec<usize>>> {
-        let results = collection
-            .search_batch(queries)
-            .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+        let results = collection.search_batch(queries)?;
         Ok(results
             .into_iter()
             .map(|hits| {

@@ -7,7 +7,6 @@ use marquee_kernels::cuda::CudaTensor;
 use marquee_kernels::{
     Backend, CudaBackend, DeviceRequest, Hit, KernelError, Matrix, Precision, ResolvedDevice,
 };
-use tonic::Status;
 
 /// The server-wide defaults for placing collections.
 #[derive(Clone, Copy, Debug)]
@@ -87,17 +86,6 @@ pub struct GpuSearch {
 pub struct DeviceCopy {
     corpus: CudaTensor,
     rules: DeviceRules,
-}
-
-/// The status for a device failure: out of memory is the caller's to retry smaller.
-pub fn device_status(e: KernelError) -> Status {
-    match e {
-        KernelError::OutOfMemory(m) => {
-            Status::resource_exhausted(format!("GPU out of memory: {m}"))
-        }
-        KernelError::Shape(m) => Status::invalid_argument(m),
-        KernelError::Device(m) => Status::internal(format!("GPU: {m}")),
-    }
 }
 
 impl GpuSearch {

@@ -1,7 +1,8 @@
 //! Durable collections: storage (write-ahead log + snapshots), payloads and filters,
-//! exact (CPU or GPU) and HNSW search.
+//! exact (CPU or GPU) and HNSW search. Failures are [`error::StorageError`]s.
 
 pub mod collection;
+pub mod error;
 mod frozen;
 pub mod gpu;
 pub mod graph;

@@ -1,12 +1,12 @@
 //! All collections of the data directory (`<data_dir>/collections/<name>/`).
 
 use super::collection::{Collection, Config};
+use super::error::StorageError;
 use super::gpu::Placement;
 use dashmap::DashMap;
 use marquee_proto::v1::CreateCollectionRequest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tonic::Status;
 
 /// The collections, opened at start-up.
 pub struct Store {
@@ -18,12 +18,14 @@ pub struct Store {
 impl Store {
     /// Opens every collection under `data_dir/collections`; one that cannot be read is
     /// logged and left out, untouched on disk.
-    pub fn open(data_dir: &Path, placement: Placement) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path, placement: Placement) -> Result<Self, StorageError> {
         let dir = data_dir.join("collections");
-        std::fs::create_dir_all(&dir)?;
+        let listing = || StorageError::io(format!("listing {}", dir.display()));
+        std::fs::create_dir_all(&dir)
+            .map_err(StorageError::io(format!("creating {}", dir.display())))?;
         let collections = DashMap::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
+        for entry in std::fs::read_dir(&dir).map_err(listing())? {
+            let path = entry.map_err(listing())?.path();
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -56,31 +58,30 @@ impl Store {
     }
 
     /// A collection by name.
-    pub fn get(&self, name: &str) -> Result<Arc<Collection>, Status> {
+    pub fn get(&self, name: &str) -> Result<Arc<Collection>, StorageError> {
         if name.is_empty() {
-            return Err(Status::invalid_argument("a collection name is required"));
+            return Err(StorageError::InvalidArgument(
+                "a collection name is required".to_string(),
+            ));
         }
         self.collections
             .get(name)
             .map(|c| Arc::clone(&c))
-            .ok_or_else(|| Status::not_found(format!("collection {name:?} does not exist")))
+            .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))
     }
 
     /// Creates a collection. Blocking (fsyncs).
-    pub fn create(&self, request: &CreateCollectionRequest) -> Result<Arc<Collection>, Status> {
+    pub fn create(
+        &self,
+        request: &CreateCollectionRequest,
+    ) -> Result<Arc<Collection>, StorageError> {
         let config = Config::from_request(request)?;
         match self.collections.entry(config.name.clone()) {
-            dashmap::Entry::Occupied(_) => Err(Status::already_exists(format!(
-                "collection {} already exists",
-                config.name
-            ))),
+            dashmap::Entry::Occupied(_) => Err(StorageError::CollectionExists(config.name)),
             dashmap::Entry::Vacant(slot) => {
                 let path = self.dir.join(&config.name);
                 if path.exists() {
-                    return Err(Status::already_exists(format!(
-                        "{} exists on disk but could not be opened; remove it first",
-                        path.display()
-                    )));
+                    return Err(StorageError::DirectoryInTheWay(path));
                 }
                 let collection = Arc::new(Collection::create(&path, config, &self.placement)?);
                 slot.insert(Arc::clone(&collection));
@@ -90,11 +91,11 @@ impl Store {
     }
 
     /// Deletes a collection and its files. Blocking.
-    pub fn delete(&self, name: &str) -> Result<(), Status> {
+    pub fn delete(&self, name: &str) -> Result<(), StorageError> {
         let (_, collection) = self
             .collections
             .remove(name)
-            .ok_or_else(|| Status::not_found(format!("collection {name:?} does not exist")))?;
+            .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))?;
         // Rename first so a crash mid-removal never leaves a half collection behind.
         let trash = self
             .dir
@@ -102,16 +103,17 @@ impl Store {
         std::fs::rename(collection.dir(), &trash)
             .and_then(|_| super::wal::sync_dir(&self.dir))
             .and_then(|_| std::fs::remove_dir_all(&trash))
-            .map_err(|e| Status::internal(format!("deleting {name}: {e}")))
+            .map_err(StorageError::io(format!("deleting {name}")))
     }
 
     /// Flushes every collection's log (at shutdown; every acknowledged write is already
     /// durable, this waits for writes still in progress). Blocking.
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub fn flush(&self) -> Result<(), StorageError> {
         for collection in self.list() {
-            collection.flush().map_err(|e| {
-                anyhow::anyhow!("flushing collection {}: {e}", collection.config.name)
-            })?;
+            collection.flush().map_err(StorageError::io(format!(
+                "flushing collection {}",
+                collection.config.name
+            )))?;
         }
         Ok(())
     }

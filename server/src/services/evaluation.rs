@@ -170,7 +170,7 @@ impl EvaluationApi {
                         with_payload: false,
                     })
                     .collect();
-                target.search_batch(&queries)
+                Ok(target.search_batch(&queries)?)
             })
             .await?;
             for (q, ranking) in batch.iter().zip(rankings) {
@@ -304,7 +304,7 @@ impl EvaluationApi {
                         with_payload: false,
                     })
                     .collect();
-                target.search_batch(&queries)
+                Ok(target.search_batch(&queries)?)
             })
             .await?;
             for (case, ranking) in batch.iter().zip(rankings) {

@@ -2,6 +2,7 @@
 
 use crate::deadline::Deadline;
 use crate::retrieval::collection::{Collection, Query, ScoredRow};
+use crate::retrieval::error::{ErrorKind, StorageError};
 use crate::retrieval::store::Store;
 use crate::services::embedding::EmbeddingApi;
 use crate::services::observed;
@@ -17,7 +18,7 @@ use marquee_proto::v1::{
 };
 use std::sync::Arc;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Default `min_rating` of Recommend and EvaluateRecommendations.
 pub const DEFAULT_MIN_RATING: f32 = 4.0;
@@ -29,6 +30,19 @@ pub struct RetrievalApi {
     embedder: EmbeddingApi,
     max_k: usize,
     max_inputs_per_request: usize,
+}
+
+impl From<StorageError> for Status {
+    fn from(e: StorageError) -> Self {
+        let code = match e.kind() {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ErrorKind::Internal => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
 }
 
 /// Runs blocking collection work off the async runtime.
@@ -117,9 +131,7 @@ impl RetrievalApi {
                 vectors.push(
                     collection
                         .prepare_vector("embedded input", &e.values)
-                        .map_err(|s| {
-                            Status::failed_precondition(format!("model {model}: {}", s.message()))
-                        })?,
+                        .map_err(|e| Status::failed_precondition(format!("model {model}: {e}")))?,
                 );
             }
             if let Some(p) = chunk_parts {
@@ -302,7 +314,7 @@ impl RetrievalApi {
                 "one {rpc} stream writes one collection ({}), not {name}",
                 c.config.name
             ))),
-            None => self.store.get(name),
+            None => Ok(self.store.get(name)?),
         }
     }
 
@@ -384,7 +396,7 @@ impl RetrievalService for RetrievalApi {
         observed("DeleteCollection", Deadline::of(&request), async {
             let store = Arc::clone(&self.store);
             let name = request.into_inner().name;
-            blocking(move || store.delete(&name)).await?;
+            blocking(move || Ok(store.delete(&name)?)).await?;
             Ok(DeleteCollectionResponse {})
         })
         .await
@@ -442,12 +454,12 @@ impl RetrievalService for RetrievalApi {
                 // A pipeline's intermediate collections first: should one fail, the
                 // message's own collection is left untouched.
                 for (side, side_items) in intermediate {
-                    blocking(move || side.upsert(side_items))
+                    blocking(move || Ok(side.upsert(side_items)?))
                         .await
                         .map_err(with_progress)?;
                 }
                 let target_for_write = Arc::clone(&target);
-                upserted += blocking(move || target_for_write.upsert(items))
+                upserted += blocking(move || Ok(target_for_write.upsert(items)?))
                     .await
                     .map_err(with_progress)? as u64;
             }
@@ -468,7 +480,7 @@ impl RetrievalService for RetrievalApi {
         observed("Delete", Deadline::of(&request), async {
             let r = request.into_inner();
             let collection = self.store.get(&r.collection)?;
-            let deleted = blocking(move || collection.delete(r.ids)).await? as u64;
+            let deleted = blocking(move || Ok(collection.delete(r.ids)?)).await? as u64;
             Ok(DeleteResponse { deleted })
         })
         .await
@@ -568,7 +580,7 @@ impl RetrievalService for RetrievalApi {
                     self.stream_target(&collection, &message.collection, "RecordRatings")?;
                 collection = Some(Arc::clone(&target));
                 recorded +=
-                    blocking(move || target.record_ratings(message.user_id, message.ratings))
+                    blocking(move || Ok(target.record_ratings(message.user_id, message.ratings)?))
                         .await? as u64;
             }
             Ok(RecordRatingsResponse { recorded })

@@ -1,0 +1,230 @@
+//! One collection: its configuration ([`config`]), in-memory state and the replay of
+//! log records ([`state`]), durability on the write-ahead log ([`persistence`]), search
+//! ([`search`]) and rating histories ([`ratings`]). This module holds the
+//! [`Collection`] type and its item API.
+
+mod config;
+mod persistence;
+mod ratings;
+mod search;
+mod state;
+
+pub use config::{Config, IndexKind, MAX_DIMENSION};
+pub use persistence::COMPACT_WAL_BYTES;
+pub use search::{Query, ScoredRow};
+
+use super::error::StorageError;
+use super::gpu::{GpuSearch, Placement};
+use super::payload::CompiledFilter;
+use super::wal::Wal;
+use marquee_proto::storage::v1::{record::Op, Delete, Record};
+use marquee_proto::v1::{CollectionInfo, Metric, StoredItem};
+use state::{upsert_record, State};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+/// A stored collection.
+pub struct Collection {
+    /// Its configuration.
+    pub config: Config,
+    /// Where exact search runs: on this GPU, or on the CPU when `None`.
+    gpu: Option<GpuSearch>,
+    dir: PathBuf,
+    wal: Mutex<Wal>,
+    state: RwLock<State>,
+}
+
+impl Collection {
+    /// Creates the collection's directory and empty log. An explicitly requested device
+    /// that cannot be used is refused before anything is written.
+    pub fn create(dir: &Path, config: Config, placement: &Placement) -> Result<Self, StorageError> {
+        let gpu = placement
+            .place(
+                &config.name,
+                &config.device,
+                config.index == IndexKind::Exact,
+            )
+            .map_err(StorageError::InvalidArgument)?;
+        persistence::create_files(dir, &config)?;
+        let mut state = State::new(config.dimension, placement.shortlists(&gpu));
+        state.build_graph(&config);
+        Ok(Self {
+            wal: Mutex::new(Wal::open(dir, 1, None).map_err(StorageError::io(""))?),
+            state: RwLock::new(state),
+            dir: dir.to_path_buf(),
+            gpu,
+            config,
+        })
+    }
+
+    /// Opens an existing collection: newest snapshot, then the log after it. When its
+    /// device cannot be used here, it searches on the CPU (with a warning): the data stays
+    /// available.
+    pub fn open(dir: &Path, placement: &Placement) -> Result<Self, StorageError> {
+        let config = persistence::read_config(dir)?;
+        let exact = config.index == IndexKind::Exact;
+        let gpu = placement
+            .place(&config.name, &config.device, exact)
+            .unwrap_or_else(|reason| {
+                tracing::warn!(
+                    collection = config.name,
+                    reason,
+                    "device unusable, searching on the CPU"
+                );
+                None
+            });
+        let mut state = State::new(config.dimension, placement.shortlists(&gpu));
+        let wal = persistence::replay(dir, &config, &mut state)?;
+        Ok(Self {
+            wal: Mutex::new(wal),
+            state: RwLock::new(state),
+            dir: dir.to_path_buf(),
+            gpu,
+            config,
+        })
+    }
+
+    /// The collection's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the write in progress, if any, and syncs the log to disk.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.wal().sync()
+    }
+
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a vector's length and values, normalising it for cosine collections.
+    pub fn prepare_vector(&self, what: &str, vector: &[f32]) -> Result<Vec<f32>, StorageError> {
+        if vector.len() != self.config.dimension {
+            return Err(StorageError::InvalidArgument(format!(
+                "{what} has {} dimensions, collection {} has {}",
+                vector.len(),
+                self.config.name,
+                self.config.dimension
+            )));
+        }
+        if vector.iter().any(|v| !v.is_finite()) {
+            return Err(StorageError::InvalidArgument(format!(
+                "{what} has NaN or infinite components"
+            )));
+        }
+        let mut v = vector.to_vec();
+        if self.config.metric == Metric::Cosine {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm == 0.0 || !norm.is_finite() {
+                return Err(StorageError::InvalidArgument(format!(
+                    "{what} is a zero vector, which has no cosine"
+                )));
+            }
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(v)
+    }
+
+    /// Stores items (prepared vectors) atomically: all of them or, on error, none.
+    pub fn upsert(&self, items: Vec<StoredItem>) -> Result<usize, StorageError> {
+        {
+            let state = self.state();
+            for item in &items {
+                if item.id.is_empty() {
+                    return Err(StorageError::InvalidArgument(
+                        "an item has an empty id".to_string(),
+                    ));
+                }
+                state.schema.check(&item.id, &item.payload)?;
+            }
+        }
+        let n = items.len();
+        if n > 0 {
+            self.write(upsert_record(items))?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes items; returns how many existed.
+    pub fn delete(&self, ids: Vec<String>) -> Result<usize, StorageError> {
+        let existing = {
+            let state = self.state();
+            ids.iter().filter(|id| state.rows.contains_key(*id)).count()
+        };
+        self.write(Record {
+            op: Some(Op::Delete(Delete { ids })),
+        })?;
+        Ok(existing)
+    }
+
+    /// Counts for CollectionInfo.
+    pub fn info(&self) -> CollectionInfo {
+        let state = self.state();
+        let mut info = CollectionInfo {
+            items: state.rows.len() as u64,
+            users: state.ratings.len() as u64,
+            ratings: state.rating_count,
+            ..Default::default()
+        };
+        let r = self.config.to_request();
+        info.name = r.name;
+        info.dimension = r.dimension;
+        info.metric = r.metric;
+        info.index = r.index;
+        info.model = r.model;
+        info.device = self
+            .gpu
+            .as_ref()
+            .map_or_else(|| "cpu".to_string(), GpuSearch::device_name);
+        info
+    }
+
+    /// Stored items by id, and the ids not found.
+    pub fn get(&self, ids: &[String], with_vectors: bool) -> (Vec<StoredItem>, Vec<String>) {
+        let state = self.state();
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match state.rows.get(id) {
+                Some(&row) => found.push(StoredItem {
+                    id: id.clone(),
+                    vector: if with_vectors {
+                        state.vector(row as usize, self.config.dimension).to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    payload: state.payloads[row as usize].clone(),
+                }),
+                None => missing.push(id.clone()),
+            }
+        }
+        (found, missing)
+    }
+
+    /// The stored vector of an item.
+    pub fn vector_of(&self, id: &str) -> Option<Vec<f32>> {
+        let state = self.state();
+        state
+            .rows
+            .get(id)
+            .map(|&row| state.vector(row as usize, self.config.dimension).to_vec())
+    }
+
+    /// Whether an item exists.
+    pub fn contains(&self, id: &str) -> bool {
+        self.state().rows.contains_key(id)
+    }
+
+    /// The schema, to compile filters.
+    pub fn compile_filter(
+        &self,
+        filter: Option<&marquee_proto::v1::Filter>,
+    ) -> Result<Option<CompiledFilter>, StorageError> {
+        self.state().schema.compile(filter)
+    }
+}

@@ -1,0 +1,158 @@
+//! What can go wrong in storage, as [`StorageError`]. Each variant says what happened;
+//! the gRPC status it becomes is decided in `services/`, from [`StorageError::kind`].
+
+use marquee_kernels::KernelError;
+use std::io;
+use std::path::PathBuf;
+
+/// A failed storage operation: a refused request, a missing or clashing collection,
+/// a file that could not be written or read back, or a device failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A request, item, filter, vector or collection configuration that storage refuses.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No collection of that name.
+    #[error("collection {0:?} does not exist")]
+    CollectionNotFound(String),
+    /// A collection of that name is already open.
+    #[error("collection {0} already exists")]
+    CollectionExists(String),
+    /// A directory holds the new collection's place but is no open collection.
+    #[error("{} exists on disk but could not be opened; remove it first", .0.display())]
+    DirectoryInTheWay(PathBuf),
+    /// Reading or writing a collection's files failed; `context` says doing what.
+    #[error("{}", prefixed(.context, .error))]
+    Io {
+        /// What was being done ("" when the I/O error says enough).
+        context: String,
+        /// The failure (part of the message, so not also a `source`).
+        error: io::Error,
+    },
+    /// A file holds data that cannot be read back.
+    #[error("{}: {problem}", file.display())]
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The GPU that searches the collection failed.
+    #[error("{}", gpu_message(.0))]
+    Gpu(KernelError),
+    /// The CPU search kernel refused its operands.
+    #[error("{0}")]
+    CpuSearch(KernelError),
+}
+
+/// The class of a [`StorageError`], for callers that map errors to protocol codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's request is wrong.
+    InvalidArgument,
+    /// What the request names does not exist.
+    NotFound,
+    /// What the request would create exists.
+    AlreadyExists,
+    /// A resource (device memory) ran out; a smaller request may succeed.
+    ResourceExhausted,
+    /// A failure of the server's files or devices.
+    Internal,
+}
+
+impl StorageError {
+    /// An I/O failure while doing `context`, for `map_err`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let context = context.into();
+        move |error| Self::Io { context, error }
+    }
+
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidArgument(_) | Self::Gpu(KernelError::Shape(_)) => {
+                ErrorKind::InvalidArgument
+            }
+            Self::CollectionNotFound(_) => ErrorKind::NotFound,
+            Self::CollectionExists(_) | Self::DirectoryInTheWay(_) => ErrorKind::AlreadyExists,
+            Self::Gpu(KernelError::OutOfMemory(_)) => ErrorKind::ResourceExhausted,
+            Self::Io { .. } | Self::Corrupt { .. } | Self::Gpu(_) | Self::CpuSearch(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+fn prefixed(context: &str, error: &io::Error) -> String {
+    if context.is_empty() {
+        error.to_string()
+    } else {
+        format!("{context}: {error}")
+    }
+}
+
+/// Out of memory is the caller's to retry smaller; a shape error is the request's.
+fn gpu_message(e: &KernelError) -> String {
+    match e {
+        KernelError::OutOfMemory(m) => format!("GPU out of memory: {m}"),
+        KernelError::Shape(m) => m.clone(),
+        KernelError::Device(m) => format!("GPU: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_kinds_say_what_happened() {
+        let cases = [
+            (
+                StorageError::CollectionNotFound("c".into()),
+                ErrorKind::NotFound,
+                "collection \"c\" does not exist",
+            ),
+            (
+                StorageError::CollectionExists("c".into()),
+                ErrorKind::AlreadyExists,
+                "collection c already exists",
+            ),
+            (
+                StorageError::io("storage error")(io::Error::other("disk full")),
+                ErrorKind::Internal,
+                "storage error: disk full",
+            ),
+            (
+                StorageError::io("")(io::Error::other("disk full")),
+                ErrorKind::Internal,
+                "disk full",
+            ),
+            (
+                StorageError::Gpu(KernelError::OutOfMemory("2 GiB".into())),
+                ErrorKind::ResourceExhausted,
+                "GPU out of memory: 2 GiB",
+            ),
+            (
+                StorageError::Gpu(KernelError::Shape("k too large".into())),
+                ErrorKind::InvalidArgument,
+                "k too large",
+            ),
+            (
+                StorageError::Gpu(KernelError::Device("launch failed".into())),
+                ErrorKind::Internal,
+                "GPU: launch failed",
+            ),
+            (
+                StorageError::CpuSearch(KernelError::Shape("3 != 4".into())),
+                ErrorKind::Internal,
+                "shape mismatch: 3 != 4",
+            ),
+        ];
+        for (error, kind, message) in cases {
+            assert_eq!(
+                (error.kind(), error.to_string()),
+                (kind, message.to_string())
+            );
+        }
+    }
+}
