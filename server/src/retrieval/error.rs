@@ -106,45 +106,38 @@ mod tests {
 
     #[test]
     fn messages_and_kinds_say_what_happened() {
+        use ErrorKind::{AlreadyExists, Internal, InvalidArgument, NotFound, ResourceExhausted};
+        use KernelError::{Device, OutOfMemory, Shape};
+        use StorageError::{CollectionExists, CollectionNotFound, CpuSearch, Gpu};
+        let io = |context| StorageError::io(context)(io::Error::other("disk full"));
+        let s = String::from;
         let cases = [
             (
-                StorageError::CollectionNotFound("c".into()),
-                ErrorKind::NotFound,
+                CollectionNotFound(s("c")),
+                NotFound,
                 "collection \"c\" does not exist",
             ),
             (
-                StorageError::CollectionExists("c".into()),
-                ErrorKind::AlreadyExists,
+                CollectionExists(s("c")),
+                AlreadyExists,
                 "collection c already exists",
             ),
+            (io("storage error"), Internal, "storage error: disk full"),
+            (io(""), Internal, "disk full"),
             (
-                StorageError::io("storage error")(io::Error::other("disk full")),
-                ErrorKind::Internal,
-                "storage error: disk full",
-            ),
-            (
-                StorageError::io("")(io::Error::other("disk full")),
-                ErrorKind::Internal,
-                "disk full",
-            ),
-            (
-                StorageError::Gpu(KernelError::OutOfMemory("2 GiB".into())),
-                ErrorKind::ResourceExhausted,
+                Gpu(OutOfMemory(s("2 GiB"))),
+                ResourceExhausted,
                 "GPU out of memory: 2 GiB",
             ),
+            (Gpu(Shape(s("k too large"))), InvalidArgument, "k too large"),
             (
-                StorageError::Gpu(KernelError::Shape("k too large".into())),
-                ErrorKind::InvalidArgument,
-                "k too large",
-            ),
-            (
-                StorageError::Gpu(KernelError::Device("launch failed".into())),
-                ErrorKind::Internal,
+                Gpu(Device(s("launch failed"))),
+                Internal,
                 "GPU: launch failed",
             ),
             (
-                StorageError::CpuSearch(KernelError::Shape("3 != 4".into())),
-                ErrorKind::Internal,
+                CpuSearch(Shape(s("3 != 4"))),
+                Internal,
                 "shape mismatch: 3 != 4",
             ),
         ];

@@ -189,7 +189,7 @@ mod tests {
     };
     use std::collections::HashMap;
     use std::io::Write;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     fn config(index: IndexKind) -> Config {
         Config {
@@ -208,6 +208,14 @@ mod tests {
             precision: marquee_kernels::Precision::F32,
             f16_shortlist: true,
         }
+    }
+
+    /// A new collection in a temporary directory (removed when the guard drops).
+    fn created(index: IndexKind) -> (tempfile::TempDir, PathBuf, Collection) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        let c = Collection::create(&dir, config(index), &cpu()).unwrap();
+        (root, dir, c)
     }
 
     fn item(i: usize) -> StoredItem {
@@ -303,9 +311,11 @@ mod tests {
         range.map(|i| format!("i{i:05}")).collect()
     }
 
-    /// Writes 50 items, overwrites 10 (new vectors and payloads), deletes 10 (one of
-    /// them absent), and records two users' ratings in three writes.
-    fn write_history(c: &Collection) {
+    /// A new exact collection with 50 items written, 10 overwritten (new vectors and
+    /// payloads), 10 deleted (one of them absent), and two users' ratings recorded in
+    /// three writes.
+    fn written() -> (tempfile::TempDir, PathBuf, Collection) {
+        let (root, dir, c) = created(IndexKind::Exact);
         c.upsert((0..50).map(|i| shelved(i, 0)).collect()).unwrap();
         c.record_ratings("u1".into(), vec![rating("i00001", 5.0, 1)])
             .unwrap();
@@ -319,14 +329,12 @@ mod tests {
         .unwrap();
         c.record_ratings("u1".into(), vec![rating("i00003", 4.0, 4)])
             .unwrap();
+        (root, dir, c)
     }
 
     #[test]
     fn a_collection_reopens_equal_to_the_one_written() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c");
-        let c = Collection::create(&dir, config(IndexKind::Exact), &cpu()).unwrap();
-        write_history(&c);
+        let (_root, dir, c) = written();
         let all = ids(0..60);
         let before = contents(&c, &all);
         // What was written, as written: overwrites and deletes included.
@@ -357,10 +365,7 @@ mod tests {
 
     #[test]
     fn replay_reads_a_snapshot_then_the_segments_after_it() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c");
-        let c = Collection::create(&dir, config(IndexKind::Exact), &cpu()).unwrap();
-        write_history(&c);
+        let (_root, dir, c) = written();
         // 3000 rows, 2000 of them deleted: compaction into snapshot 1, log in segment 2.
         c.upsert((1000..4000).map(item).collect()).unwrap();
         c.delete(ids(1000..3000)).unwrap();
@@ -394,10 +399,7 @@ mod tests {
 
     #[test]
     fn a_torn_final_record_is_cut_and_everything_before_it_survives() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c");
-        let c = Collection::create(&dir, config(IndexKind::Exact), &cpu()).unwrap();
-        write_history(&c);
+        let (_root, dir, c) = written();
         let all = ids(0..60);
         let before = contents(&c, &all);
         drop(c);
@@ -428,9 +430,7 @@ mod tests {
 
     #[test]
     fn a_damaged_snapshot_or_config_is_reported_not_replayed() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("c");
-        let c = Collection::create(&dir, config(IndexKind::Exact), &cpu()).unwrap();
+        let (_root, dir, c) = created(IndexKind::Exact);
         c.upsert((0..3000).map(item).collect()).unwrap();
         c.delete(ids(0..2000)).unwrap();
         drop(c);
@@ -467,9 +467,7 @@ mod tests {
                 ef_search: 64,
             }),
         ] {
-            let root = tempfile::tempdir().unwrap();
-            let dir = root.path().join("c");
-            let c = Collection::create(&dir, config(index), &cpu()).unwrap();
+            let (_root, dir, c) = created(index);
             c.upsert((0..3000).map(item).collect()).unwrap();
             c.record_ratings(
                 "u".into(),
