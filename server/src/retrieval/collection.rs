@@ -6,14 +6,13 @@
 //! without them into a snapshot and the covered log segments are deleted. Start-up
 //! loads the newest snapshot and replays the segments after it.
 
-use super::gpu::{device_status, DeviceCopy, GpuSearch, Placement};
+use super::gpu::{device_status, Placement};
 use super::graph::{Graph, HnswParams, MAX_M};
 use super::payload::{CompiledFilter, Payload, Schema};
 use super::wal::{self, Wal};
 use anyhow::{bail, Context};
-use marquee_kernels::{
-    Backend, CpuBackend, DeviceRequest, HalfCopy, KernelError, Matrix, TopKOptions,
-};
+use marquee_kernels::search::{self, Corpus, DeviceCorpus, HostCorpus, SearchFilter};
+use marquee_kernels::{Backend, CudaBackend, DeviceRequest, HalfCopy, KernelError, Matrix};
 use marquee_proto::storage::v1::{record::Op, Delete, Ratings, Record, SnapshotHeader, Upsert};
 use marquee_proto::v1::{
     index_config, CollectionInfo, CreateCollectionRequest, ExactIndex, HnswIndex, IndexConfig,
@@ -202,7 +201,7 @@ struct State {
     tie_rank: Mutex<Option<Arc<Vec<u32>>>>,
     /// The rows in GPU memory when the collection searches there; re-uploaded lazily
     /// after the rows change.
-    device_copy: Mutex<Option<Arc<DeviceCopy>>>,
+    device_copy: Mutex<Option<Arc<DeviceCorpus>>>,
 }
 
 impl State {
@@ -253,18 +252,27 @@ impl State {
             .clone()
     }
 
-    /// The rows on `gpu`, uploaded on first use after a change.
+    /// The rows in host memory with their rules: the L2 bias, ties by id.
+    fn host_corpus<'a>(&'a self, config: &Config, tie_rank: &'a [u32]) -> HostCorpus<'a> {
+        HostCorpus {
+            rows: &self.vectors,
+            half: self.half.as_ref(),
+            row_bias: (config.metric == Metric::L2).then_some(self.l2_bias.as_slice()),
+            tie_rank: Some(tie_rank),
+        }
+    }
+
+    /// The rows (`host`) on `gpu`, uploaded on first use after a change.
     fn device_copy(
         &self,
-        gpu: &GpuSearch,
-        config: &Config,
-    ) -> Result<Arc<DeviceCopy>, KernelError> {
+        gpu: &CudaBackend,
+        host: &HostCorpus<'_>,
+    ) -> Result<Arc<DeviceCorpus>, KernelError> {
         let mut cached = self.device_copy.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(copy) = cached.as_ref() {
             return Ok(copy.clone());
         }
-        let bias = (config.metric == Metric::L2).then_some(self.l2_bias.as_slice());
-        let copy = Arc::new(gpu.upload(&self.vectors, &self.tie_rank(), bias)?);
+        let copy = Arc::new(DeviceCorpus::upload(gpu, host)?);
         *cached = Some(copy.clone());
         Ok(copy)
     }
@@ -383,7 +391,7 @@ pub struct Collection {
     /// Its configuration.
     pub config: Config,
     /// Where exact search runs: on this GPU, or on the CPU when `None`.
-    gpu: Option<GpuSearch>,
+    gpu: Option<CudaBackend>,
     dir: PathBuf,
     wal: Mutex<Wal>,
     state: RwLock<State>,
@@ -682,7 +690,7 @@ impl Collection {
         info.device = self
             .gpu
             .as_ref()
-            .map_or_else(|| "cpu".to_string(), GpuSearch::device_name);
+            .map_or_else(|| "cpu".to_string(), CudaBackend::device_name);
         info
     }
 
@@ -816,37 +824,32 @@ impl Collection {
             } else {
                 (state.dead > 0).then_some(Cow::Borrowed(state.live.as_slice()))
             };
-            let on_gpu = self
-                .gpu
-                .as_ref()
-                .filter(|_| k <= marquee_kernels::cuda::MAX_K);
-            let hits = if let Some(gpu) = on_gpu {
-                let copy = state
-                    .device_copy(gpu, &self.config)
-                    .map_err(device_status)?;
-                gpu.search(&copy, &query_matrix, k, allowed.as_deref(), &excluded)
-                    .map_err(device_status)?
-            } else {
-                CpuBackend
-                    .top_k_dot(
-                        &Matrix {
-                            rows: exact.len(),
-                            cols: dim,
-                            data: query_matrix,
-                        },
-                        &state.vectors,
-                        k,
-                        &TopKOptions {
-                            row_bias: (self.config.metric == Metric::L2)
-                                .then_some(state.l2_bias.as_slice()),
-                            allowed: allowed.as_deref(),
-                            excluded: Some(&excluded),
-                            tie_rank: Some(&tie_rank),
-                            shortlist: state.half.as_ref(),
-                        },
-                    )
-                    .map_err(|e| Status::internal(e.to_string()))?
+            let host = state.host_corpus(&self.config, &tie_rank);
+            let device_copy;
+            let corpus = match &self.gpu {
+                Some(gpu) => {
+                    device_copy = state.device_copy(gpu, &host).map_err(device_status)?;
+                    Corpus::Cuda {
+                        device: &device_copy,
+                        host,
+                    }
+                }
+                None => Corpus::Cpu(host),
             };
+            let query_matrix = Matrix {
+                rows: exact.len(),
+                cols: dim,
+                data: query_matrix,
+            };
+            let filter = SearchFilter {
+                allowed: allowed.as_deref(),
+                excluded: Some(&excluded),
+            };
+            let hits =
+                search::search(&corpus, &query_matrix, k, &filter).map_err(|e| match self.gpu {
+                    Some(_) => device_status(e),
+                    None => Status::internal(e.to_string()),
+                })?;
             for (&qi, hits) in exact.iter().zip(hits) {
                 let q = &queries[qi];
                 let q_norm2: f32 = q.vector.iter().map(|v| v * v).sum();
