@@ -1,31 +1,37 @@
-//! The op-set Marquee's models run on.
+//! The op-set Marquee's models run on, and exact vector search.
 //!
-//! Models are written once against the [`Backend`] trait; each backend (the CPU one in
-//! [`cpu`], the CUDA one in [`cuda`]) implements every op for its own tensor type. Tensors
-//! are row-major 2-D `f32` matrices; ragged batches of sequences are rows of one matrix
-//! split by offsets, so no arithmetic is ever spent on padding.
+//! Models are written once against the [`Backend`] trait; each backend implements every
+//! op for its own tensor type. Tensors are row-major 2-D `f32` matrices; ragged batches
+//! of sequences are rows of one matrix split by offsets, so no arithmetic is ever spent on
+//! padding.
 //!
 //! Image batches are NHWC: a batch of `n` images of `h × w` pixels and `c` channels is an
 //! `(n·h·w) × c` matrix, one row per pixel, its [`ImageShape`] passed beside it. NHWC
 //! makes a convolution's im2col a copy of whole `c`-wide rows and its GEMM output the
 //! next layer's input as it stands, which is why it was chosen over NCHW.
+//!
+//! Layout:
+//! - [`cpu`]: the CPU backend ([`CpuBackend`], [`Matrix`]): `gemm` (strided GEMMs),
+//!   `conv` (im2col convolutions, max pooling), `simd` (vectorised row kernels),
+//!   `topk` and `shortlist` (exact top-K: blocked GEMM, and the f16 scan for a few
+//!   queries).
+//! - [`cuda`]: the CUDA backend ([`CudaBackend`]): `compile` (NVRTC), `context` (one
+//!   device's stream, cuBLAS and kernels), `topk` (top-K over a device-resident corpus).
+//! - [`search`]: exact vector search as one entry point, [`search::search`], over a
+//!   [`search::Corpus`] on either device; its options, hits and top-K selection.
+//! - [`device`]: where a model or collection runs (`auto`, `cpu`, `cuda:N`).
 
-mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod search;
 mod shapes;
-pub mod shortlist;
-mod simd;
 
-pub use simd::{dot, squared_l2};
-pub mod topk;
-
+pub use cpu::simd::{dot, squared_l2};
 pub use cpu::{CpuBackend, Matrix};
 pub use cuda::{CudaBackend, CudaTensor, Precision};
 pub use device::{DeviceRequest, ResolvedDevice};
-pub use shortlist::HalfCopy;
-pub use topk::{Hit, TopK};
+pub use search::{HalfCopy, Hit, TopK, TopKOptions};
 
 /// Errors raised by a backend.
 #[derive(Debug, thiserror::Error)]
@@ -265,54 +271,6 @@ pub trait Backend: Send + Sync + 'static {
         k: usize,
         options: &TopKOptions<'_>,
     ) -> Result<Vec<Vec<Hit>>>;
-}
-
-/// Scoring and eligibility rules for [`Backend::top_k_dot`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TopKOptions<'a> {
-    /// Added to every query's score of each row (e.g. `-|x|²/2` to rank by L2 distance).
-    pub row_bias: Option<&'a [f32]>,
-    /// Rows any query may return (`true`); all rows when absent.
-    pub allowed: Option<&'a [bool]>,
-    /// Per query, rows it must not return, sorted ascending.
-    pub excluded: Option<&'a [Vec<u32>]>,
-    /// Order among equal scores, lower first (e.g. each row's rank by item id).
-    pub tie_rank: Option<&'a [u32]>,
-    /// An f16 copy of the corpus: the CPU backend scans it instead of the f32 rows for a
-    /// few queries and rescores the rows that can still rank in f32 (same results).
-    pub shortlist: Option<&'a HalfCopy>,
-}
-
-impl TopKOptions<'_> {
-    /// Checks the options against `(rows, cols)` of the queries and of the corpus.
-    pub fn check(&self, queries: (usize, usize), corpus: (usize, usize)) -> Result<()> {
-        let fail = |what: String| Err(KernelError::Shape(format!("top_k_dot: {what}")));
-        if queries.1 != corpus.1 {
-            return fail(format!(
-                "queries have {} columns, corpus {}",
-                queries.1, corpus.1
-            ));
-        }
-        for (what, len) in [
-            ("row_bias", self.row_bias.map(<[f32]>::len)),
-            ("allowed", self.allowed.map(<[bool]>::len)),
-            ("tie_rank", self.tie_rank.map(<[u32]>::len)),
-        ] {
-            if len.is_some_and(|l| l != corpus.0) {
-                return fail(format!("{what} must have one entry per corpus row"));
-            }
-        }
-        if self.excluded.is_some_and(|e| e.len() != queries.0) {
-            return fail("excluded must have one list per query".into());
-        }
-        if self
-            .shortlist
-            .is_some_and(|c| (c.rows(), c.cols()) != corpus)
-        {
-            return fail("shortlist must be a copy of the corpus".into());
-        }
-        Ok(())
-    }
 }
 
 /// Parameters of a layer norm.

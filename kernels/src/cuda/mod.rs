@@ -12,11 +12,10 @@ pub use compile::{compile, nvrtc_present, KernelSource, SOURCES};
 pub use context::{gpu, probe, Gpu};
 pub use topk::MAX_K;
 
+use crate::search::{Hit, SearchFilter, TopKOptions};
 use crate::shapes;
-use crate::topk::Hit;
 use crate::{
-    Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets,
-    TopKOptions, Window2d,
+    Activation, Backend, ImageShape, KernelError, LayerNorm, Pooling, Result, SeqOffsets, Window2d,
 };
 use context::driver_error;
 use cudarc::cublas::sys::{
@@ -26,7 +25,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 use std::sync::Arc;
-use topk::{DeviceRules, SearchFilter};
+use topk::DeviceRules;
 
 /// Element type of a backend's tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -619,19 +618,7 @@ impl Backend for CudaBackend {
         options: &TopKOptions<'_>,
     ) -> Result<Vec<Vec<Hit>>> {
         options.check((queries.rows, queries.cols), (corpus.rows, corpus.cols))?;
-        let s = &self.gpu.stream;
-        let rules = DeviceRules {
-            row_bias: options
-                .row_bias
-                .map(|b| s.clone_htod(b))
-                .transpose()
-                .map_err(driver_error)?,
-            tie_rank: options
-                .tie_rank
-                .map(|t| s.clone_htod(t))
-                .transpose()
-                .map_err(driver_error)?,
-        };
+        let rules = DeviceRules::upload(&self.gpu, options.row_bias, options.tie_rank)?;
         let host_queries = self.download(queries)?;
         topk::search(
             &self.gpu,

@@ -2,9 +2,9 @@
 //! queries, cuBLAS score tiles plus the fused selection for many, then candidate reduction.
 
 use super::context::{driver_error, Gpu};
-use super::{CudaTensor, DeviceData};
-use crate::topk::Hit;
-use crate::{KernelError, Result};
+use super::{CudaBackend, CudaTensor, DeviceData};
+use crate::search::{Hit, HostCorpus, SearchFilter};
+use crate::{Backend, KernelError, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
@@ -34,12 +34,51 @@ pub struct DeviceRules {
     pub tie_rank: Option<CudaSlice<u32>>,
 }
 
-/// Per-search restrictions, copied to the device for one call.
-pub struct SearchFilter<'a> {
-    /// Rows any query may return; all when absent.
-    pub allowed: Option<&'a [bool]>,
-    /// Per query, rows it must not return, sorted ascending.
-    pub excluded: Option<&'a [Vec<u32>]>,
+impl DeviceRules {
+    /// Copies a corpus's per-row rules to `gpu`.
+    pub fn upload(gpu: &Gpu, row_bias: Option<&[f32]>, tie_rank: Option<&[u32]>) -> Result<Self> {
+        let s = &gpu.stream;
+        Ok(Self {
+            row_bias: row_bias
+                .map(|b| s.clone_htod(b))
+                .transpose()
+                .map_err(driver_error)?,
+            tie_rank: tie_rank
+                .map(|t| s.clone_htod(t))
+                .transpose()
+                .map_err(driver_error)?,
+        })
+    }
+}
+
+/// A corpus's rows and per-row rules copied to one GPU, searched by
+/// [`crate::search::search`].
+pub struct DeviceCorpus {
+    gpu: Arc<Gpu>,
+    rows: CudaTensor,
+    rules: DeviceRules,
+}
+
+impl DeviceCorpus {
+    /// Copies `host`'s rows (in `backend`'s precision) and rules to `backend`'s device.
+    pub fn upload(backend: &CudaBackend, host: &HostCorpus<'_>) -> Result<Self> {
+        let rows = backend.upload(host.rows.rows, host.rows.cols, &host.rows.data)?;
+        Ok(Self {
+            gpu: backend.gpu().clone(),
+            rows,
+            rules: DeviceRules::upload(backend.gpu(), host.row_bias, host.tie_rank)?,
+        })
+    }
+
+    /// The `k` best rows per query (row-major `queries`); see [`search`].
+    pub fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: &SearchFilter<'_>,
+    ) -> Result<Vec<Vec<Hit>>> {
+        search(&self.gpu, &self.rows, &self.rules, queries, k, filter)
+    }
 }
 
 /// Candidate lists: `queries × per_query` entries.

@@ -1,12 +1,9 @@
 //! Exact search on a GPU: where each collection runs (`retrieval.device`, or the device its
-//! create request named), and the copy of its matrix kept in device memory.
+//! create request named). The search itself is `marquee_kernels::search`, over a copy of
+//! the collection's rows that the collection keeps in device memory.
 
 use crate::config::Retrieval;
-use marquee_kernels::cuda::topk::{self, DeviceRules, SearchFilter};
-use marquee_kernels::cuda::CudaTensor;
-use marquee_kernels::{
-    Backend, CudaBackend, DeviceRequest, Hit, KernelError, Matrix, Precision, ResolvedDevice,
-};
+use marquee_kernels::{Backend, CudaBackend, DeviceRequest, Precision, ResolvedDevice};
 
 /// The server-wide defaults for placing collections.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +29,7 @@ impl Placement {
 
     /// Whether a collection keeps an f16 copy of its rows: the setting on and the
     /// collection searched on the CPU (exact scans and HNSW graph walks read it).
-    pub fn shortlists(&self, gpu: &Option<GpuSearch>) -> bool {
+    pub fn shortlists(&self, gpu: &Option<CudaBackend>) -> bool {
         self.f16_shortlist && gpu.is_none()
     }
 
@@ -43,7 +40,7 @@ impl Placement {
         collection: &str,
         requested: &str,
         exact: bool,
-    ) -> Result<Option<GpuSearch>, String> {
+    ) -> Result<Option<CudaBackend>, String> {
         let request = if requested.is_empty() {
             self.default
         } else {
@@ -71,72 +68,8 @@ impl Placement {
                     device = backend.device_name(),
                     "collection device: exact search on the GPU"
                 );
-                Ok(Some(GpuSearch { backend }))
+                Ok(Some(backend))
             }
         }
-    }
-}
-
-/// A collection's GPU: uploads its matrix and searches the copy.
-pub struct GpuSearch {
-    backend: CudaBackend,
-}
-
-/// A collection's matrix, tie ranks and L2 bias in device memory, as of one state.
-pub struct DeviceCopy {
-    corpus: CudaTensor,
-    rules: DeviceRules,
-}
-
-impl GpuSearch {
-    /// The device, for `CollectionInfo.device`.
-    pub fn device_name(&self) -> String {
-        self.backend.device_name()
-    }
-
-    /// Copies a collection's rows to the device.
-    pub fn upload(
-        &self,
-        vectors: &Matrix,
-        tie_rank: &[u32],
-        row_bias: Option<&[f32]>,
-    ) -> Result<DeviceCopy, KernelError> {
-        let corpus = self
-            .backend
-            .upload(vectors.rows, vectors.cols, &vectors.data)?;
-        let stream = &self.backend.gpu().stream;
-        let copy = |e| KernelError::Device(format!("{e:?}"));
-        Ok(DeviceCopy {
-            corpus,
-            rules: DeviceRules {
-                row_bias: row_bias
-                    .map(|b| stream.clone_htod(b))
-                    .transpose()
-                    .map_err(copy)?,
-                tie_rank: Some(stream.clone_htod(tie_rank).map_err(copy)?),
-            },
-        })
-    }
-
-    /// The `k` best rows per query (row-major `queries`), as the CPU path returns them.
-    pub fn search(
-        &self,
-        copy: &DeviceCopy,
-        queries: &[f32],
-        k: usize,
-        allowed: Option<&[bool]>,
-        excluded: &[Vec<u32>],
-    ) -> Result<Vec<Vec<Hit>>, KernelError> {
-        topk::search(
-            self.backend.gpu(),
-            &copy.corpus,
-            &copy.rules,
-            queries,
-            k,
-            &SearchFilter {
-                allowed,
-                excluded: Some(excluded),
-            },
-        )
     }
 }

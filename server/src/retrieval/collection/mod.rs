@@ -14,9 +14,10 @@ pub use persistence::COMPACT_WAL_BYTES;
 pub use search::{Query, ScoredRow};
 
 use super::error::StorageError;
-use super::gpu::{GpuSearch, Placement};
+use super::gpu::Placement;
 use super::payload::CompiledFilter;
 use super::wal::Wal;
+use marquee_kernels::{Backend, CudaBackend};
 use marquee_proto::storage::v1::{record::Op, Delete, Record};
 use marquee_proto::v1::{CollectionInfo, Metric, StoredItem};
 use state::{upsert_record, State};
@@ -28,7 +29,7 @@ pub struct Collection {
     /// Its configuration.
     pub config: Config,
     /// Where exact search runs: on this GPU, or on the CPU when `None`.
-    gpu: Option<GpuSearch>,
+    gpu: Option<CudaBackend>,
     dir: PathBuf,
     wal: Mutex<Wal>,
     state: RwLock<State>,
@@ -180,7 +181,7 @@ impl Collection {
         info.device = self
             .gpu
             .as_ref()
-            .map_or_else(|| "cpu".to_string(), GpuSearch::device_name);
+            .map_or_else(|| "cpu".to_string(), CudaBackend::device_name);
         info
     }
 

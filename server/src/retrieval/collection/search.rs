@@ -6,10 +6,10 @@ use super::config::Config;
 use super::state::State;
 use super::Collection;
 use crate::retrieval::error::StorageError;
-use crate::retrieval::gpu::{DeviceCopy, GpuSearch};
 use crate::retrieval::graph::Graph;
 use crate::retrieval::payload::{CompiledFilter, Payload};
-use marquee_kernels::{Backend, CpuBackend, KernelError, Matrix, TopKOptions};
+use marquee_kernels::search::{self, Corpus, DeviceCorpus, HostCorpus, SearchFilter};
+use marquee_kernels::{CudaBackend, KernelError, Matrix};
 use marquee_proto::v1::Metric;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -63,18 +63,27 @@ impl State {
             .clone()
     }
 
-    /// The rows on `gpu`, uploaded on first use after a change.
+    /// The rows in host memory with their rules: the L2 bias, ties by id.
+    fn host_corpus<'a>(&'a self, config: &Config, tie_rank: &'a [u32]) -> HostCorpus<'a> {
+        HostCorpus {
+            rows: &self.vectors,
+            half: self.half.as_ref(),
+            row_bias: (config.metric == Metric::L2).then_some(self.l2_bias.as_slice()),
+            tie_rank: Some(tie_rank),
+        }
+    }
+
+    /// The rows (`host`) on `gpu`, uploaded on first use after a change.
     fn device_copy(
         &self,
-        gpu: &GpuSearch,
-        config: &Config,
-    ) -> Result<Arc<DeviceCopy>, KernelError> {
+        gpu: &CudaBackend,
+        host: &HostCorpus<'_>,
+    ) -> Result<Arc<DeviceCorpus>, KernelError> {
         let mut cached = self.device_copy.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(copy) = cached.as_ref() {
             return Ok(copy.clone());
         }
-        let bias = (config.metric == Metric::L2).then_some(self.l2_bias.as_slice());
-        let copy = Arc::new(gpu.upload(&self.vectors, &self.tie_rank(), bias)?);
+        let copy = Arc::new(DeviceCorpus::upload(gpu, host)?);
         *cached = Some(copy.clone());
         Ok(copy)
     }
@@ -129,37 +138,32 @@ impl Collection {
             } else {
                 (state.dead > 0).then_some(Cow::Borrowed(state.live.as_slice()))
             };
-            let on_gpu = self
-                .gpu
-                .as_ref()
-                .filter(|_| k <= marquee_kernels::cuda::MAX_K);
-            let hits = if let Some(gpu) = on_gpu {
-                let copy = state
-                    .device_copy(gpu, &self.config)
-                    .map_err(StorageError::Gpu)?;
-                gpu.search(&copy, &query_matrix, k, allowed.as_deref(), &excluded)
-                    .map_err(StorageError::Gpu)?
-            } else {
-                CpuBackend
-                    .top_k_dot(
-                        &Matrix {
-                            rows: exact.len(),
-                            cols: dim,
-                            data: query_matrix,
-                        },
-                        &state.vectors,
-                        k,
-                        &TopKOptions {
-                            row_bias: (self.config.metric == Metric::L2)
-                                .then_some(state.l2_bias.as_slice()),
-                            allowed: allowed.as_deref(),
-                            excluded: Some(&excluded),
-                            tie_rank: Some(&tie_rank),
-                            shortlist: state.half.as_ref(),
-                        },
-                    )
-                    .map_err(StorageError::CpuSearch)?
+            let host = state.host_corpus(&self.config, &tie_rank);
+            let device_copy;
+            let corpus = match &self.gpu {
+                Some(gpu) => {
+                    device_copy = state.device_copy(gpu, &host).map_err(StorageError::Gpu)?;
+                    Corpus::Cuda {
+                        device: &device_copy,
+                        host,
+                    }
+                }
+                None => Corpus::Cpu(host),
             };
+            let query_matrix = Matrix {
+                rows: exact.len(),
+                cols: dim,
+                data: query_matrix,
+            };
+            let filter = SearchFilter {
+                allowed: allowed.as_deref(),
+                excluded: Some(&excluded),
+            };
+            let hits =
+                search::search(&corpus, &query_matrix, k, &filter).map_err(|e| match self.gpu {
+                    Some(_) => StorageError::Gpu(e),
+                    None => StorageError::CpuSearch(e),
+                })?;
             for (&qi, hits) in exact.iter().zip(hits) {
                 let q = &queries[qi];
                 let q_norm2: f32 = q.vector.iter().map(|v| v * v).sum();

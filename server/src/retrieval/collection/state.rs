@@ -3,9 +3,9 @@
 //! writes and replay at start-up, so a reopened collection equals the one written.
 
 use super::config::{Config, IndexKind};
-use crate::retrieval::gpu::DeviceCopy;
 use crate::retrieval::graph::Graph;
 use crate::retrieval::payload::{Payload, Schema};
+use marquee_kernels::search::DeviceCorpus;
 use marquee_kernels::{HalfCopy, Matrix};
 use marquee_proto::storage::v1::{record::Op, Ratings, Record, Upsert};
 use marquee_proto::v1::{Metric, Rating, StoredItem};
@@ -34,7 +34,7 @@ pub(super) struct State {
     pub(super) tie_rank: Mutex<Option<Arc<Vec<u32>>>>,
     /// The rows in GPU memory when the collection searches there; re-uploaded lazily
     /// after the rows change.
-    pub(super) device_copy: Mutex<Option<Arc<DeviceCopy>>>,
+    pub(super) device_copy: Mutex<Option<Arc<DeviceCorpus>>>,
 }
 
 impl State {

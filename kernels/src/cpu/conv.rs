@@ -3,9 +3,10 @@
 //! block of output rows while it is still in cache; 1×1 stride-1 convolutions skip
 //! im2col and multiply the input rows directly.
 
-use crate::cpu::{gemm_parallelism, matmul, rows_per_task, SharedMut, View};
+use super::gemm::{gemm_parallelism, matmul, SharedMut, View};
+use super::{rows_per_task, simd, Matrix};
 use crate::shapes;
-use crate::{simd, ImageShape, Matrix, Result, Window2d};
+use crate::{ImageShape, Result, Window2d};
 use gemm::Parallelism;
 use rayon::prelude::*;
 

@@ -1,15 +1,19 @@
-//! The CPU backend: GEMMs through the `gemm` crate, everything else as cache-friendly
-//! row loops parallelised with rayon.
+//! The CPU backend: GEMMs through the `gemm` crate ([`gemm`]), everything else as
+//! cache-friendly row loops parallelised with rayon, vectorised where it pays ([`simd`]).
+//! Convolutions are im2col plus GEMM ([`conv`]); exact top-K search scans the rows
+//! ([`topk`]), a few queries through the f16 copy ([`shortlist`]).
 
+mod conv;
+mod gemm;
+pub(crate) mod shortlist;
+pub(crate) mod simd;
+mod topk;
+
+use self::gemm::{gemm_parallelism, matmul, SharedMut, View};
+use crate::search::{Hit, TopKOptions};
 use crate::shapes;
-use crate::shortlist;
-use crate::simd;
-use crate::topk::{Hit, TopK};
-use crate::{
-    conv, Activation, Backend, ImageShape, LayerNorm, Pooling, Result, SeqOffsets, TopKOptions,
-    Window2d,
-};
-use gemm::Parallelism;
+use crate::{Activation, Backend, ImageShape, LayerNorm, Pooling, Result, SeqOffsets, Window2d};
+use ::gemm::Parallelism;
 use rayon::prelude::*;
 
 /// A row-major `rows × cols` matrix in host memory.
@@ -42,96 +46,6 @@ impl Matrix {
 /// Runs every op on the host CPU.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
-
-/// Scores checked together against a selection's threshold before one by one.
-const SELECT_CHUNK: usize = 16;
-
-/// Largest of a few scores (NaN-free scores; a NaN never raises the result).
-#[inline]
-fn chunk_max(scores: &[f32]) -> f32 {
-    scores
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m })
-}
-
-/// Most queries searched through an f16 shortlist ([`TopKOptions::shortlist`]); more
-/// queries share one f32 pass, where arithmetic, not reading the corpus, is the bound.
-const SHORTLIST_MAX_QUERIES: usize = 8;
-
-/// Corpus rows scored per block in [`Backend::top_k_dot`], bounding the score buffer.
-const TOPK_BLOCK_ROWS: usize = 4_096;
-
-/// Raw pointer that may be shared across rayon tasks writing disjoint regions.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub(crate) *mut f32);
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the `Sync` wrapper, not the field).
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// One strided matrix operand for [`matmul`]: element `(i, j)` is at `ptr + i*row_stride + j*col_stride`.
-#[derive(Clone, Copy)]
-pub(crate) struct View {
-    pub(crate) ptr: *const f32,
-    pub(crate) row_stride: isize,
-    pub(crate) col_stride: isize,
-}
-// SAFETY: a view only reads; the buffers it points into outlive every task using it.
-unsafe impl Send for View {}
-unsafe impl Sync for View {}
-
-/// `dst (m×n, row stride dst_rs) = lhs (m×k) · rhs (k×n)`.
-///
-/// # Safety
-/// Every pointer must be valid for the extents its strides and sizes describe, and
-/// `dst` must not alias the operands.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    lhs: View,
-    rhs: View,
-    parallelism: Parallelism,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs,
-        false,
-        lhs.ptr,
-        lhs.col_stride,
-        lhs.row_stride,
-        rhs.ptr,
-        rhs.col_stride,
-        rhs.row_stride,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
-}
-
-/// Parallelism for a GEMM of `m × n × k`: threads only when the work pays for them.
-pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    if m * n * k >= 64 * 64 * 64 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    }
-}
 
 /// Rows handed to one rayon task by row-wise ops: about 16k values, enough to amortise
 /// scheduling and small enough to spread over the cores.
@@ -406,71 +320,6 @@ impl Backend for CpuBackend {
         k: usize,
         options: &TopKOptions<'_>,
     ) -> Result<Vec<Vec<Hit>>> {
-        options.check((queries.rows, queries.cols), (corpus.rows, corpus.cols))?;
-        let (nq, dim) = (queries.rows, queries.cols);
-        let mut selections: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
-        if nq == 0 || k == 0 || corpus.rows == 0 {
-            return Ok(selections.into_iter().map(TopK::into_sorted).collect());
-        }
-        if let Some(copy) = options.shortlist.filter(|_| nq <= SHORTLIST_MAX_QUERIES) {
-            return Ok(shortlist::top_k_dot(queries, corpus, copy, k, options));
-        }
-        let mut scores = vec![0.0f32; nq * TOPK_BLOCK_ROWS.min(corpus.rows)];
-        for block_start in (0..corpus.rows).step_by(TOPK_BLOCK_ROWS) {
-            let block = TOPK_BLOCK_ROWS.min(corpus.rows - block_start);
-            // SAFETY: `scores` holds nq × block values; the corpus view covers `block` rows.
-            unsafe {
-                matmul(
-                    nq,
-                    block,
-                    dim,
-                    scores.as_mut_ptr(),
-                    block as isize,
-                    View {
-                        ptr: queries.data.as_ptr(),
-                        row_stride: dim as isize,
-                        col_stride: 1,
-                    },
-                    View {
-                        ptr: corpus.data.as_ptr().add(block_start * dim),
-                        row_stride: 1,
-                        col_stride: dim as isize,
-                    },
-                    gemm_parallelism(nq, block, dim),
-                );
-            }
-            selections
-                .par_iter_mut()
-                .zip(scores.par_chunks(block))
-                .enumerate()
-                .for_each(|(q, (selection, row_scores))| {
-                    let excluded = options.excluded.map(|e| e[q].as_slice()).unwrap_or(&[]);
-                    let mut skip = excluded.partition_point(|&r| (r as usize) < block_start);
-                    for (c, chunk) in row_scores.chunks(SELECT_CHUNK).enumerate() {
-                        // Without a row bias, a chunk whose best score is under the
-                        // selection's threshold holds nothing that could enter it.
-                        if options.row_bias.is_none() && chunk_max(chunk) < selection.threshold() {
-                            continue;
-                        }
-                        for (j, &s) in chunk.iter().enumerate() {
-                            let i = c * SELECT_CHUNK + j;
-                            let row = block_start + i;
-                            while excluded.get(skip).is_some_and(|&r| (r as usize) < row) {
-                                skip += 1;
-                            }
-                            if excluded.get(skip) == Some(&(row as u32)) {
-                                continue;
-                            }
-                            if options.allowed.is_some_and(|a| !a[row]) {
-                                continue;
-                            }
-                            let score = s + options.row_bias.map_or(0.0, |b| b[row]);
-                            let tie = options.tie_rank.map_or(row as u32, |t| t[row]);
-                            selection.push(row as u32, score, tie);
-                        }
-                    }
-                });
-        }
-        Ok(selections.into_iter().map(TopK::into_sorted).collect())
+        topk::top_k_dot(queries, corpus, k, options)
     }
 }

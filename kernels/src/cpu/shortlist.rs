@@ -8,8 +8,8 @@
 //! those few rows are rescored in f32, so the hits, scores and order are those of an
 //! exact f32 search.
 
-use crate::topk::{Hit, TopK};
-use crate::{simd, Matrix, TopKOptions};
+use super::{simd, Matrix};
+use crate::search::{Hit, TopK, TopKOptions};
 use half::f16;
 use rayon::prelude::*;
 
