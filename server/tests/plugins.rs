@@ -1,5 +1,6 @@
 //! Plugins as the server sees them: a working C plugin, broken plugins that must not
-//! stop the others, and models loaded and unloaded at run time.
+//! stop the others, models loaded and unloaded at run time, and the ABI's compatibility
+//! rule (C plugins of an older minor, a newer minor and another major).
 
 mod common;
 
@@ -7,6 +8,9 @@ use common::Server;
 use marquee_client::proto::{
     GetModelRequest, ListModelsRequest, LoadModelRequest, ModelKind, UnloadModelRequest,
 };
+use marquee_plugin_api::abi::{MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR};
+use marquee_plugin_api::host::PluginLibrary;
+use marquee_plugin_api::Status as PluginStatus;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tonic::Code;
@@ -20,7 +24,9 @@ fn lib_name(stem: &str) -> String {
 }
 
 /// Builds a plugin directory: the real BERT plugin, C plugins compiled from
-/// tests/c_plugins against the public header, and a file that is no library at all.
+/// tests/c_plugins against the public header (the echo plugin, and builds of it for an
+/// older minor, a newer minor and another major ABI version), and a file that is no
+/// library at all.
 fn plugin_dir(dir: &Path) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -32,6 +38,9 @@ fn plugin_dir(dir: &Path) -> PathBuf {
         ("echo.c", "c_echo"),
         ("wrong_abi.c", "wrong_abi"),
         ("no_entry.c", "no_entry"),
+        ("older_minor.c", "marquee_c_echo_old"),
+        ("newer_minor.c", "marquee_c_newer_minor"),
+        ("other_major.c", "marquee_c_other_major"),
     ] {
         let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
             .args(["-std=c11", "-shared", "-fPIC", "-Wall", "-Werror", "-I"])
@@ -88,8 +97,10 @@ async fn bad_plugins_are_reported_and_the_rest_keep_serving() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(dir.path());
     let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let refused =
+        format!("does not support ABI version {MQ_ABI_VERSION_MAJOR}.{MQ_ABI_VERSION_MINOR}");
     for needle in [
-        "does not support ABI version 1",
+        refused.as_str(),
         "exports no `marquee_plugin_entry` symbol",
         "cannot load plugin",
         "no plugin library",
@@ -294,4 +305,161 @@ async fn plugin_paths_stay_inside_the_plugin_directory() {
         .unwrap()
         .into_inner();
     assert_eq!(info.plugin, "c-echo");
+}
+
+/// The host version as the refusals name it.
+fn host_abi() -> String {
+    format!("{MQ_ABI_VERSION_MAJOR}.{MQ_ABI_VERSION_MINOR}")
+}
+
+/// A plugin of the host's major and an older minor loads and serves; one of a newer
+/// minor or of another major is refused with a message naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugins_load_by_the_abi_compatibility_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let mut client = server.client().await;
+    let echo_dir = dir.path().join("echo-model").display().to_string();
+    let load = |name: &str, plugin: &str| LoadModelRequest {
+        name: name.into(),
+        plugin: plugin.into(),
+        path: echo_dir.clone(),
+        config_json: String::new(),
+    };
+
+    let info = client
+        .models
+        .load_model(load("old", "c-echo-old"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.plugin.as_str(), info.dimension), ("c-echo-old", 3));
+    assert_eq!(
+        client.embed_texts("old", &["ab"]).await.unwrap(),
+        vec![vec![2.0, 195.0, 97.0]]
+    );
+
+    let host = host_abi();
+    let newer = format!("{MQ_ABI_VERSION_MAJOR}.{}", MQ_ABI_VERSION_MINOR + 1);
+    let other = format!("{}.{MQ_ABI_VERSION_MINOR}", MQ_ABI_VERSION_MAJOR + 1);
+    for (plugin, expected) in [
+        (
+            "c-newer-minor",
+            format!(
+                "it was built for ABI version {newer}, newer than the host's {host}: a plugin \
+                 needs a host of its major version and at least its minor version"
+            ),
+        ),
+        (
+            "c-other-major",
+            format!(
+                "it was built for ABI version {other} and the host speaks {host}: a plugin \
+                 needs a host of the same major version"
+            ),
+        ),
+    ] {
+        let status = client
+            .models
+            .load_model(load("x", plugin))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains(&expected),
+            "{plugin}: {}",
+            status.message()
+        );
+    }
+}
+
+/// Through the host API: the optional `token_states` past an older plugin's table is
+/// absent (a clear `Unimplemented` error), present in a current one, and the BERT
+/// plugin's last-layer states mean-pool and normalise to its embeddings.
+#[test]
+fn token_states_are_optional_and_real() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    let echo_dir = dir.path().join("echo-model");
+    std::fs::create_dir_all(&echo_dir).unwrap();
+    let (ids, offsets) = ([104u32, 105, 33], [0u32, 2, 3]);
+
+    let old = PluginLibrary::open(&plugins.join(lib_name("marquee_c_echo_old"))).unwrap();
+    assert_eq!(old.abi_version(), (MQ_ABI_VERSION_MAJOR, 0));
+    let instance = old.create(&echo_dir, "").unwrap();
+    let err = instance.token_states(&ids, &offsets, 0).unwrap_err();
+    assert_eq!(err.status(), PluginStatus::Unimplemented);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin c-echo-old: it does not return per-token hidden states (it lacks the \
+             optional token_states call; plugin ABI {MQ_ABI_VERSION_MAJOR}.0)"
+        )
+    );
+
+    let echo = PluginLibrary::open(&plugins.join(lib_name("c_echo"))).unwrap();
+    let instance = echo.create(&echo_dir, "").unwrap();
+    let info = instance.info();
+    let described: Vec<(&str, u32)> = info
+        .inputs
+        .iter()
+        .chain(&info.outputs)
+        .map(|t| (t.name.as_str(), t.width))
+        .collect();
+    assert_eq!(
+        described,
+        [("token_ids", 0), ("offsets", 0), ("embedding", 3)]
+    );
+    assert_eq!(info.fusion_widths(), None);
+    assert_eq!(
+        instance.token_states(&ids, &offsets, 0).unwrap(),
+        [104.0, 0.0, 105.0, 1.0, 33.0, 0.0]
+    );
+
+    let bert = PluginLibrary::open(&plugins.join(lib_name("marquee_bert_text"))).unwrap();
+    let minilm = bert.create(&common::minilm_dir(), "").unwrap();
+    let (layers, hidden) = (
+        minilm.info().token_state_layers,
+        minilm.info().token_state_dim as usize,
+    );
+    assert_eq!((layers, hidden), (6, 384));
+    let texts = ["a storm at sea", "two thieves"];
+    let mut ids = Vec::new();
+    let mut offsets = vec![0u32];
+    for text in texts {
+        ids.extend(minilm.tokenize(text, 256).unwrap().ids);
+        offsets.push(ids.len() as u32);
+    }
+    let states = minilm.token_states(&ids, &offsets, layers).unwrap();
+    assert_eq!(states.len(), ids.len() * hidden);
+    let embeddings = minilm.embed_tokens(&ids, &offsets).unwrap();
+    for (i, span) in offsets.windows(2).enumerate() {
+        let rows = &states[span[0] as usize * hidden..span[1] as usize * hidden];
+        let mut mean = vec![0f32; hidden];
+        for row in rows.chunks_exact(hidden) {
+            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+        }
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        mean.iter_mut().for_each(|v| *v /= norm);
+        let want = &embeddings[i * hidden..(i + 1) * hidden];
+        assert!(common::max_abs_diff(&mean, want) < 1e-5, "text {i}");
+    }
+    let err = minilm.token_states(&ids, &offsets, layers + 1).unwrap_err();
+    assert_eq!(err.status(), PluginStatus::InvalidArgument);
+}
+
+/// A fusion model describes its text and image widths to the host.
+#[test]
+fn fusion_models_describe_their_input_widths() {
+    let fusion =
+        PluginLibrary::open(&common::plugin_dir().join(lib_name("marquee_fusion"))).unwrap();
+    let dir = common::repo_root().join("plugins/fusion/tests/fixtures/with_bias");
+    let instance = fusion.create(&dir, "").unwrap();
+    assert_eq!(instance.info().fusion_widths(), Some((24, 40)));
+    assert_eq!(instance.info().output_dim, 12);
+    let present = instance.info().input("present").unwrap();
+    assert_eq!(
+        (present.dtype, present.width),
+        (marquee_plugin_api::DType::U8, 2)
+    );
 }

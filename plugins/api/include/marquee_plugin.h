@@ -1,17 +1,45 @@
 /*
- * Marquee plugin ABI, version 1.
+ * Marquee plugin ABI, version 2.1.
  *
  * A plugin is a shared library exporting one symbol:
  *
- *     const MqPluginApi *marquee_plugin_entry(uint32_t host_abi_version);
+ *     const MqPluginApi *marquee_plugin_entry(uint32_t host_major, uint32_t host_minor);
  *
- * It returns NULL when it does not speak host_abi_version, else a table that stays
- * valid for the library's lifetime. Enumerations are uint32_t constants. Tensors are
- * dense, row-major, and owned by the caller.
+ * The host passes its own ABI version (MQ_ABI_VERSION_MAJOR / MQ_ABI_VERSION_MINOR of
+ * the header it was built with). The plugin returns a table that stays valid for the
+ * library's lifetime, or NULL when it knows it cannot work with that host (the SDK
+ * returns NULL for a host of another major, or of the same major and an older minor).
+ * A plugin may also return its table whatever the host's version: the host checks the
+ * table's own version and says why it refuses it, naming both versions.
  *
- * Threading: tokenize, model_info and last_error may run concurrently; embed runs on
- * one thread at a time per instance. last_error returns the calling thread's message
- * from its last failed call, valid until that thread's next call into the plugin.
+ * Compatibility rule (as Triton's tritonbackend.h):
+ *   - A plugin built against MAJOR.MINOR works with any host of the same MAJOR and a
+ *     minor of at least MINOR. The host refuses a plugin of another major, and a plugin
+ *     of its own major and a newer minor.
+ *   - A new minor only appends: optional functions at the end of MqPluginApi, fields at
+ *     the end of MqModelInfo. Nothing is removed, reordered or retyped within a major.
+ *   - MqPluginApi begins with struct_size, abi_major, abi_minor in every major, so any
+ *     host can read a plugin's version. struct_size is sizeof(MqPluginApi) as the
+ *     plugin was built (a plugin of an older minor fills fewer functions): the host
+ *     treats every function at or past struct_size as absent, exactly like NULL.
+ *   - The host zeroes MqModelInfo before model_info, so a field appended in a newer
+ *     minor reads 0 from a plugin that does not know it.
+ *   - Any other change is a new major.
+ *
+ * Versions:
+ *   2.0  struct_size and major/minor in the table; the entry takes the host's major and
+ *        minor; model info describes named inputs and outputs (MqTensorDesc).
+ *   2.1  token_states (optional, text encoders): per-token hidden states of a layer;
+ *        MqModelInfo.token_state_dim / token_state_layers.
+ *
+ * Enumerations are uint32_t constants. Tensors are dense, row-major, and owned by the
+ * caller. Functions marked "required" are never NULL; "optional" ones may be NULL (or
+ * past struct_size) and the host then reports the capability as missing.
+ *
+ * Threading: tokenize, model_info and last_error may run concurrently; embed and
+ * token_states run on one thread at a time per instance (never both at once).
+ * last_error returns the calling thread's message from its last failed call, valid
+ * until that thread's next call into the plugin.
  *
  * This header mirrors plugins/api/src/abi.rs; a test keeps the two in sync.
  */
@@ -25,7 +53,8 @@
 extern "C" {
 #endif
 
-#define MQ_ABI_VERSION 1u
+#define MQ_ABI_VERSION_MAJOR 2u
+#define MQ_ABI_VERSION_MINOR 1u
 #define MQ_ENTRY_SYMBOL "marquee_plugin_entry"
 
 typedef uint32_t MqStatus;
@@ -65,33 +94,62 @@ typedef struct MqTensorMut {
     MqDType dtype;
 } MqTensorMut;
 
-/* What one loaded model takes and returns. */
+/* One named input or output of a model: width is the number of elements per row (per
+ * batch item), 0 for a ragged input whose rows vary in length (token ids, encoded
+ * images, offsets). Names by kind (in embed's order):
+ *   text encoder:  inputs "token_ids" U32 [0], "offsets" U32 [0];
+ *                  outputs "embedding" F32 [output_dim]
+ *   image encoder: inputs "images" U8 [0], "offsets" U32 [0];
+ *                  outputs "embedding" F32 [output_dim]
+ *   fusion:        inputs "text" F32 [text_dim], "poster" F32 [image_dim],
+ *                  "thumbnail" F32 [image_dim], "present" U8 [2];
+ *                  outputs "embedding" F32 [output_dim] */
+typedef struct MqTensorDesc {
+    const char *name; /* NUL-terminated UTF-8 */
+    MqDType dtype;
+    uint32_t width;
+} MqTensorDesc;
+
+/* What one loaded model takes and returns. The descriptor arrays (and their names) are
+ * owned by the instance and stay valid until it is destroyed. */
 typedef struct MqModelInfo {
     uint32_t output_dim;       /* length of each output vector */
     uint32_t max_input_tokens; /* token limit per input, 0 when not applicable */
+    const MqTensorDesc *inputs;
+    size_t n_inputs;
+    const MqTensorDesc *outputs;
+    size_t n_outputs;
+    /* Added in 2.1. */
+    uint32_t token_state_dim;    /* width of a token_states row, 0 when not supported */
+    uint32_t token_state_layers; /* L: token_states takes layers 0..=L */
 } MqModelInfo;
 
 /* Opaque model instance owned by the plugin. */
 typedef struct MqInstance MqInstance;
 
 typedef struct MqPluginApi {
-    uint32_t abi_version; /* must equal MQ_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(MqPluginApi) as the plugin was built */
+    uint32_t abi_major;   /* MQ_ABI_VERSION_MAJOR the plugin was built with */
+    uint32_t abi_minor;   /* MQ_ABI_VERSION_MINOR the plugin was built with */
     MqKind kind;
     const char *name;    /* e.g. "bert-text", NUL-terminated UTF-8 */
     const char *version; /* NUL-terminated UTF-8 */
-    /* 1 when the plugin can load the model directory, else 0. */
+    /* Required. 1 when the plugin can load the model directory, else 0. */
     uint32_t (*accepts)(const char *model_dir);
-    /* Load a model directory with a JSON object of options (may be ""). */
+    /* Required. Load a model directory with a JSON object of options (may be ""). */
     MqStatus (*create)(const char *model_dir, const char *config_json, MqInstance **out);
+    /* Required. */
     void (*destroy)(MqInstance *instance);
+    /* Required. Fill *out (zeroed by the host) for the instance. */
     MqStatus (*model_info)(const MqInstance *instance, MqModelInfo *out);
-    /* Tokenize UTF-8 text into at most max_tokens ids (truncating at the end, special
-     * tokens kept); out_ids has room for max_tokens; untruncated_len gets the count
-     * before truncation. */
+    /* Required. Tokenize UTF-8 text into at most max_tokens ids (truncating at the
+     * end, special tokens kept); out_ids has room for max_tokens; untruncated_len gets
+     * the count before truncation. Plugins that take no text return
+     * MQ_STATUS_UNIMPLEMENTED. */
     MqStatus (*tokenize)(const MqInstance *instance, const uint8_t *text, size_t text_len,
                          uint32_t max_tokens, uint32_t *out_ids, size_t *out_len,
                          size_t *untruncated_len);
-    /* Embed one batch; output F32 [n, dim] for every kind. Inputs by kind:
+    /* Required. Embed one batch; output F32 [n, dim] for every kind. Inputs by kind:
      * text encoders: inputs[0] = token ids (U32 [tokens]), inputs[1] = sequence
      *   offsets (U32 [n + 1]);
      * image encoders: inputs[0] = the encoded images back to back (U8 [bytes]),
@@ -102,13 +160,20 @@ typedef struct MqPluginApi {
      *   its row ignored). */
     MqStatus (*embed)(const MqInstance *instance, const MqTensor *inputs, size_t n_inputs,
                       MqTensorMut *output);
-    /* The calling thread's last error message; never NULL. */
+    /* Required. The calling thread's last error message; never NULL. */
     const char *(*last_error)(void);
+    /* Added in 2.1. Optional (text encoders). The hidden state of every token after
+     * `layer` (0 = the embeddings' output, L = the last layer, as transformers'
+     * hidden_states[layer]) for a ragged batch laid out as embed's: inputs[0] = token
+     * ids (U32 [tokens]), inputs[1] = offsets (U32 [n + 1]); output F32
+     * [tokens, token_state_dim]. */
+    MqStatus (*token_states)(const MqInstance *instance, const MqTensor *inputs,
+                             size_t n_inputs, uint32_t layer, MqTensorMut *output);
 } MqPluginApi;
 
-typedef const MqPluginApi *(*MqEntryFn)(uint32_t host_abi_version);
+typedef const MqPluginApi *(*MqEntryFn)(uint32_t host_major, uint32_t host_minor);
 
-const MqPluginApi *marquee_plugin_entry(uint32_t host_abi_version);
+const MqPluginApi *marquee_plugin_entry(uint32_t host_major, uint32_t host_minor);
 
 #ifdef __cplusplus
 }

@@ -1,15 +1,29 @@
 //! The raw C ABI, mirrored one to one by `include/marquee_plugin.h` (a test keeps the
 //! two in sync). Enumerations cross as `u32` constants so an unknown value from a
 //! newer peer is never undefined behaviour.
+//!
+//! Compatibility rule (as Triton's `tritonbackend.h`): a plugin built against
+//! `MAJOR.MINOR` works with any host of the same major and a minor of at least its own.
+//! A new minor only appends (optional functions at the end of [`MqPluginApi`], fields
+//! at the end of [`MqModelInfo`]); anything else is a new major. Every major begins
+//! [`MqPluginApi`] with `struct_size`, `abi_major`, `abi_minor`, and the host treats a
+//! function at or past `struct_size` as absent, like a null one.
+//!
+//! Versions: 2.0 added the table's size and version fields, the host's major and minor
+//! passed to the entry, and the named input/output descriptors of [`MqModelInfo`];
+//! 2.1 added the optional [`MqPluginApi::token_states`] and
+//! [`MqModelInfo::token_state_dim`] / [`MqModelInfo::token_state_layers`].
 
 use std::ffi::{c_char, c_void};
 
-/// Version of this ABI. The host passes its own to the entry symbol; a plugin built
-/// for another version returns null.
-pub const MQ_ABI_VERSION: u32 = 1;
+/// Major version of this ABI: a plugin of another major is refused.
+pub const MQ_ABI_VERSION_MAJOR: u32 = 2;
+
+/// Minor version of this ABI: a host runs plugins of its major up to its own minor.
+pub const MQ_ABI_VERSION_MINOR: u32 = 1;
 
 /// Name of the one symbol every plugin exports:
-/// `const MqPluginApi *marquee_plugin_entry(uint32_t host_abi_version)`.
+/// `const MqPluginApi *marquee_plugin_entry(uint32_t host_major, uint32_t host_minor)`.
 pub const MQ_ENTRY_SYMBOL: &str = "marquee_plugin_entry";
 
 /// Status of an ABI call (`MQ_STATUS_*`).
@@ -79,14 +93,57 @@ pub struct MqTensorMut {
     pub dtype: MqDType,
 }
 
-/// What one loaded model instance takes and returns.
+/// One named input or output of a model. `width` is the number of elements per row
+/// (per batch item), 0 for a ragged input whose rows vary in length. The names by kind
+/// are listed in the header and in `plugins/README.md`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqTensorDesc {
+    /// NUL-terminated UTF-8 name.
+    pub name: *const c_char,
+    /// Element type.
+    pub dtype: MqDType,
+    /// Elements per row, 0 when ragged.
+    pub width: u32,
+}
+
+/// What one loaded model instance takes and returns. The descriptor arrays are owned
+/// by the instance and valid until it is destroyed. The host zeroes the struct before
+/// `model_info`, so fields appended by a newer minor read 0 from older plugins.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
 pub struct MqModelInfo {
     /// Length of each output vector.
     pub output_dim: u32,
     /// Token limit of one input (text encoders), 0 when not applicable.
     pub max_input_tokens: u32,
+    /// `n_inputs` descriptors of `embed`'s inputs, in order.
+    pub inputs: *const MqTensorDesc,
+    /// Number of input descriptors.
+    pub n_inputs: usize,
+    /// `n_outputs` descriptors of the outputs.
+    pub outputs: *const MqTensorDesc,
+    /// Number of output descriptors.
+    pub n_outputs: usize,
+    /// Width of a `token_states` row, 0 when not supported (added in 2.1).
+    pub token_state_dim: u32,
+    /// `L`: `token_states` takes layers `0..=L` (added in 2.1).
+    pub token_state_layers: u32,
+}
+
+impl Default for MqModelInfo {
+    fn default() -> Self {
+        Self {
+            output_dim: 0,
+            max_input_tokens: 0,
+            inputs: std::ptr::null(),
+            n_inputs: 0,
+            outputs: std::ptr::null(),
+            n_outputs: 0,
+            token_state_dim: 0,
+            token_state_layers: 0,
+        }
+    }
 }
 
 /// Opaque model instance owned by the plugin.
@@ -95,48 +152,86 @@ pub struct MqInstance {
     _private: [u8; 0],
 }
 
+/// `accepts`: 1 when the plugin can load the model directory, 0 otherwise.
+pub type MqAcceptsFn = unsafe extern "C" fn(model_dir: *const c_char) -> u32;
+/// `create`: loads a model directory with a JSON object of options (may be empty).
+pub type MqCreateFn = unsafe extern "C" fn(
+    model_dir: *const c_char,
+    config_json: *const c_char,
+    out: *mut *mut MqInstance,
+) -> MqStatus;
+/// `destroy`: frees an instance made by `create`.
+pub type MqDestroyFn = unsafe extern "C" fn(instance: *mut MqInstance);
+/// `model_info`: describes an instance into a zeroed struct.
+pub type MqModelInfoFn =
+    unsafe extern "C" fn(instance: *const MqInstance, out: *mut MqModelInfo) -> MqStatus;
+/// `tokenize`: see [`MqPluginApi::tokenize`].
+pub type MqTokenizeFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    text: *const u8,
+    text_len: usize,
+    max_tokens: u32,
+    out_ids: *mut u32,
+    out_len: *mut usize,
+    untruncated_len: *mut usize,
+) -> MqStatus;
+/// `embed`: see [`MqPluginApi::embed`].
+pub type MqEmbedFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    inputs: *const MqTensor,
+    n_inputs: usize,
+    output: *mut MqTensorMut,
+) -> MqStatus;
+/// `last_error`: the calling thread's last message, NUL-terminated; never null.
+pub type MqLastErrorFn = unsafe extern "C" fn() -> *const c_char;
+/// `token_states`: see [`MqPluginApi::token_states`].
+pub type MqTokenStatesFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    inputs: *const MqTensor,
+    n_inputs: usize,
+    layer: u32,
+    output: *mut MqTensorMut,
+) -> MqStatus;
+
 /// The table a plugin's entry symbol returns; static for the library's lifetime.
 ///
+/// Required functions are never null; optional ones (`None`) may be null or lie past
+/// `struct_size`, and the host then reports the capability as missing.
+///
 /// Threading contract: `tokenize`, `model_info` and `last_error` may be called from
-/// any number of threads at once; `embed` is called by one thread at a time per
-/// instance. Strings returned by `last_error` are valid until the calling thread's
-/// next call into the plugin.
+/// any number of threads at once; `embed` and `token_states` are called by one thread
+/// at a time per instance. Strings returned by `last_error` are valid until the
+/// calling thread's next call into the plugin.
 #[repr(C)]
 pub struct MqPluginApi {
-    /// Must equal the host's [`MQ_ABI_VERSION`].
-    pub abi_version: u32,
+    /// `size_of::<MqPluginApi>()` as the plugin was built; functions at or past it are
+    /// absent.
+    pub struct_size: u32,
+    /// The [`MQ_ABI_VERSION_MAJOR`] the plugin was built with.
+    pub abi_major: u32,
+    /// The [`MQ_ABI_VERSION_MINOR`] the plugin was built with.
+    pub abi_minor: u32,
     /// One of `MQ_KIND_*`.
     pub kind: MqKind,
     /// Plugin name, NUL-terminated UTF-8 (e.g. `bert-text`).
     pub name: *const c_char,
     /// Plugin version, NUL-terminated UTF-8.
     pub version: *const c_char,
-    /// Returns 1 when the plugin can load the model directory, 0 otherwise.
-    pub accepts: unsafe extern "C" fn(model_dir: *const c_char) -> u32,
-    /// Loads a model directory with a JSON object of options (may be empty).
-    pub create: unsafe extern "C" fn(
-        model_dir: *const c_char,
-        config_json: *const c_char,
-        out: *mut *mut MqInstance,
-    ) -> MqStatus,
-    /// Frees an instance made by `create`.
-    pub destroy: unsafe extern "C" fn(instance: *mut MqInstance),
-    /// Describes an instance.
-    pub model_info:
-        unsafe extern "C" fn(instance: *const MqInstance, out: *mut MqModelInfo) -> MqStatus,
-    /// Tokenizes UTF-8 text into at most `max_tokens` ids (truncating at the end,
-    /// special tokens kept), writing them to `out_ids` (capacity `max_tokens`) and
-    /// their count to `out_len`; `untruncated_len` receives the count before truncation.
-    pub tokenize: unsafe extern "C" fn(
-        instance: *const MqInstance,
-        text: *const u8,
-        text_len: usize,
-        max_tokens: u32,
-        out_ids: *mut u32,
-        out_len: *mut usize,
-        untruncated_len: *mut usize,
-    ) -> MqStatus,
-    /// Embeds one batch; the output is F32 `[n, dim]` for every kind. Inputs by kind:
+    /// Required: whether the plugin can load a model directory.
+    pub accepts: MqAcceptsFn,
+    /// Required: loads a model directory.
+    pub create: MqCreateFn,
+    /// Required: frees an instance.
+    pub destroy: MqDestroyFn,
+    /// Required: describes an instance.
+    pub model_info: MqModelInfoFn,
+    /// Required: tokenizes UTF-8 text into at most `max_tokens` ids (truncating at the
+    /// end, special tokens kept), writing them to `out_ids` (capacity `max_tokens`) and
+    /// their count to `out_len`; `untruncated_len` receives the count before
+    /// truncation. Plugins that take no text return `MQ_STATUS_UNIMPLEMENTED`.
+    pub tokenize: MqTokenizeFn,
+    /// Required: embeds one batch; the output is F32 `[n, dim]` for every kind. Inputs
+    /// by kind:
     /// - text encoders: `inputs[0]` = all token ids (U32, `[tokens]`), `inputs[1]` =
     ///   sequence offsets (U32, `[n + 1]`);
     /// - image encoders: `inputs[0]` = the encoded images (JPEG, PNG, ...) back to back
@@ -145,15 +240,15 @@ pub struct MqPluginApi {
     ///   poster and `inputs[2]` = thumbnail embeddings (F32, `[n, image_dim]` each),
     ///   `inputs[3]` = which images are present (U8, `[n, 2]`: poster, thumbnail; 1 =
     ///   present, 0 = absent, its row ignored).
-    pub embed: unsafe extern "C" fn(
-        instance: *const MqInstance,
-        inputs: *const MqTensor,
-        n_inputs: usize,
-        output: *mut MqTensorMut,
-    ) -> MqStatus,
-    /// Message of the calling thread's last failed call, NUL-terminated; never null.
-    pub last_error: unsafe extern "C" fn() -> *const c_char,
+    pub embed: MqEmbedFn,
+    /// Required: message of the calling thread's last failed call.
+    pub last_error: MqLastErrorFn,
+    /// Optional (text encoders), added in 2.1: the hidden state of every token after
+    /// `layer` (0 = the embeddings' output, `L` = the last layer, as transformers'
+    /// `hidden_states[layer]`) for a ragged batch laid out as `embed`'s (`inputs[0]` =
+    /// token ids, `inputs[1]` = offsets); the output is F32 `[tokens, token_state_dim]`.
+    pub token_states: Option<MqTokenStatesFn>,
 }
 
-/// Signature of the entry symbol.
-pub type MqEntryFn = unsafe extern "C" fn(host_abi_version: u32) -> *const MqPluginApi;
+/// Signature of the entry symbol: takes the host's major and minor version.
+pub type MqEntryFn = unsafe extern "C" fn(host_major: u32, host_minor: u32) -> *const MqPluginApi;

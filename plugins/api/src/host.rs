@@ -3,7 +3,7 @@
 
 use crate::abi::*;
 use crate::sdk::Tokens;
-use crate::types::{DType, ModelInfo, PluginKind, Status};
+use crate::types::{DType, ModelInfo, PluginKind, Status, TensorSpec};
 use libloading::Library;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
@@ -59,7 +59,9 @@ impl HostError {
 
 /// An opened plugin library that passed the handshake.
 pub struct PluginLibrary {
-    api: &'static MqPluginApi,
+    /// The plugin's table, copied up to its `struct_size`: later functions are `None`.
+    api: MqPluginApi,
+    abi_version: (u32, u32),
     name: String,
     version: String,
     kind: PluginKind,
@@ -69,7 +71,7 @@ pub struct PluginLibrary {
 }
 
 // SAFETY: the ABI table is immutable and its functions follow the threading contract
-// documented on `MqPluginApi`; `PluginInstance` serialises `embed`.
+// documented on `MqPluginApi`; `PluginInstance` serialises `embed` and `token_states`.
 unsafe impl Send for PluginLibrary {}
 unsafe impl Sync for PluginLibrary {}
 
@@ -94,8 +96,74 @@ fn c_string(ptr: *const std::ffi::c_char) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Size of an ABI 2.0 table: every required function, none of the optional ones.
+const REQUIRED_TABLE_SIZE: usize = std::mem::offset_of!(MqPluginApi, token_states);
+
+/// The required functions of the table, by name and offset.
+const REQUIRED_FUNCTIONS: [(&str, usize); 7] = [
+    ("accepts", std::mem::offset_of!(MqPluginApi, accepts)),
+    ("create", std::mem::offset_of!(MqPluginApi, create)),
+    ("destroy", std::mem::offset_of!(MqPluginApi, destroy)),
+    ("model_info", std::mem::offset_of!(MqPluginApi, model_info)),
+    ("tokenize", std::mem::offset_of!(MqPluginApi, tokenize)),
+    ("embed", std::mem::offset_of!(MqPluginApi, embed)),
+    ("last_error", std::mem::offset_of!(MqPluginApi, last_error)),
+];
+
+/// Why a plugin of ABI `major.minor` cannot run on this host, `None` when it can: the
+/// same major and a minor no newer than the host's.
+pub fn abi_mismatch(major: u32, minor: u32) -> Option<String> {
+    let host = format!("{MQ_ABI_VERSION_MAJOR}.{MQ_ABI_VERSION_MINOR}");
+    if major != MQ_ABI_VERSION_MAJOR {
+        Some(format!(
+            "it was built for ABI version {major}.{minor} and the host speaks {host}: \
+             a plugin needs a host of the same major version"
+        ))
+    } else if minor > MQ_ABI_VERSION_MINOR {
+        Some(format!(
+            "it was built for ABI version {major}.{minor}, newer than the host's {host}: \
+             a plugin needs a host of its major version and at least its minor version"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Copies a plugin's table after checking its version and size, leaving every function
+/// at or past its `struct_size` absent (`None`).
+///
+/// # Safety
+/// `table` must point to a table that starts with `struct_size`, `abi_major` and
+/// `abi_minor` and holds `struct_size` readable bytes.
+unsafe fn copy_table(table: *const MqPluginApi) -> Result<MqPluginApi, String> {
+    let [struct_size, major, minor] = std::ptr::read(table.cast::<[u32; 3]>());
+    if let Some(reason) = abi_mismatch(major, minor) {
+        return Err(reason);
+    }
+    let size = struct_size as usize;
+    if size < REQUIRED_TABLE_SIZE {
+        return Err(format!(
+            "its function table is {size} bytes, smaller than the {REQUIRED_TABLE_SIZE} \
+             bytes every ABI {MQ_ABI_VERSION_MAJOR}.x table has"
+        ));
+    }
+    let mut copy = std::mem::MaybeUninit::<MqPluginApi>::zeroed();
+    let copied = size.min(std::mem::size_of::<MqPluginApi>());
+    std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), copied);
+    let bytes = copy.as_ptr().cast::<u8>();
+    for (name, offset) in REQUIRED_FUNCTIONS {
+        if std::ptr::read_unaligned(bytes.add(offset).cast::<usize>()) == 0 {
+            return Err(format!("its required function `{name}` is null"));
+        }
+    }
+    // SAFETY: required functions are non-null, optional ones are null or copied from
+    // the plugin, and every other field is plain data or a raw pointer.
+    Ok(copy.assume_init())
+}
+
 impl PluginLibrary {
-    /// Opens a shared library and performs the ABI handshake.
+    /// Opens a shared library and performs the ABI handshake: the host passes its
+    /// version to the entry symbol and refuses a table of another major or a newer minor.
     pub fn open(path: &Path) -> Result<Arc<Self>, HostError> {
         let open_err = |reason: String| HostError::Open {
             path: path.to_path_buf(),
@@ -120,24 +188,23 @@ impl PluginLibrary {
             reason,
         };
         // SAFETY: the entry takes the host's ABI version and returns a static table or null.
-        let api = unsafe { entry(MQ_ABI_VERSION).as_ref() }.ok_or_else(|| {
-            incompatible(format!("it does not support ABI version {MQ_ABI_VERSION}"))
-        })?;
-        if api.abi_version != MQ_ABI_VERSION {
+        let table = unsafe { entry(MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR) };
+        if table.is_null() {
             return Err(incompatible(format!(
-                "it speaks ABI version {}, the host {MQ_ABI_VERSION}",
-                api.abi_version
+                "it does not support ABI version {MQ_ABI_VERSION_MAJOR}.{MQ_ABI_VERSION_MINOR}, \
+                 the host's"
             )));
         }
+        // SAFETY: a non-null table follows the ABI's layout rule.
+        let api = unsafe { copy_table(table) }.map_err(incompatible)?;
         let kind = PluginKind::from_code(api.kind)
             .ok_or_else(|| incompatible(format!("unknown plugin kind {}", api.kind)))?;
         let name = c_string(api.name)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| incompatible("missing plugin name".into()))?;
         let version = c_string(api.version).unwrap_or_default();
-        // SAFETY: the table lives as long as the library, which `Self` owns.
-        let api: &'static MqPluginApi = unsafe { &*(api as *const MqPluginApi) };
         Ok(Arc::new(Self {
+            abi_version: (api.abi_major, api.abi_minor),
             api,
             name,
             version,
@@ -163,17 +230,25 @@ impl PluginLibrary {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The ABI version `(major, minor)` the plugin was built with.
+    pub fn abi_version(&self) -> (u32, u32) {
+        self.abi_version
+    }
+
+    fn error(&self, status: Status, message: String) -> HostError {
+        HostError::Call {
+            plugin: self.name.clone(),
+            status,
+            message,
+        }
+    }
 
     fn last_error(&self, status: Status) -> HostError {
         // SAFETY: `last_error` never returns null per the ABI; checked anyway.
         let message = c_string(unsafe { (self.api.last_error)() })
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| "unknown error".into());
-        HostError::Call {
-            plugin: self.name.clone(),
-            status,
-            message,
-        }
+        self.error(status, message)
     }
 
     fn check(&self, code: MqStatus) -> Result<(), HostError> {
@@ -198,33 +273,79 @@ impl PluginLibrary {
         model_dir: &Path,
         config_json: &str,
     ) -> Result<PluginInstance, HostError> {
-        let bad = |what: &str| HostError::Call {
-            plugin: self.name.clone(),
-            status: Status::InvalidArgument,
-            message: format!("{what} contains a NUL byte"),
+        let bad = |what: &str| {
+            self.error(
+                Status::InvalidArgument,
+                format!("{what} contains a NUL byte"),
+            )
         };
         let dir = CString::new(model_dir.to_string_lossy().as_bytes()).map_err(|_| bad("path"))?;
         let config = CString::new(config_json).map_err(|_| bad("config"))?;
         let mut raw: *mut MqInstance = std::ptr::null_mut();
         // SAFETY: valid strings and out-pointer.
         self.check(unsafe { (self.api.create)(dir.as_ptr(), config.as_ptr(), &mut raw) })?;
-        let raw = NonNull::new(raw).ok_or_else(|| HostError::Call {
-            plugin: self.name.clone(),
-            status: Status::Internal,
-            message: "create succeeded but returned no instance".into(),
+        let raw = NonNull::new(raw).ok_or_else(|| {
+            self.error(
+                Status::Internal,
+                "create succeeded but returned no instance".into(),
+            )
         })?;
         let mut instance = PluginInstance {
             library: Arc::clone(self),
             raw,
             info: ModelInfo::default(),
-            embed_lock: Mutex::new(()),
+            call_lock: Mutex::new(()),
         };
-        let mut info = ModelInfo::default();
-        // SAFETY: live instance and valid out-pointer.
+        let mut info = MqModelInfo::default();
+        // SAFETY: live instance and a zeroed out-struct, as the ABI asks.
         self.check(unsafe { (self.api.model_info)(raw.as_ptr(), &mut info) })?;
-        instance.info = info;
+        // SAFETY: the descriptors live as long as the instance, which is alive.
+        instance.info = unsafe { model_info(&info) }
+            .map_err(|e| self.error(Status::Internal, format!("model info: {e}")))?;
         Ok(instance)
     }
+}
+
+/// The descriptors of an ABI array as owned specs.
+///
+/// # Safety
+/// `descs` must be null with `n == 0`, or point to `n` descriptors.
+unsafe fn tensor_specs(descs: *const MqTensorDesc, n: usize) -> Result<Vec<TensorSpec>, String> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if descs.is_null() {
+        return Err(format!("{n} descriptors at a null pointer"));
+    }
+    std::slice::from_raw_parts(descs, n)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let name = c_string(d.name).ok_or_else(|| format!("descriptor {i} has no name"))?;
+            let dtype = DType::from_code(d.dtype)
+                .ok_or_else(|| format!("{name}: unknown dtype {}", d.dtype))?;
+            Ok(TensorSpec {
+                name,
+                dtype,
+                width: d.width,
+            })
+        })
+        .collect()
+}
+
+/// The owned form of a plugin's model info.
+///
+/// # Safety
+/// The descriptor pointers in `raw` must be valid as the ABI specifies.
+unsafe fn model_info(raw: &MqModelInfo) -> Result<ModelInfo, String> {
+    Ok(ModelInfo {
+        output_dim: raw.output_dim,
+        max_input_tokens: raw.max_input_tokens,
+        inputs: tensor_specs(raw.inputs, raw.n_inputs)?,
+        outputs: tensor_specs(raw.outputs, raw.n_outputs)?,
+        token_state_dim: raw.token_state_dim,
+        token_state_layers: raw.token_state_layers,
+    })
 }
 
 /// A loaded model inside a plugin; destroyed on drop.
@@ -232,10 +353,11 @@ pub struct PluginInstance {
     library: Arc<PluginLibrary>,
     raw: NonNull<MqInstance>,
     info: ModelInfo,
-    embed_lock: Mutex<()>,
+    /// Serialises `embed` and `token_states`, as the ABI's threading contract asks.
+    call_lock: Mutex<()>,
 }
 
-// SAFETY: see `PluginLibrary`; `embed` is serialised by `embed_lock`.
+// SAFETY: see `PluginLibrary`; `embed` and `token_states` are serialised by `call_lock`.
 unsafe impl Send for PluginInstance {}
 unsafe impl Sync for PluginInstance {}
 
@@ -250,9 +372,10 @@ pub struct InputTensor<'a> {
 }
 
 impl PluginInstance {
-    /// What the model takes and returns.
-    pub fn info(&self) -> ModelInfo {
-        self.info
+    /// What the model takes and returns: its named inputs and outputs with their widths
+    /// (for a fusion model, [`ModelInfo::fusion_widths`] gives the text and image widths).
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
     }
     /// The library it lives in.
     pub fn library(&self) -> &Arc<PluginLibrary> {
@@ -282,70 +405,130 @@ impl PluginInstance {
         })
     }
 
-    /// Runs `embed` on generic tensors, returning `rows × output_dim` floats.
-    pub fn embed(&self, inputs: &[InputTensor<'_>], rows: usize) -> Result<Vec<f32>, HostError> {
-        let invalid = |message: String| HostError::Call {
-            plugin: self.library.name.clone(),
-            status: Status::InvalidArgument,
-            message,
-        };
-        let mut raw_inputs = Vec::with_capacity(inputs.len());
-        for t in inputs {
-            if t.shape.len() > MQ_MAX_DIMS {
-                return Err(invalid(format!("tensor with {} dimensions", t.shape.len())));
-            }
-            let count: u64 = t.shape.iter().product();
-            if count as usize * t.dtype.size() != t.bytes.len() {
-                return Err(invalid("tensor bytes do not match its shape".into()));
-            }
-            let mut shape = [0u64; MQ_MAX_DIMS];
-            shape[..t.shape.len()].copy_from_slice(t.shape);
-            raw_inputs.push(MqTensor {
-                data: t.bytes.as_ptr().cast(),
-                shape,
-                ndim: t.shape.len() as u32,
-                dtype: t.dtype.code(),
-            });
-        }
-        let dim = self.info.output_dim as usize;
-        let mut values = vec![0f32; rows * dim];
+    fn invalid(&self, message: String) -> HostError {
+        self.library.error(Status::InvalidArgument, message)
+    }
+
+    /// The ABI form of the inputs, checked against their shapes.
+    fn raw_tensors(&self, inputs: &[InputTensor<'_>]) -> Result<Vec<MqTensor>, HostError> {
+        inputs
+            .iter()
+            .map(|t| {
+                if t.shape.len() > MQ_MAX_DIMS {
+                    return Err(self.invalid(format!("tensor with {} dimensions", t.shape.len())));
+                }
+                let count: u64 = t.shape.iter().product();
+                if count as usize * t.dtype.size() != t.bytes.len() {
+                    return Err(self.invalid("tensor bytes do not match its shape".into()));
+                }
+                let mut shape = [0u64; MQ_MAX_DIMS];
+                shape[..t.shape.len()].copy_from_slice(t.shape);
+                Ok(MqTensor {
+                    data: t.bytes.as_ptr().cast(),
+                    shape,
+                    ndim: t.shape.len() as u32,
+                    dtype: t.dtype.code(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `call` with the inputs and an F32 output of `rows × cols`, one call at a
+    /// time per instance, and returns the output.
+    fn call_with_output(
+        &self,
+        inputs: &[InputTensor<'_>],
+        [rows, cols]: [usize; 2],
+        call: impl FnOnce(*const MqTensor, usize, *mut MqTensorMut) -> MqStatus,
+    ) -> Result<Vec<f32>, HostError> {
+        let raw_inputs = self.raw_tensors(inputs)?;
+        let mut values = vec![0f32; rows * cols];
         let mut output = MqTensorMut {
             data: values.as_mut_ptr().cast(),
-            shape: [rows as u64, dim as u64, 0, 0],
+            shape: [rows as u64, cols as u64, 0, 0],
             ndim: 2,
             dtype: MQ_DTYPE_F32,
         };
-        let _one_at_a_time = self.embed_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: tensors point into live buffers sized as their shapes say.
-        self.library.check(unsafe {
-            (self.library.api.embed)(
-                self.raw.as_ptr(),
-                raw_inputs.as_ptr(),
-                raw_inputs.len(),
-                &mut output,
-            )
-        })?;
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.library
+            .check(call(raw_inputs.as_ptr(), raw_inputs.len(), &mut output))?;
         Ok(values)
+    }
+
+    /// Runs `embed` on generic tensors, returning `rows × output_dim` floats.
+    pub fn embed(&self, inputs: &[InputTensor<'_>], rows: usize) -> Result<Vec<f32>, HostError> {
+        let embed = self.library.api.embed;
+        let instance = self.raw.as_ptr();
+        self.call_with_output(inputs, [rows, self.info.output_dim as usize], |i, n, o| {
+            // SAFETY: live instance; tensors point into live buffers sized as their
+            // shapes say.
+            unsafe { embed(instance, i, n, o) }
+        })
     }
 
     /// Embeds a ragged batch of token sequences (text encoders).
     pub fn embed_tokens(&self, ids: &[u32], offsets: &[u32]) -> Result<Vec<f32>, HostError> {
-        self.embed(
-            &[
-                InputTensor {
-                    dtype: DType::U32,
-                    shape: &[ids.len() as u64],
-                    bytes: u32_bytes(ids),
-                },
-                InputTensor {
-                    dtype: DType::U32,
-                    shape: &[offsets.len() as u64],
-                    bytes: u32_bytes(offsets),
-                },
-            ],
-            offsets.len().saturating_sub(1),
-        )
+        with_token_inputs(ids, offsets, |inputs| {
+            self.embed(inputs, offsets.len().saturating_sub(1))
+        })
     }
+
+    /// Every token's hidden state after `layer` (0 = the embeddings' output, `L` = the
+    /// last layer, as transformers' `hidden_states[layer]`) for a ragged batch of token
+    /// sequences: `ids.len() × token_state_dim` floats, row `t` for token `t`. Fails
+    /// with `Unimplemented` when the plugin lacks the optional `token_states` call.
+    pub fn token_states(
+        &self,
+        ids: &[u32],
+        offsets: &[u32],
+        layer: u32,
+    ) -> Result<Vec<f32>, HostError> {
+        let (major, minor) = self.library.abi_version;
+        let Some(token_states) = self.library.api.token_states else {
+            return Err(self.library.error(
+                Status::Unimplemented,
+                format!(
+                    "it does not return per-token hidden states (it lacks the optional \
+                     token_states call; plugin ABI {major}.{minor})"
+                ),
+            ));
+        };
+        let dim = self.info.token_state_dim as usize;
+        if dim == 0 {
+            return Err(self.library.error(
+                Status::Internal,
+                "it has token_states but reports a token state width of 0".into(),
+            ));
+        }
+        let instance = self.raw.as_ptr();
+        with_token_inputs(ids, offsets, |inputs| {
+            self.call_with_output(inputs, [ids.len(), dim], |i, n, o| {
+                // SAFETY: as in `embed`.
+                unsafe { token_states(instance, i, n, layer, o) }
+            })
+        })
+    }
+}
+
+/// Runs `f` on a ragged batch of token sequences laid out as `embed`'s two inputs.
+fn with_token_inputs<R>(
+    ids: &[u32],
+    offsets: &[u32],
+    f: impl FnOnce(&[InputTensor<'_>]) -> R,
+) -> R {
+    let (ids_shape, offsets_shape) = ([ids.len() as u64], [offsets.len() as u64]);
+    f(&[
+        InputTensor {
+            dtype: DType::U32,
+            shape: &ids_shape,
+            bytes: u32_bytes(ids),
+        },
+        InputTensor {
+            dtype: DType::U32,
+            shape: &offsets_shape,
+            bytes: u32_bytes(offsets),
+        },
+    ])
 }
 
 /// The bytes of a `u32` slice, without copying.

@@ -1,17 +1,18 @@
 //! The safe side a Rust plugin author writes against.
 //!
 //! Implement [`Plugin`] for your model type and call [`export_plugin!`](crate::export_plugin)
-//! once in the `cdylib`. The macro generates the entry symbol and a table of
-//! `extern "C"` shims that validate pointers, convert tensors to safe views, and catch
-//! every panic, turning it into `MQ_STATUS_INTERNAL` with the panic message as the
-//! thread's last error.
+//! once in the `cdylib`. The macro generates the entry symbol, which hands the host a
+//! table of `extern "C"` shims that validate pointers, convert tensors to safe views,
+//! and catch every panic, turning it into `MQ_STATUS_INTERNAL` with the panic message
+//! as the thread's last error. [`parse_options`] reads a plugin's JSON options.
 
 use crate::abi::*;
-use crate::types::{DType, ModelInfo, PluginKind, Status};
+use crate::types::{DType, ModelInfo, PluginKind, Status, TensorSpec};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// A failed plugin call: a status class and a message for the caller.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +170,37 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     }
     /// Embeds one batch into `output` (see the ABI's `embed` for the input layout).
     fn embed(&self, inputs: &[Tensor<'_>], output: TensorMut<'_>) -> Result<(), PluginError>;
+    /// Whether the plugin implements [`Plugin::token_states`]; when false the table's
+    /// `token_states` is null, so the host reports the capability as missing.
+    const HAS_TOKEN_STATES: bool = false;
+    /// Writes every token's hidden state after `layer` (0 = the embeddings' output) for
+    /// a ragged batch laid out as `embed`'s into `output`, `[tokens, token_state_dim]`
+    /// (text encoders; see the ABI's `token_states`).
+    fn token_states(
+        &self,
+        _inputs: &[Tensor<'_>],
+        _layer: u32,
+        _output: TensorMut<'_>,
+    ) -> Result<(), PluginError> {
+        Err(PluginError::unimplemented(format!(
+            "plugin {} does not return per-token hidden states",
+            Self::NAME
+        )))
+    }
+}
+
+/// Parses a plugin's JSON options: an empty string gives `T::default()`, anything else
+/// must be a JSON object of `T`'s fields (derive `Deserialize` with
+/// `#[serde(deny_unknown_fields)]` to refuse unknown keys). Errors are
+/// `INVALID_ARGUMENT`, `plugin config: ...`.
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    config_json: &str,
+) -> Result<T, PluginError> {
+    if config_json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(config_json)
+        .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))
 }
 
 thread_local! {
@@ -181,8 +213,7 @@ fn set_last_error(message: &str) {
 }
 
 /// Runs `body`, turning errors and panics into a status code and the thread's last error.
-#[doc(hidden)]
-pub fn guard(body: impl FnOnce() -> Result<(), PluginError>) -> MqStatus {
+fn guard(body: impl FnOnce() -> Result<(), PluginError>) -> MqStatus {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => MQ_STATUS_OK,
         Ok(Err(e)) => {
@@ -205,8 +236,7 @@ pub fn guard(body: impl FnOnce() -> Result<(), PluginError>) -> MqStatus {
 ///
 /// # Safety
 /// `ptr` must be null or point to a NUL-terminated string.
-#[doc(hidden)]
-pub unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, PluginError> {
+unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, PluginError> {
     if ptr.is_null() {
         return Err(PluginError::invalid_argument(format!("{what} is null")));
     }
@@ -232,8 +262,7 @@ fn element_count(shape: &[u64]) -> Result<usize, PluginError> {
 ///
 /// # Safety
 /// The pointers must describe valid tensors as the ABI specifies.
-#[doc(hidden)]
-pub unsafe fn tensor_args<'a>(
+unsafe fn tensor_args<'a>(
     inputs: *const MqTensor,
     n_inputs: usize,
     output: *mut MqTensorMut,
@@ -292,177 +321,262 @@ pub unsafe fn tensor_args<'a>(
     ))
 }
 
-/// The thread's last error message (for the generated `last_error` shim).
-#[doc(hidden)]
-pub fn last_error_ptr() -> *const c_char {
+/// A plugin instance as the host holds it: the plugin's value and its model info in
+/// ABI form, which `model_info` hands out and which lives as long as the instance.
+struct Hosted<P> {
+    plugin: P,
+    info: MqModelInfo,
+    // Own the memory `info` points into.
+    _inputs: Vec<MqTensorDesc>,
+    _outputs: Vec<MqTensorDesc>,
+    _names: Vec<CString>,
+}
+
+impl<P: Plugin> Hosted<P> {
+    fn new(plugin: P) -> Self {
+        let info = plugin.info();
+        let mut names = Vec::new();
+        let mut descriptors = |specs: &[TensorSpec]| -> Vec<MqTensorDesc> {
+            specs
+                .iter()
+                .map(|spec| {
+                    let name = CString::new(spec.name.replace('\0', " ")).unwrap_or_default();
+                    let desc = MqTensorDesc {
+                        name: name.as_ptr(),
+                        dtype: spec.dtype.code(),
+                        width: spec.width,
+                    };
+                    names.push(name);
+                    desc
+                })
+                .collect()
+        };
+        let inputs = descriptors(&info.inputs);
+        let outputs = descriptors(&info.outputs);
+        Self {
+            info: MqModelInfo {
+                output_dim: info.output_dim,
+                max_input_tokens: info.max_input_tokens,
+                inputs: inputs.as_ptr(),
+                n_inputs: inputs.len(),
+                outputs: outputs.as_ptr(),
+                n_outputs: outputs.len(),
+                token_state_dim: info.token_state_dim,
+                token_state_layers: info.token_state_layers,
+            },
+            plugin,
+            _inputs: inputs,
+            _outputs: outputs,
+            _names: names,
+        }
+    }
+}
+
+/// The plugin behind an instance pointer.
+///
+/// # Safety
+/// `instance` must be null or come from `create::<P>` and not be destroyed.
+unsafe fn hosted<'a, P: Plugin>(instance: *const MqInstance) -> Result<&'a Hosted<P>, PluginError> {
+    (instance as *const Hosted<P>)
+        .as_ref()
+        .ok_or_else(|| PluginError::invalid_argument("null instance"))
+}
+
+unsafe extern "C" fn accepts<P: Plugin>(model_dir: *const c_char) -> u32 {
+    let mut ok = false;
+    guard(|| {
+        ok = P::accepts(Path::new(str_arg(model_dir, "model_dir")?));
+        Ok(())
+    });
+    ok as u32
+}
+
+unsafe extern "C" fn create<P: Plugin>(
+    model_dir: *const c_char,
+    config_json: *const c_char,
+    out: *mut *mut MqInstance,
+) -> MqStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(PluginError::invalid_argument("null output pointer"));
+        }
+        let dir = str_arg(model_dir, "model_dir")?;
+        let config = if config_json.is_null() {
+            ""
+        } else {
+            str_arg(config_json, "config_json")?
+        };
+        let instance = Box::new(Hosted::new(P::create(Path::new(dir), config)?));
+        *out = Box::into_raw(instance) as *mut MqInstance;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn destroy<P: Plugin>(instance: *mut MqInstance) {
+    guard(|| {
+        if !instance.is_null() {
+            drop(Box::from_raw(instance as *mut Hosted<P>));
+        }
+        Ok(())
+    });
+}
+
+unsafe extern "C" fn model_info<P: Plugin>(
+    instance: *const MqInstance,
+    out: *mut MqModelInfo,
+) -> MqStatus {
+    guard(|| {
+        let hosted = hosted::<P>(instance)?;
+        let out = out
+            .as_mut()
+            .ok_or_else(|| PluginError::invalid_argument("null output pointer"))?;
+        *out = hosted.info;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn tokenize<P: Plugin>(
+    instance: *const MqInstance,
+    text: *const u8,
+    text_len: usize,
+    max_tokens: u32,
+    out_ids: *mut u32,
+    out_len: *mut usize,
+    untruncated_len: *mut usize,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        if (text.is_null() && text_len > 0)
+            || out_ids.is_null()
+            || out_len.is_null()
+            || untruncated_len.is_null()
+        {
+            return Err(PluginError::invalid_argument("null pointer argument"));
+        }
+        let bytes = if text_len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(text, text_len)
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| PluginError::invalid_argument("text is not UTF-8"))?;
+        let tokens = p.tokenize(text, max_tokens as usize)?;
+        if tokens.ids.len() > max_tokens as usize {
+            return Err(PluginError::internal("tokenizer exceeded max_tokens"));
+        }
+        std::ptr::copy_nonoverlapping(tokens.ids.as_ptr(), out_ids, tokens.ids.len());
+        *out_len = tokens.ids.len();
+        *untruncated_len = tokens.untruncated_len;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn embed<P: Plugin>(
+    instance: *const MqInstance,
+    inputs: *const MqTensor,
+    n_inputs: usize,
+    output: *mut MqTensorMut,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
+        p.embed(&inputs, output)
+    })
+}
+
+unsafe extern "C" fn token_states<P: Plugin>(
+    instance: *const MqInstance,
+    inputs: *const MqTensor,
+    n_inputs: usize,
+    layer: u32,
+    output: *mut MqTensorMut,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
+        p.token_states(&inputs, layer, output)
+    })
+}
+
+unsafe extern "C" fn last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Generates the entry symbol `marquee_plugin_entry` and the ABI table for a type
-/// implementing [`Plugin`]. Call it once, at the root of a `cdylib` crate.
+/// The table a plugin exports, with the strings it points to.
+#[doc(hidden)]
+pub struct ExportedApi {
+    table: MqPluginApi,
+    _name: CString,
+    _version: CString,
+}
+
+// SAFETY: the table holds only function pointers and pointers to the strings beside it,
+// all immutable.
+unsafe impl Sync for ExportedApi {}
+unsafe impl Send for ExportedApi {}
+
+/// Whether a plugin built with this SDK works with a host of the given version: same
+/// major, a minor at least the SDK's.
+pub fn host_supported(host_major: u32, host_minor: u32) -> bool {
+    host_major == MQ_ABI_VERSION_MAJOR && host_minor >= MQ_ABI_VERSION_MINOR
+}
+
+/// The body of the entry symbol [`export_plugin!`](crate::export_plugin) generates:
+/// null for a host this SDK cannot serve, else `P`'s table (built once into `cell`).
+#[doc(hidden)]
+pub fn entry<P: Plugin>(
+    cell: &'static OnceLock<ExportedApi>,
+    host_major: u32,
+    host_minor: u32,
+) -> *const MqPluginApi {
+    if !host_supported(host_major, host_minor) {
+        return std::ptr::null();
+    }
+    let api = cell.get_or_init(|| {
+        let name = CString::new(P::NAME).unwrap_or_default();
+        let version = CString::new(P::VERSION).unwrap_or_default();
+        ExportedApi {
+            table: MqPluginApi {
+                struct_size: std::mem::size_of::<MqPluginApi>() as u32,
+                abi_major: MQ_ABI_VERSION_MAJOR,
+                abi_minor: MQ_ABI_VERSION_MINOR,
+                kind: P::KIND.code(),
+                name: name.as_ptr(),
+                version: version.as_ptr(),
+                accepts: accepts::<P>,
+                create: create::<P>,
+                destroy: destroy::<P>,
+                model_info: model_info::<P>,
+                tokenize: tokenize::<P>,
+                embed: embed::<P>,
+                last_error,
+                token_states: P::HAS_TOKEN_STATES.then_some(token_states::<P> as MqTokenStatesFn),
+            },
+            _name: name,
+            _version: version,
+        }
+    });
+    &api.table
+}
+
+/// Generates the entry symbol `marquee_plugin_entry` for a type implementing
+/// [`Plugin`]. Call it once, at the root of a `cdylib` crate.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         #[doc(hidden)]
         pub mod __marquee_plugin_exports {
             use super::*;
-            use std::ffi::c_char;
-            use std::path::Path;
-            use $crate::abi::*;
-            use $crate::sdk::{guard, last_error_ptr, str_arg, tensor_args};
-            use $crate::{Plugin, PluginError};
 
-            type P = $plugin;
-
-            unsafe extern "C" fn accepts(model_dir: *const c_char) -> u32 {
-                let mut ok = false;
-                guard(|| {
-                    ok = P::accepts(Path::new(str_arg(model_dir, "model_dir")?));
-                    Ok(())
-                });
-                ok as u32
-            }
-
-            unsafe extern "C" fn create(
-                model_dir: *const c_char,
-                config_json: *const c_char,
-                out: *mut *mut MqInstance,
-            ) -> MqStatus {
-                guard(|| {
-                    if out.is_null() {
-                        return Err(PluginError::invalid_argument("null output pointer"));
-                    }
-                    let dir = str_arg(model_dir, "model_dir")?;
-                    let config = if config_json.is_null() {
-                        ""
-                    } else {
-                        str_arg(config_json, "config_json")?
-                    };
-                    let instance = Box::new(P::create(Path::new(dir), config)?);
-                    *out = Box::into_raw(instance) as *mut MqInstance;
-                    Ok(())
-                })
-            }
-
-            unsafe extern "C" fn destroy(instance: *mut MqInstance) {
-                guard(|| {
-                    if !instance.is_null() {
-                        drop(Box::from_raw(instance as *mut P));
-                    }
-                    Ok(())
-                });
-            }
-
-            unsafe fn instance_ref<'a>(instance: *const MqInstance) -> Result<&'a P, PluginError> {
-                (instance as *const P)
-                    .as_ref()
-                    .ok_or_else(|| PluginError::invalid_argument("null instance"))
-            }
-
-            unsafe extern "C" fn model_info(
-                instance: *const MqInstance,
-                out: *mut MqModelInfo,
-            ) -> MqStatus {
-                guard(|| {
-                    let p = instance_ref(instance)?;
-                    let out = out
-                        .as_mut()
-                        .ok_or_else(|| PluginError::invalid_argument("null output pointer"))?;
-                    *out = p.info();
-                    Ok(())
-                })
-            }
-
-            unsafe extern "C" fn tokenize(
-                instance: *const MqInstance,
-                text: *const u8,
-                text_len: usize,
-                max_tokens: u32,
-                out_ids: *mut u32,
-                out_len: *mut usize,
-                untruncated_len: *mut usize,
-            ) -> MqStatus {
-                guard(|| {
-                    let p = instance_ref(instance)?;
-                    if (text.is_null() && text_len > 0)
-                        || out_ids.is_null()
-                        || out_len.is_null()
-                        || untruncated_len.is_null()
-                    {
-                        return Err(PluginError::invalid_argument("null pointer argument"));
-                    }
-                    let bytes = if text_len == 0 {
-                        &[][..]
-                    } else {
-                        std::slice::from_raw_parts(text, text_len)
-                    };
-                    let text = std::str::from_utf8(bytes)
-                        .map_err(|_| PluginError::invalid_argument("text is not UTF-8"))?;
-                    let tokens = p.tokenize(text, max_tokens as usize)?;
-                    if tokens.ids.len() > max_tokens as usize {
-                        return Err(PluginError::internal("tokenizer exceeded max_tokens"));
-                    }
-                    std::ptr::copy_nonoverlapping(tokens.ids.as_ptr(), out_ids, tokens.ids.len());
-                    *out_len = tokens.ids.len();
-                    *untruncated_len = tokens.untruncated_len;
-                    Ok(())
-                })
-            }
-
-            unsafe extern "C" fn embed(
-                instance: *const MqInstance,
-                inputs: *const MqTensor,
-                n_inputs: usize,
-                output: *mut MqTensorMut,
-            ) -> MqStatus {
-                guard(|| {
-                    let p = instance_ref(instance)?;
-                    let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
-                    p.embed(&inputs, output)
-                })
-            }
-
-            unsafe extern "C" fn last_error() -> *const c_char {
-                last_error_ptr()
-            }
-
-            struct SyncApi(MqPluginApi);
-            // SAFETY: the table holds only function pointers and pointers to static strings.
-            unsafe impl Sync for SyncApi {}
-            unsafe impl Send for SyncApi {}
-
-            static NAME_C: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
-            static VERSION_C: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
-            static API: std::sync::OnceLock<SyncApi> = std::sync::OnceLock::new();
+            static API: std::sync::OnceLock<$crate::sdk::ExportedApi> = std::sync::OnceLock::new();
 
             /// The plugin's entry symbol: the handshake of the Marquee plugin ABI.
             #[no_mangle]
-            pub unsafe extern "C" fn marquee_plugin_entry(
-                host_abi_version: u32,
-            ) -> *const MqPluginApi {
-                if host_abi_version != MQ_ABI_VERSION {
-                    return std::ptr::null();
-                }
-                let api = API.get_or_init(|| {
-                    let name =
-                        NAME_C.get_or_init(|| std::ffi::CString::new(P::NAME).unwrap_or_default());
-                    let version = VERSION_C
-                        .get_or_init(|| std::ffi::CString::new(P::VERSION).unwrap_or_default());
-                    SyncApi(MqPluginApi {
-                        abi_version: MQ_ABI_VERSION,
-                        kind: P::KIND.code(),
-                        name: name.as_ptr(),
-                        version: version.as_ptr(),
-                        accepts,
-                        create,
-                        destroy,
-                        model_info,
-                        tokenize,
-                        embed,
-                        last_error,
-                    })
-                });
-                &api.0
+            pub extern "C" fn marquee_plugin_entry(
+                host_major: u32,
+                host_minor: u32,
+            ) -> *const $crate::abi::MqPluginApi {
+                $crate::sdk::entry::<$plugin>(&API, host_major, host_minor)
             }
         }
     };

@@ -118,5 +118,136 @@ impl DType {
     }
 }
 
-/// What a loaded model takes and returns.
-pub type ModelInfo = MqModelInfo;
+/// Names of the inputs and outputs each kind describes in its [`ModelInfo`] (in `embed`'s
+/// input order; see `plugins/README.md`).
+pub mod tensor_names {
+    /// Text encoders: every sequence's token ids back to back (U32, ragged).
+    pub const TOKEN_IDS: &str = "token_ids";
+    /// Text and image encoders: where each input starts (U32, ragged).
+    pub const OFFSETS: &str = "offsets";
+    /// Image encoders: the encoded images back to back (U8, ragged).
+    pub const IMAGES: &str = "images";
+    /// Fusion: the text embedding (F32, `text_dim` wide).
+    pub const TEXT: &str = "text";
+    /// Fusion: the poster embedding (F32, `image_dim` wide).
+    pub const POSTER: &str = "poster";
+    /// Fusion: the thumbnail embedding (F32, `image_dim` wide).
+    pub const THUMBNAIL: &str = "thumbnail";
+    /// Fusion: which of poster and thumbnail are present (U8, 2 wide).
+    pub const PRESENT: &str = "present";
+    /// Every kind's output vector (F32, `output_dim` wide).
+    pub const EMBEDDING: &str = "embedding";
+}
+
+/// One named input or output of a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Its name (see [`tensor_names`]).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Elements per row (per batch item), 0 when rows vary in length.
+    pub width: u32,
+}
+
+impl TensorSpec {
+    /// A descriptor.
+    pub fn new(name: &str, dtype: DType, width: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            dtype,
+            width,
+        }
+    }
+}
+
+/// What a loaded model takes and returns: the safe form of [`MqModelInfo`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Length of each output vector.
+    pub output_dim: u32,
+    /// Token limit of one input (text encoders), 0 when not applicable.
+    pub max_input_tokens: u32,
+    /// `embed`'s inputs, in order.
+    pub inputs: Vec<TensorSpec>,
+    /// The outputs.
+    pub outputs: Vec<TensorSpec>,
+    /// Width of a per-token hidden state, 0 when the model gives none.
+    pub token_state_dim: u32,
+    /// `L`: per-token hidden states exist for layers `0..=L`.
+    pub token_state_layers: u32,
+}
+
+impl ModelInfo {
+    fn with_inputs(output_dim: u32, inputs: Vec<TensorSpec>) -> Self {
+        Self {
+            output_dim,
+            inputs,
+            outputs: vec![TensorSpec::new(
+                tensor_names::EMBEDDING,
+                DType::F32,
+                output_dim,
+            )],
+            ..Self::default()
+        }
+    }
+
+    /// A text encoder: ragged token ids and offsets in, `output_dim` floats out.
+    pub fn text_encoder(output_dim: u32, max_input_tokens: u32) -> Self {
+        Self {
+            max_input_tokens,
+            ..Self::with_inputs(
+                output_dim,
+                vec![
+                    TensorSpec::new(tensor_names::TOKEN_IDS, DType::U32, 0),
+                    TensorSpec::new(tensor_names::OFFSETS, DType::U32, 0),
+                ],
+            )
+        }
+    }
+
+    /// An image encoder: encoded images and their byte offsets in.
+    pub fn image_encoder(output_dim: u32) -> Self {
+        Self::with_inputs(
+            output_dim,
+            vec![
+                TensorSpec::new(tensor_names::IMAGES, DType::U8, 0),
+                TensorSpec::new(tensor_names::OFFSETS, DType::U32, 0),
+            ],
+        )
+    }
+
+    /// A fusion model: text, poster and thumbnail embeddings and the presence flags in.
+    pub fn fusion(text_dim: u32, image_dim: u32, output_dim: u32) -> Self {
+        Self::with_inputs(
+            output_dim,
+            vec![
+                TensorSpec::new(tensor_names::TEXT, DType::F32, text_dim),
+                TensorSpec::new(tensor_names::POSTER, DType::F32, image_dim),
+                TensorSpec::new(tensor_names::THUMBNAIL, DType::F32, image_dim),
+                TensorSpec::new(tensor_names::PRESENT, DType::U8, 2),
+            ],
+        )
+    }
+
+    /// The same, also offering per-token hidden states `dim` wide for layers `0..=layers`.
+    pub fn with_token_states(self, dim: u32, layers: u32) -> Self {
+        Self {
+            token_state_dim: dim,
+            token_state_layers: layers,
+            ..self
+        }
+    }
+
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// A fusion model's input widths `(text, image)`: the widths of its `text` and
+    /// `poster` inputs; `None` when it does not describe both.
+    pub fn fusion_widths(&self) -> Option<(usize, usize)> {
+        let width = |name| self.input(name).map(|t| t.width as usize);
+        Some((width(tensor_names::TEXT)?, width(tensor_names::POSTER)?))
+    }
+}

@@ -8,14 +8,25 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
+/// Records a struct's size and the offset of each named field.
+macro_rules! layout {
+    ($map:ident, $ty:ident { $($field:ident),* $(,)? }) => {
+        $map.insert(format!("sizeof({})", stringify!($ty)), size_of::<$ty>() as u64);
+        $(
+            $map.insert(
+                format!("{}.{}", stringify!($ty), stringify!($field)),
+                offset_of!($ty, $field) as u64,
+            );
+        )*
+    };
+}
+
 fn rust_side() -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
-    let mut put = |k: &str, v: usize| {
-        m.insert(k.to_string(), v as u64);
-    };
-    put("MQ_ABI_VERSION", MQ_ABI_VERSION as usize);
-    put("MQ_MAX_DIMS", MQ_MAX_DIMS);
     for (k, v) in [
+        ("MQ_ABI_VERSION_MAJOR", MQ_ABI_VERSION_MAJOR),
+        ("MQ_ABI_VERSION_MINOR", MQ_ABI_VERSION_MINOR),
+        ("MQ_MAX_DIMS", MQ_MAX_DIMS as u32),
         ("MQ_STATUS_OK", MQ_STATUS_OK),
         ("MQ_STATUS_INVALID_ARGUMENT", MQ_STATUS_INVALID_ARGUMENT),
         ("MQ_STATUS_NOT_FOUND", MQ_STATUS_NOT_FOUND),
@@ -30,47 +41,58 @@ fn rust_side() -> BTreeMap<String, u64> {
         ("MQ_DTYPE_U32", MQ_DTYPE_U32),
         ("MQ_DTYPE_U8", MQ_DTYPE_U8),
     ] {
-        put(k, v as usize);
+        m.insert(k.to_string(), v as u64);
     }
-    put("sizeof(MqTensor)", size_of::<MqTensor>());
-    put("MqTensor.data", offset_of!(MqTensor, data));
-    put("MqTensor.shape", offset_of!(MqTensor, shape));
-    put("MqTensor.ndim", offset_of!(MqTensor, ndim));
-    put("MqTensor.dtype", offset_of!(MqTensor, dtype));
-    put("sizeof(MqTensorMut)", size_of::<MqTensorMut>());
-    put("MqTensorMut.data", offset_of!(MqTensorMut, data));
-    put("MqTensorMut.shape", offset_of!(MqTensorMut, shape));
-    put("MqTensorMut.ndim", offset_of!(MqTensorMut, ndim));
-    put("MqTensorMut.dtype", offset_of!(MqTensorMut, dtype));
-    put("sizeof(MqModelInfo)", size_of::<MqModelInfo>());
-    put(
-        "MqModelInfo.output_dim",
-        offset_of!(MqModelInfo, output_dim),
+    layout!(
+        m,
+        MqTensor {
+            data,
+            shape,
+            ndim,
+            dtype
+        }
     );
-    put(
-        "MqModelInfo.max_input_tokens",
-        offset_of!(MqModelInfo, max_input_tokens),
+    layout!(
+        m,
+        MqTensorMut {
+            data,
+            shape,
+            ndim,
+            dtype
+        }
     );
-    put("sizeof(MqPluginApi)", size_of::<MqPluginApi>());
-    put(
-        "MqPluginApi.abi_version",
-        offset_of!(MqPluginApi, abi_version),
+    layout!(m, MqTensorDesc { name, dtype, width });
+    layout!(
+        m,
+        MqModelInfo {
+            output_dim,
+            max_input_tokens,
+            inputs,
+            n_inputs,
+            outputs,
+            n_outputs,
+            token_state_dim,
+            token_state_layers,
+        }
     );
-    put("MqPluginApi.kind", offset_of!(MqPluginApi, kind));
-    put("MqPluginApi.name", offset_of!(MqPluginApi, name));
-    put("MqPluginApi.version", offset_of!(MqPluginApi, version));
-    put("MqPluginApi.accepts", offset_of!(MqPluginApi, accepts));
-    put("MqPluginApi.create", offset_of!(MqPluginApi, create));
-    put("MqPluginApi.destroy", offset_of!(MqPluginApi, destroy));
-    put(
-        "MqPluginApi.model_info",
-        offset_of!(MqPluginApi, model_info),
-    );
-    put("MqPluginApi.tokenize", offset_of!(MqPluginApi, tokenize));
-    put("MqPluginApi.embed", offset_of!(MqPluginApi, embed));
-    put(
-        "MqPluginApi.last_error",
-        offset_of!(MqPluginApi, last_error),
+    layout!(
+        m,
+        MqPluginApi {
+            struct_size,
+            abi_major,
+            abi_minor,
+            kind,
+            name,
+            version,
+            accepts,
+            create,
+            destroy,
+            model_info,
+            tokenize,
+            embed,
+            last_error,
+            token_states,
+        }
     );
     m
 }

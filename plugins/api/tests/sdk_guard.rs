@@ -2,7 +2,8 @@
 
 use marquee_plugin_api::abi::*;
 use marquee_plugin_api::{
-    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut, Tokens,
+    export_plugin, parse_options, ModelInfo, Plugin, PluginError, PluginKind, Status, Tensor,
+    TensorMut, Tokens,
 };
 use std::ffi::{CStr, CString};
 use std::path::Path;
@@ -24,10 +25,7 @@ impl Plugin for Exploding {
         Ok(Exploding)
     }
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            output_dim: 2,
-            max_input_tokens: 8,
-        }
+        ModelInfo::text_encoder(2, 8)
     }
     fn tokenize(&self, _: &str, _: usize) -> Result<Tokens, PluginError> {
         panic!("tokenizer exploded")
@@ -47,20 +45,105 @@ fn last_error(api: &MqPluginApi) -> String {
         .into_owned()
 }
 
+fn entry(major: u32, minor: u32) -> *const MqPluginApi {
+    __marquee_plugin_exports::marquee_plugin_entry(major, minor)
+}
+
+fn api() -> &'static MqPluginApi {
+    unsafe { &*entry(MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR) }
+}
+
 #[test]
 fn handshake_refuses_other_abi_versions() {
+    assert!(entry(MQ_ABI_VERSION_MAJOR + 1, MQ_ABI_VERSION_MINOR).is_null());
+    assert!(entry(MQ_ABI_VERSION_MAJOR - 1, MQ_ABI_VERSION_MINOR).is_null());
+    // A host of an older minor may lack what the plugin relies on; a newer one may not.
+    assert!(entry(MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR - 1).is_null());
+    assert_eq!(
+        entry(MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR + 1),
+        api() as *const MqPluginApi
+    );
+    let api = api();
+    assert_eq!(
+        (api.struct_size, api.abi_major, api.abi_minor),
+        (
+            std::mem::size_of::<MqPluginApi>() as u32,
+            MQ_ABI_VERSION_MAJOR,
+            MQ_ABI_VERSION_MINOR
+        )
+    );
+    assert_eq!(api.kind, MQ_KIND_TEXT_ENCODER);
+    assert_eq!(
+        unsafe { CStr::from_ptr(api.name) }.to_str().unwrap(),
+        "exploding"
+    );
+    // The plugin leaves the optional per-token call out, so the host sees it absent.
+    assert!(api.token_states.is_none());
+}
+
+#[test]
+fn model_info_describes_named_inputs_owned_by_the_instance() {
+    let api = api();
+    let dir = CString::new("/tmp").unwrap();
     unsafe {
-        assert!(__marquee_plugin_exports::marquee_plugin_entry(MQ_ABI_VERSION + 1).is_null());
-        let api = &*__marquee_plugin_exports::marquee_plugin_entry(MQ_ABI_VERSION);
-        assert_eq!(api.abi_version, MQ_ABI_VERSION);
-        assert_eq!(api.kind, MQ_KIND_TEXT_ENCODER);
-        assert_eq!(CStr::from_ptr(api.name).to_str().unwrap(), "exploding");
+        let mut instance = std::ptr::null_mut();
+        assert_eq!(
+            (api.create)(dir.as_ptr(), std::ptr::null(), &mut instance),
+            MQ_STATUS_OK
+        );
+        let mut info = MqModelInfo::default();
+        assert_eq!((api.model_info)(instance, &mut info), MQ_STATUS_OK);
+        assert_eq!((info.output_dim, info.max_input_tokens), (2, 8));
+        let described = |descs: *const MqTensorDesc, n: usize| {
+            std::slice::from_raw_parts(descs, n)
+                .iter()
+                .map(|d| {
+                    let name = CStr::from_ptr(d.name).to_str().unwrap().to_string();
+                    (name, d.dtype, d.width)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            described(info.inputs, info.n_inputs),
+            [
+                ("token_ids".to_string(), MQ_DTYPE_U32, 0),
+                ("offsets".to_string(), MQ_DTYPE_U32, 0)
+            ]
+        );
+        assert_eq!(
+            described(info.outputs, info.n_outputs),
+            [("embedding".to_string(), MQ_DTYPE_F32, 2)]
+        );
+        assert_eq!(info.token_state_dim, 0);
+        (api.destroy)(instance);
     }
 }
 
 #[test]
+fn options_parse_with_defaults_and_refuse_unknown_keys() {
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        threads: Option<usize>,
+    }
+    assert_eq!(parse_options::<Options>("  ").unwrap(), Options::default());
+    assert_eq!(
+        parse_options::<Options>("{\"threads\": 3}").unwrap(),
+        Options { threads: Some(3) }
+    );
+    let err = parse_options::<Options>("{\"thread\": 3}").unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    assert!(
+        err.message
+            .starts_with("plugin config: unknown field `thread`"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
 fn errors_and_panics_never_cross_the_boundary() {
-    let api = unsafe { &*__marquee_plugin_exports::marquee_plugin_entry(MQ_ABI_VERSION) };
+    let api = api();
     let dir = CString::new("/tmp").unwrap();
     unsafe {
         // A panic in accepts reads as "no".

@@ -161,6 +161,29 @@ impl<B: Backend> Bert<B> {
     /// back to back, `offsets` their boundaries. Returns the last hidden states,
     /// `tokens × hidden`.
     pub fn forward(&self, token_ids: &[u32], offsets: &SeqOffsets) -> Result<B::Tensor> {
+        self.forward_layers(token_ids, offsets, self.layers.len())
+    }
+
+    /// Number of transformer layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Like [`Bert::forward`], stopping after the first `layers` transformer layers:
+    /// the hidden states transformers calls `hidden_states[layers]` (0 = the
+    /// embeddings' output). `layers` must be at most [`Bert::num_layers`].
+    pub fn forward_layers(
+        &self,
+        token_ids: &[u32],
+        offsets: &SeqOffsets,
+        layers: usize,
+    ) -> Result<B::Tensor> {
+        if layers > self.layers.len() {
+            bail!(
+                "layer {layers} is past the last layer ({})",
+                self.layers.len()
+            );
+        }
         let b = &self.backend;
         let position_ids: Vec<u32> = offsets
             .windows(2)
@@ -174,7 +197,7 @@ impl<B: Backend> Bert<B> {
             &position_ids,
             &self.embeddings_norm,
         )?;
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
             let qkv = b.linear(
                 &x,
                 &layer.qkv_weight,

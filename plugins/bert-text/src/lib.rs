@@ -17,7 +17,8 @@ use marquee_kernels::{
     Activation, Backend, CpuBackend, CudaBackend, KernelError, Pooling, ResolvedDevice,
 };
 use marquee_plugin_api::{
-    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut, Tokens,
+    export_plugin, parse_options, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
+    Tokens,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -98,6 +99,17 @@ impl<B: Backend> Encoder<B> {
         Ok((encoder, width))
     }
 
+    /// Every token's hidden state after `layer` transformer layers, `tokens × hidden`.
+    fn token_states(
+        &self,
+        ids: &[u32],
+        offsets: &[usize],
+        layer: usize,
+    ) -> anyhow::Result<Vec<f32>> {
+        let states = self.bert.forward_layers(ids, offsets, layer)?;
+        Ok(self.bert.backend().download(&states)?)
+    }
+
     /// Embeds a ragged batch into `n × width` values.
     fn embed(&self, ids: &[u32], offsets: &[usize]) -> anyhow::Result<Vec<f32>> {
         let backend = self.bert.backend();
@@ -131,6 +143,8 @@ pub struct BertText {
     engine: Engine,
     max_seq_length: usize,
     output_dim: usize,
+    hidden_size: usize,
+    num_layers: usize,
 }
 
 impl BertText {
@@ -167,6 +181,8 @@ impl BertText {
             engine,
             max_seq_length,
             output_dim,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_hidden_layers,
         })
     }
 
@@ -177,6 +193,49 @@ impl BertText {
             Engine::Cuda(encoder) => encoder.embed(ids, offsets),
         }
     }
+
+    /// Every token's hidden state after `layer` (0 = the embeddings' output, the
+    /// number of layers = the last) for a ragged batch (validated offsets):
+    /// `tokens × hidden_size` values, as transformers' `hidden_states[layer]`.
+    pub fn token_states_batch(
+        &self,
+        ids: &[u32],
+        offsets: &[usize],
+        layer: usize,
+    ) -> anyhow::Result<Vec<f32>> {
+        match &self.engine {
+            Engine::Cpu(encoder, pool) => {
+                pool.install(|| encoder.token_states(ids, offsets, layer))
+            }
+            Engine::Cuda(encoder) => encoder.token_states(ids, offsets, layer),
+        }
+    }
+
+    /// The token ids and checked offsets of a ragged batch given as `embed`'s inputs.
+    fn ragged_inputs<'a>(
+        &self,
+        inputs: &[Tensor<'a>],
+    ) -> Result<(&'a [u32], Vec<usize>), PluginError> {
+        let [ids, offsets] = inputs else {
+            return Err(PluginError::invalid_argument(
+                "bert-text takes two inputs: token ids and offsets",
+            ));
+        };
+        let ids = ids.as_u32("token ids")?;
+        let offsets = ragged_offsets(ids, offsets.as_u32("offsets")?, self.max_seq_length)?;
+        Ok((ids, offsets))
+    }
+}
+
+/// Checks that an output tensor is `[rows, cols]`.
+fn output_shape(output: &TensorMut<'_>, rows: usize, cols: usize) -> Result<(), PluginError> {
+    if output.shape != [rows as u64, cols as u64] {
+        return Err(PluginError::invalid_argument(format!(
+            "output shape {:?}, expected [{rows}, {cols}]",
+            output.shape
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a ragged batch's offsets against its ids and the model's limits.
@@ -223,20 +282,13 @@ impl Plugin for BertText {
     }
 
     fn create(model_dir: &Path, config_json: &str) -> Result<Self, PluginError> {
-        let options: Options = if config_json.trim().is_empty() {
-            Options::default()
-        } else {
-            serde_json::from_str(config_json)
-                .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?
-        };
-        Self::load(model_dir, options).map_err(|e| PluginError::load_failure(&e))
+        Self::load(model_dir, parse_options(config_json)?)
+            .map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            output_dim: self.output_dim as u32,
-            max_input_tokens: self.max_seq_length as u32,
-        }
+        ModelInfo::text_encoder(self.output_dim as u32, self.max_seq_length as u32)
+            .with_token_states(self.hidden_size as u32, self.num_layers as u32)
     }
 
     fn tokenize(&self, text: &str, max_tokens: usize) -> Result<Tokens, PluginError> {
@@ -251,22 +303,33 @@ impl Plugin for BertText {
     }
 
     fn embed(&self, inputs: &[Tensor<'_>], output: TensorMut<'_>) -> Result<(), PluginError> {
-        let [ids, offsets] = inputs else {
-            return Err(PluginError::invalid_argument(
-                "bert-text takes two inputs: token ids and offsets",
-            ));
-        };
-        let ids = ids.as_u32("token ids")?;
-        let offsets = ragged_offsets(ids, offsets.as_u32("offsets")?, self.max_seq_length)?;
-        let n = offsets.len() - 1;
-        if output.shape != [n as u64, self.output_dim as u64] {
-            return Err(PluginError::invalid_argument(format!(
-                "output shape {:?}, expected [{n}, {}]",
-                output.shape, self.output_dim
-            )));
-        }
+        let (ids, offsets) = self.ragged_inputs(inputs)?;
+        output_shape(&output, offsets.len() - 1, self.output_dim)?;
         let values = self
             .embed_batch(ids, &offsets)
+            .map_err(|e| PluginError::inference_failure(&e, KernelError::is_out_of_memory))?;
+        output.values.copy_from_slice(&values);
+        Ok(())
+    }
+
+    const HAS_TOKEN_STATES: bool = true;
+
+    fn token_states(
+        &self,
+        inputs: &[Tensor<'_>],
+        layer: u32,
+        output: TensorMut<'_>,
+    ) -> Result<(), PluginError> {
+        let (ids, offsets) = self.ragged_inputs(inputs)?;
+        if layer as usize > self.num_layers {
+            return Err(PluginError::invalid_argument(format!(
+                "layer {layer} outside 0..={} (0 = the embeddings' output)",
+                self.num_layers
+            )));
+        }
+        output_shape(&output, ids.len(), self.hidden_size)?;
+        let values = self
+            .token_states_batch(ids, &offsets, layer as usize)
             .map_err(|e| PluginError::inference_failure(&e, KernelError::is_out_of_memory))?;
         output.values.copy_from_slice(&values);
         Ok(())

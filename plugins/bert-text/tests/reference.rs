@@ -1,7 +1,9 @@
 //! The plugin in-process against sentence-transformers' fixture: token ids, truncation
-//! counts, embeddings, and clear errors for bad model directories.
+//! counts, embeddings, per-token hidden states (against transformers), and clear errors
+//! for bad model directories.
 
 use marquee_bert_text::BertText;
+use marquee_plugin_api::abi::*;
 use marquee_plugin_api::{Plugin, Status};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -173,4 +175,100 @@ fn sentence_transformers_pipelines_match() {
             }
         }
     }
+}
+
+/// Little-endian values of a fixture tensor.
+fn fixture_values<T>(
+    tensors: &safetensors::SafeTensors<'_>,
+    name: &str,
+    read: fn([u8; 4]) -> T,
+) -> Vec<T> {
+    tensors
+        .tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| read(b.try_into().unwrap()))
+        .collect()
+}
+
+/// `token_states` through the ABI table against transformers' `BertModel` hidden states
+/// at layers 0, 3 and 6 (tests/fixtures/make_token_states_fixture.py).
+#[test]
+fn token_states_match_transformers_hidden_states() {
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/token_states.safetensors"),
+    )
+    .unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let texts: Vec<String> =
+        serde_json::from_str(&metadata.metadata().as_ref().unwrap()["texts"]).unwrap();
+    // I64 tensors: the low halves of little-endian pairs hold these small values.
+    let ids: Vec<u32> = fixture_values(&tensors, "input_ids", u32::from_le_bytes)
+        .into_iter()
+        .step_by(2)
+        .collect();
+    let offsets: Vec<u32> = fixture_values(&tensors, "offsets", u32::from_le_bytes)
+        .into_iter()
+        .step_by(2)
+        .collect();
+    let model = BertText::create(&minilm_dir(), "").unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let range = offsets[i] as usize..offsets[i + 1] as usize;
+        assert_eq!(model.tokenize(text, 256).unwrap().ids, ids[range], "{text}");
+    }
+
+    let api = unsafe {
+        &*marquee_bert_text::__marquee_plugin_exports::marquee_plugin_entry(
+            MQ_ABI_VERSION_MAJOR,
+            MQ_ABI_VERSION_MINOR,
+        )
+    };
+    let token_states = api.token_states.expect("bert-text offers token_states");
+    let dir = std::ffi::CString::new(minilm_dir().to_str().unwrap()).unwrap();
+    let mut instance = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { (api.create)(dir.as_ptr(), std::ptr::null(), &mut instance) },
+        MQ_STATUS_OK
+    );
+    let mut info = MqModelInfo::default();
+    assert_eq!(
+        unsafe { (api.model_info)(instance, &mut info) },
+        MQ_STATUS_OK
+    );
+    assert_eq!((info.token_state_dim, info.token_state_layers), (384, 6));
+    let run = |layer: u32| {
+        let inputs = [(&ids, ids.len()), (&offsets, offsets.len())].map(|(v, n)| MqTensor {
+            data: v.as_ptr().cast(),
+            shape: [n as u64, 0, 0, 0],
+            ndim: 1,
+            dtype: MQ_DTYPE_U32,
+        });
+        let mut values = vec![0f32; ids.len() * 384];
+        let mut output = MqTensorMut {
+            data: values.as_mut_ptr().cast(),
+            shape: [ids.len() as u64, 384, 0, 0],
+            ndim: 2,
+            dtype: MQ_DTYPE_F32,
+        };
+        let status = unsafe { token_states(instance, inputs.as_ptr(), 2, layer, &mut output) };
+        let message = unsafe { std::ffi::CStr::from_ptr((api.last_error)()) };
+        (status, values, message.to_string_lossy().into_owned())
+    };
+    for layer in [0, 3, 6] {
+        let want = fixture_values(&tensors, &format!("layer_{layer}"), f32::from_le_bytes);
+        let (status, got, message) = run(layer);
+        assert_eq!(status, MQ_STATUS_OK, "{message}");
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        assert!(worst <= 1e-5, "layer {layer}: off by {worst}");
+    }
+    let (status, _, message) = run(7);
+    assert_eq!(status, MQ_STATUS_INVALID_ARGUMENT);
+    assert!(message.contains("layer 7 outside 0..=6"), "{message}");
+    unsafe { (api.destroy)(instance) };
 }

@@ -11,7 +11,8 @@ use config::FusionConfig;
 use fusion::{Fusion, Inputs};
 use marquee_kernels::CpuBackend;
 use marquee_plugin_api::{
-    export_plugin, DType, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
+    export_plugin, parse_options, DType, ModelInfo, Plugin, PluginError, PluginKind, Tensor,
+    TensorMut,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -87,18 +88,17 @@ impl Plugin for FusionPlugin {
     }
 
     fn create(model_dir: &Path, config_json: &str) -> Result<Self, PluginError> {
-        if !config_json.trim().is_empty() {
-            serde_json::from_str::<Options>(config_json)
-                .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?;
-        }
+        parse_options::<Options>(config_json)?;
         Self::load(model_dir).map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            output_dim: self.config().output_dim as u32,
-            max_input_tokens: 0,
-        }
+        let config = self.config();
+        ModelInfo::fusion(
+            config.text_dim as u32,
+            config.image_dim as u32,
+            config.output_dim as u32,
+        )
     }
 
     fn embed(&self, inputs: &[Tensor<'_>], output: TensorMut<'_>) -> Result<(), PluginError> {

@@ -141,8 +141,12 @@ fn f32_tensor(values: &[f32], rows: usize) -> MqTensor {
 /// wrong dimension, dtype or content.
 #[test]
 fn the_abi_takes_text_poster_thumbnail_and_presence() {
-    let api =
-        unsafe { &*marquee_fusion::__marquee_plugin_exports::marquee_plugin_entry(MQ_ABI_VERSION) };
+    let api = unsafe {
+        &*marquee_fusion::__marquee_plugin_exports::marquee_plugin_entry(
+            MQ_ABI_VERSION_MAJOR,
+            MQ_ABI_VERSION_MINOR,
+        )
+    };
     assert_eq!(api.kind, MQ_KIND_FUSION);
     let dir = std::ffi::CString::new(fixture("no_bias").to_str().unwrap()).unwrap();
     let mut instance = std::ptr::null_mut();

@@ -19,7 +19,7 @@ use decode::{decode_rgb, DecodeError};
 use marquee_kernels::device::placement;
 use marquee_kernels::{Backend, CpuBackend, CudaBackend, ImageShape, KernelError, ResolvedDevice};
 use marquee_plugin_api::{
-    export_plugin, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
+    export_plugin, parse_options, ModelInfo, Plugin, PluginError, PluginKind, Tensor, TensorMut,
 };
 use rayon::prelude::*;
 use resnet::ResNet;
@@ -285,20 +285,12 @@ impl Plugin for ResNetPoster {
     }
 
     fn create(model_dir: &Path, config_json: &str) -> Result<Self, PluginError> {
-        let options: Options = if config_json.trim().is_empty() {
-            Options::default()
-        } else {
-            serde_json::from_str(config_json)
-                .map_err(|e| PluginError::invalid_argument(format!("plugin config: {e}")))?
-        };
-        Self::load(model_dir, options).map_err(|e| PluginError::load_failure(&e))
+        Self::load(model_dir, parse_options(config_json)?)
+            .map_err(|e| PluginError::load_failure(&e))
     }
 
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            output_dim: self.output_dim() as u32,
-            max_input_tokens: 0,
-        }
+        ModelInfo::image_encoder(self.output_dim() as u32)
     }
 
     fn embed(&self, inputs: &[Tensor<'_>], output: TensorMut<'_>) -> Result<(), PluginError> {

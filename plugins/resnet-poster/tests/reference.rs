@@ -591,7 +591,10 @@ fn last_error(api: &MqPluginApi) -> String {
 #[test]
 fn the_abi_takes_concatenated_bytes_and_offsets() {
     let api = unsafe {
-        &*marquee_resnet_poster::__marquee_plugin_exports::marquee_plugin_entry(MQ_ABI_VERSION)
+        &*marquee_resnet_poster::__marquee_plugin_exports::marquee_plugin_entry(
+            MQ_ABI_VERSION_MAJOR,
+            MQ_ABI_VERSION_MINOR,
+        )
     };
     assert_eq!(api.kind, MQ_KIND_IMAGE_ENCODER);
     let dir = std::ffi::CString::new(fixtures().join("basic").to_str().unwrap()).unwrap();
