@@ -1,7 +1,7 @@
-//! The CPU backend: GEMMs through the `gemm` crate ([`gemm`]), everything else as
-//! cache-friendly row loops parallelised with rayon, vectorised where it pays ([`simd`]).
-//! Convolutions are im2col plus GEMM ([`conv`]); exact top-K search scans the rows
-//! ([`topk`]), a few queries through the f16 copy ([`shortlist`]).
+//! The CPU backend: GEMMs through the `gemm` crate (`gemm`), everything else as
+//! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
+//! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
+//! (`topk`), a few queries through the f16 copy (`shortlist`).
 
 mod conv;
 mod gemm;
