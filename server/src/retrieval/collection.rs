@@ -64,7 +64,7 @@ pub struct Config {
 impl Config {
     /// Validates a create request, filling defaults.
     pub fn from_request(r: &CreateCollectionRequest) -> Result<Self, Status> {
-        if !crate::registry::is_plain_name(&r.name) {
+        if !crate::names::is_plain_name(&r.name) {
             return Err(Status::invalid_argument(format!(
                 "collection name {:?} must be letters, digits, '-', '_' or '.'",
                 r.name
