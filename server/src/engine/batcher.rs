@@ -421,3 +421,232 @@ fn job_error(error: EngineError, first: usize) -> EngineError {
     }
     error.map_message(|m| format!("{m} (inputs numbered from input {first} of the request)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token id that fails any batch holding it, as a corrupt image fails the
+    /// plugin's whole call.
+    const BAD: u32 = 666;
+
+    /// Embeds each input as `[its first token id, its token count]`, and logs every
+    /// batch it runs as (inputs, cost).
+    #[derive(Default)]
+    struct FakeExecutor {
+        batches: Mutex<Vec<(usize, usize)>>,
+    }
+
+    impl Executor for FakeExecutor {
+        fn output_dim(&self) -> usize {
+            2
+        }
+
+        fn execute(&self, batch: &Inputs) -> Result<Vec<f32>, EngineError> {
+            let Inputs::Tokens { ids, offsets } = batch else {
+                panic!("the fake executor takes tokens")
+            };
+            self.batches
+                .lock()
+                .unwrap()
+                .push((batch.count(), batch.cost_from(0)));
+            if let Some(bad) = offsets.windows(2).position(|w| ids[w[0]] == BAD) {
+                return Err(EngineError::Invalid(format!("input {bad}: bad token")));
+            }
+            Ok(offsets
+                .windows(2)
+                .flat_map(|w| [ids[w[0]] as f32, (w[1] - w[0]) as f32])
+                .collect())
+        }
+    }
+
+    fn limits(max_batch_size: usize, max_batch_tokens: usize) -> Batching {
+        Batching {
+            max_batch_size,
+            max_batch_tokens,
+            // Long enough that only the limits (or the closed channel) end a batch.
+            max_queue_delay_us: 10_000_000,
+            max_queue_inputs: 100,
+        }
+    }
+
+    /// A worker with a fake executor, and its model's queue.
+    fn worker(limits: Batching) -> (Worker<FakeExecutor>, Arc<Queue>) {
+        let estimate = Arc::new(Estimate::default());
+        let metrics = Arc::new(ModelMetrics::new("m"));
+        let queue = Queue::new("m", &limits, Arc::clone(&estimate), Arc::clone(&metrics));
+        let worker = Worker {
+            model: "m".into(),
+            executor: Arc::new(FakeExecutor::default()),
+            limits,
+            estimate,
+            metrics,
+            engine: Mutex::new(()),
+        };
+        (worker, queue)
+    }
+
+    type Reply = oneshot::Receiver<Result<JobOutput, EngineError>>;
+
+    /// A job of inputs given as (first token id, token count), holding its queue places.
+    fn job(
+        queue: &Arc<Queue>,
+        inputs: &[(u32, usize)],
+        deadline: Option<Deadline>,
+    ) -> (EmbedJob, Reply) {
+        let mut ids = Vec::new();
+        let mut offsets = vec![0];
+        for &(first, len) in inputs {
+            ids.push(first);
+            ids.resize(ids.len() + len - 1, 0);
+            offsets.push(ids.len());
+        }
+        let (reply, result) = oneshot::channel();
+        let job = EmbedJob {
+            inputs: Inputs::Tokens { ids, offsets },
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+            slot: queue.admit(inputs.len()).unwrap(),
+        };
+        (job, result)
+    }
+
+    /// Queues `jobs`, closes the queue, and runs the worker until it is empty.
+    fn run_all(worker: &Worker<FakeExecutor>, jobs: Vec<EmbedJob>) {
+        let (sender, receiver) = mpsc::channel();
+        for job in jobs {
+            sender.send(job).unwrap();
+        }
+        drop(sender);
+        worker.run(receiver);
+    }
+
+    fn vectors(reply: Reply) -> Vec<f32> {
+        reply.blocking_recv().unwrap().unwrap().vectors
+    }
+
+    fn error(reply: Reply) -> EngineError {
+        match reply.blocking_recv().unwrap() {
+            Ok(_) => panic!("the job succeeded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn batches_fill_up_to_the_token_and_size_limits_and_jobs_spread_over_batches() {
+        let (worker, queue) = worker(limits(3, 10));
+        let (a, a_reply) = job(&queue, &[(10, 4), (11, 4)], None);
+        let (b, b_reply) = job(&queue, &[(20, 3), (21, 1), (22, 1), (23, 1)], None);
+        assert_eq!(queue.taken(), 6);
+        run_all(&worker, vec![a, b]);
+        // 4 + 4 tokens, then B's first 3 tokens would pass 10: full by tokens. Then
+        // three of B's inputs: full by size. Then B's last.
+        assert_eq!(
+            *worker.executor.batches.lock().unwrap(),
+            [(2, 8), (3, 5), (1, 1)]
+        );
+        assert_eq!(vectors(a_reply), [10.0, 4.0, 11.0, 4.0]);
+        assert_eq!(
+            vectors(b_reply),
+            [20.0, 3.0, 21.0, 1.0, 22.0, 1.0, 23.0, 1.0]
+        );
+        assert_eq!(queue.taken(), 0);
+    }
+
+    #[test]
+    fn expired_cancelled_and_hopeless_jobs_leave_the_queue_unrun() {
+        let (worker, queue) = worker(limits(8, 100));
+        // One token took 1 s lately: a 5-token job cannot finish within 2 s.
+        worker.estimate.record(Duration::from_secs(1), 1);
+        let (expired, expired_reply) =
+            job(&queue, &[(30, 2)], Some(Deadline::after(Duration::ZERO)));
+        let (cancelled, cancelled_reply) = job(&queue, &[(31, 2)], None);
+        drop(cancelled_reply);
+        let (hopeless, hopeless_reply) = job(
+            &queue,
+            &[(32, 5)],
+            Some(Deadline::after(Duration::from_secs(2))),
+        );
+        let (kept, kept_reply) = job(&queue, &[(33, 1)], None);
+        assert_eq!(queue.taken(), 4);
+        run_all(&worker, vec![expired, cancelled, hopeless, kept]);
+        assert_eq!(*worker.executor.batches.lock().unwrap(), [(1, 1)]);
+        assert_eq!(vectors(kept_reply), [33.0, 1.0]);
+        let e = error(expired_reply);
+        assert!(
+            matches!(&e, EngineError::DeadlineExceeded(m)
+                if m == "the deadline of 0 ms passed while queued for model m; not run"),
+            "{e}"
+        );
+        let e = error(hopeless_reply);
+        assert!(
+            matches!(&e, EngineError::DeadlineExceeded(m)
+                if m.starts_with("model m needs at least 5000 ms for this request")),
+            "{e}"
+        );
+        assert_eq!(queue.taken(), 0);
+    }
+
+    #[test]
+    fn a_failed_batch_of_several_jobs_runs_again_job_by_job() {
+        let (worker, queue) = worker(limits(8, 100));
+        let (good, good_reply) = job(&queue, &[(40, 2)], None);
+        let (bad, bad_reply) = job(&queue, &[(41, 1), (BAD, 1)], None);
+        let (also_good, also_good_reply) = job(&queue, &[(42, 3)], None);
+        run_all(&worker, vec![good, bad, also_good]);
+        // The shared batch, then each job's part alone.
+        assert_eq!(
+            *worker.executor.batches.lock().unwrap(),
+            [(4, 7), (1, 2), (2, 2), (1, 3)]
+        );
+        assert_eq!(vectors(good_reply), [40.0, 2.0]);
+        assert_eq!(vectors(also_good_reply), [42.0, 3.0]);
+        let e = error(bad_reply);
+        assert!(
+            matches!(&e, EngineError::Invalid(m) if m == "input 1: bad token"),
+            "{e}"
+        );
+        assert_eq!(queue.taken(), 0);
+    }
+
+    #[test]
+    fn a_failure_in_a_later_batch_of_a_job_says_where_the_batch_started() {
+        let (worker, queue) = worker(limits(2, 100));
+        let (spread, reply) = job(&queue, &[(50, 1), (51, 1), (BAD, 1)], None);
+        run_all(&worker, vec![spread]);
+        assert_eq!(*worker.executor.batches.lock().unwrap(), [(2, 2), (1, 1)]);
+        let e = error(reply);
+        assert!(
+            matches!(&e, EngineError::Invalid(m)
+                if m == "input 0: bad token (inputs numbered from input 2 of the request)"),
+            "{e}"
+        );
+        assert_eq!(queue.taken(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_request_runs_on_the_caller_and_others_queue() {
+        let batching = Batching {
+            max_queue_delay_us: 0,
+            ..limits(4, 100)
+        };
+        let estimate = Arc::new(Estimate::default());
+        let metrics = Arc::new(ModelMetrics::new("m"));
+        let executor = Arc::new(FakeExecutor::default());
+        let batcher =
+            Batcher::start("m", Arc::clone(&executor), batching, estimate, metrics).unwrap();
+        let (lone, _) = job(&batcher.queue, &[(60, 2)], None);
+        let output = batcher.try_run_alone(&lone.inputs).unwrap().unwrap();
+        assert_eq!(output.vectors, [60.0, 2.0]);
+        assert_eq!(output.queue, Duration::ZERO);
+        // Another request holds places: this one queues.
+        let (queued, reply) = job(&batcher.queue, &[(61, 1)], None);
+        assert!(batcher.try_run_alone(&queued.inputs).is_none());
+        drop(lone);
+        batcher.submit(queued).unwrap();
+        assert_eq!(reply.await.unwrap().unwrap().vectors, [61.0, 1.0]);
+        assert_eq!(*executor.batches.lock().unwrap(), [(1, 2), (1, 1)]);
+        assert_eq!(batcher.queued_inputs(), 0);
+    }
+}
