@@ -32,16 +32,8 @@ impl Executor for PluginInstance {
                 let offsets: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
                 self.embed(
                     &[
-                        InputTensor {
-                            dtype: DType::U8,
-                            shape: &[bytes.len() as u64],
-                            bytes,
-                        },
-                        InputTensor {
-                            dtype: DType::U32,
-                            shape: &[offsets.len() as u64],
-                            bytes: le_bytes(&offsets),
-                        },
+                        tensor(DType::U8, &[bytes.len() as u64], bytes),
+                        tensor(DType::U32, &[offsets.len() as u64], le_bytes(&offsets)),
                     ],
                     batch.count(),
                 )
@@ -51,32 +43,25 @@ impl Executor for PluginInstance {
                 let (t, m) = (rows.text_dim as u64, rows.image_dim as u64);
                 self.embed(
                     &[
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, t],
-                            bytes: le_bytes(&rows.text),
-                        },
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, m],
-                            bytes: le_bytes(&rows.poster),
-                        },
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, m],
-                            bytes: le_bytes(&rows.thumbnail),
-                        },
-                        InputTensor {
-                            dtype: DType::U8,
-                            shape: &[n, 2],
-                            bytes: &rows.present,
-                        },
+                        tensor(DType::F32, &[n, t], le_bytes(&rows.text)),
+                        tensor(DType::F32, &[n, m], le_bytes(&rows.poster)),
+                        tensor(DType::F32, &[n, m], le_bytes(&rows.thumbnail)),
+                        tensor(DType::U8, &[n, 2], &rows.present),
                     ],
                     batch.count(),
                 )
             }
         };
         Ok(vectors?)
+    }
+}
+
+/// One input tensor of a plugin call.
+fn tensor<'a>(dtype: DType, shape: &'a [u64], bytes: &'a [u8]) -> InputTensor<'a> {
+    InputTensor {
+        dtype,
+        shape,
+        bytes,
     }
 }
 
