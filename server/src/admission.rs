@@ -82,7 +82,7 @@ where
         let Ok(permit) = Arc::clone(&self.admission.places).try_acquire_owned() else {
             let limit = self.admission.limit;
             crate::metrics::record_rejected(path, tonic::Code::ResourceExhausted);
-            let status = crate::status::overloaded(
+            let status = crate::services::status::overloaded(
                 format!(
                     "the server is overloaded: {limit} calls in progress (limits.max_concurrent_requests = {limit})"
                 ),

@@ -1,36 +1,32 @@
 //! Marquee's server: a tonic gRPC front over plugin-backed models.
 //!
+//! An Embed request travels: [`services`] (gRPC ↔ domain) → [`engine`] (embedder →
+//! queue → batcher → executor) → the plugin's C ABI → its kernels.
+//!
 //! - [`config`]: settings (embedded defaults, TOML, environment, flags).
 //! - [`auth`], [`tls`]: bearer tokens and TLS for the gRPC port.
-//! - [`admission`], [`deadline`], [`estimate`]: overload control and deadlines.
+//! - [`admission`]: server-wide overload control, a tower layer.
 //! - [`shutdown`], [`health`]: signals, the drain, and health checking.
-//! - [`registry`]: loaded plugins and models, load/unload at run time.
+//! - [`engine`]: the inference engine: registry, queues, batcher, executor, pipelines
+//!   (see its module map).
 //! - [`retrieval`]: durable collections, filters, exact and HNSW search.
-//! - [`tokenize`]: the tokenization worker pool.
-//! - [`pipeline`]: models composed into pipelines (text + image → fusion).
-//! - [`inputs`]: job inputs in each plugin kind's layout, assembled into batches.
-//! - [`batcher`]: the per-model dynamic batcher and inference thread.
 //! - [`evaluation`]: ranking metrics (trec_eval definitions).
-//! - [`services`]: the gRPC services.
+//! - [`services`]: the gRPC services, deadlines and statuses: thin adapters over the
+//!   engine and retrieval.
+//! - [`names`]: which plugin, model and collection names are allowed.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring it all together and serving.
 
 pub mod admission;
 pub mod auth;
-pub mod batcher;
 pub mod config;
-pub mod deadline;
-pub mod estimate;
+pub mod engine;
 pub mod evaluation;
 pub mod health;
-pub mod inputs;
 pub mod metrics;
-pub mod pipeline;
-pub mod registry;
+pub mod names;
 pub mod retrieval;
 pub mod server;
 pub mod services;
 pub mod shutdown;
-pub mod status;
 pub mod tls;
-pub mod tokenize;

@@ -2,22 +2,24 @@
 //! signal, then drain (see [`crate::shutdown`]).
 //!
 //! Every call passes, outermost first: authentication ([`crate::auth`]), server-wide
-//! admission ([`crate::admission`]), the deadline ([`crate::deadline`]), and the
-//! rewrite of tonic's oversize status ([`crate::status`]).
+//! admission ([`crate::admission`]), the deadline ([`crate::services::deadline`]), and
+//! the rewrite of tonic's oversize status ([`crate::services::status`]).
 
 use crate::admission::AdmissionLayer;
 use crate::auth::{AuthLayer, Tokens};
 use crate::config::Settings;
-use crate::deadline::DeadlineLayer;
+use crate::engine::embedder::Embedder;
+use crate::engine::registry::Registry;
+use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::health::HealthApi;
-use crate::registry::Registry;
 use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
+use crate::services::deadline::DeadlineLayer;
 use crate::services::evaluation::EvaluationApi;
 use crate::services::retrieval::RetrievalApi;
+use crate::services::status::oversize_as_resource_exhausted;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
 use crate::shutdown::{Shutdown, Signals};
-use crate::tokenize::TokenizerPool;
 use anyhow::{Context, Result};
 use marquee_kernels::{DeviceRequest, ResolvedDevice};
 use marquee_proto::v1::embedding_service_server::EmbeddingServiceServer;
@@ -38,7 +40,7 @@ use tonic::server::NamedService;
 pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
     for stem in &settings.plugins {
         if let Err(e) = registry.load_plugin(stem) {
-            tracing::error!(plugin = stem, error = e.message(), "plugin not loaded");
+            tracing::error!(plugin = stem, error = %e, "plugin not loaded");
         }
     }
     for (name, model) in &settings.models {
@@ -60,13 +62,13 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
         .await;
         match loaded {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(model = name, error = e.message(), "model not loaded"),
+            Ok(Err(e)) => tracing::error!(model = name, error = %e, "model not loaded"),
             Err(e) => tracing::error!(model = name, error = %e, "model loader crashed"),
         }
     }
     for (name, pipeline) in &settings.pipelines {
         if let Err(e) = registry.add_pipeline(name, pipeline) {
-            tracing::error!(pipeline = name, error = e.message(), "pipeline not served");
+            tracing::error!(pipeline = name, error = %e, "pipeline not served");
         }
     }
 }
@@ -175,16 +177,16 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
 
     let limits = &settings.limits;
     let max_bytes = limits.max_message_bytes;
-    let embedding_api = EmbeddingApi::new(
+    let embedder = Embedder::new(
         Arc::clone(&registry),
         tokenizer,
         Arc::clone(&store),
         limits.clone(),
-        shutdown.drain(),
     );
+    let embedding_api = EmbeddingApi::new(embedder.clone(), limits.clone(), shutdown.drain());
     let retrieval_api = RetrievalApi::new(
         Arc::clone(&store),
-        embedding_api.clone(),
+        embedder,
         settings.retrieval.max_k,
         limits.max_inputs_per_request,
     );
@@ -221,7 +223,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .layer(admission.clone())
         .layer(DeadlineLayer)
         .layer(tower::util::MapResponseLayer::new(
-            crate::status::oversize_as_resource_exhausted,
+            oversize_as_resource_exhausted,
         ))
         .add_service(health)
         .add_service(reflection_v1)

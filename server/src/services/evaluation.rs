@@ -3,9 +3,10 @@
 //! holds at most `limits.max_eval_queries` queries; an evaluation stops between batches
 //! once its client has gone, and its stream ends at the call's deadline.
 
-use crate::deadline::{Bounded, Deadline};
+use crate::engine::deadline::Deadline;
 use crate::evaluation::{mean, query_metrics, Judged};
 use crate::retrieval::collection::{Collection, IndexKind, Query};
+use crate::services::deadline::{Bounded, DeadlineOf};
 use crate::services::observed;
 use crate::services::retrieval::{blocking, RetrievalApi, DEFAULT_MIN_RATING};
 use marquee_proto::v1::evaluation_event::Event;

@@ -1,12 +1,14 @@
-//! gRPC service implementations.
+//! The gRPC edge: service implementations (thin adapters between protobuf messages
+//! and the engine or retrieval), call deadlines, and statuses.
 
+pub mod deadline;
 pub mod embedding;
 pub mod evaluation;
 pub mod models;
-pub mod pipeline;
 pub mod retrieval;
+pub mod status;
 
-use crate::deadline::{self, Deadline};
+use crate::engine::deadline::Deadline;
 use std::future::Future;
 use std::time::Instant;
 use tonic::{Response, Status};

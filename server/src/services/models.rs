@@ -1,9 +1,10 @@
 //! `marquee.v1.ModelService`: listing, loading and unloading models at run time.
 
 use crate::config::Batching;
-use crate::deadline::Deadline;
-use crate::pipeline::Pipeline;
-use crate::registry::{LoadedModel, Registry};
+use crate::engine::deadline::Deadline;
+use crate::engine::model::LoadedModel;
+use crate::engine::registry::{Pipeline, Registry};
+use crate::services::deadline::DeadlineOf;
 use crate::services::observed;
 use marquee_plugin_api::PluginKind;
 use marquee_proto::v1::model_service_server::ModelService;

@@ -1,20 +1,22 @@
 //! `marquee.v1.RetrievalService`: collections, items, search, recommendations, ratings.
 
-use crate::deadline::Deadline;
+use crate::engine::deadline::Deadline;
+use crate::engine::embedder::Embedder;
+use crate::engine::pipeline::PipelineParts;
+use crate::engine::request::{Input, Truncation};
 use crate::retrieval::collection::{Collection, Query, ScoredRow};
 use crate::retrieval::error::{ErrorKind, StorageError};
 use crate::retrieval::store::Store;
-use crate::services::embedding::EmbeddingApi;
+use crate::services::deadline::DeadlineOf;
+use crate::services::embedding::multimodal;
 use crate::services::observed;
-use crate::services::pipeline::PipelineParts;
-use marquee_proto::v1::embed_input::Input;
 use marquee_proto::v1::retrieval_service_server::RetrievalService;
 use marquee_proto::v1::{
     item, recommend_request, search_request, CollectionInfo, CreateCollectionRequest,
-    DeleteCollectionRequest, DeleteCollectionResponse, DeleteRequest, DeleteResponse, EmbedInput,
-    EmbedRequest, GetCollectionRequest, GetRequest, GetResponse, ListCollectionsRequest,
-    ListCollectionsResponse, Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse,
-    ScoredItem, SearchRequest, SearchResponse, StoredItem, UpsertRequest, UpsertResponse,
+    DeleteCollectionRequest, DeleteCollectionResponse, DeleteRequest, DeleteResponse,
+    GetCollectionRequest, GetRequest, GetResponse, ListCollectionsRequest, ListCollectionsResponse,
+    Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse, ScoredItem,
+    SearchRequest, SearchResponse, StoredItem, UpsertRequest, UpsertResponse,
 };
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -27,7 +29,7 @@ pub const DEFAULT_MIN_RATING: f32 = 4.0;
 #[derive(Clone)]
 pub struct RetrievalApi {
     store: Arc<Store>,
-    embedder: EmbeddingApi,
+    embedder: Embedder,
     max_k: usize,
     max_inputs_per_request: usize,
 }
@@ -55,10 +57,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl RetrievalApi {
-    /// A service over the store, embedding text with the embedding service.
+    /// A service over the store, embedding text, images and multimodal items with the
+    /// engine's embedder.
     pub fn new(
         store: Arc<Store>,
-        embedder: EmbeddingApi,
+        embedder: Embedder,
         max_k: usize,
         max_inputs_per_request: usize,
     ) -> Self {
@@ -97,7 +100,7 @@ impl RetrievalApi {
     pub async fn embed_inputs(
         &self,
         collection: &Collection,
-        inputs: Vec<EmbedInput>,
+        inputs: Vec<Input>,
         deadline: Option<Deadline>,
     ) -> Result<(Vec<Vec<f32>>, PipelineParts), Status> {
         let model = &collection.config.model;
@@ -114,27 +117,19 @@ impl RetrievalApi {
         let mut vectors = Vec::with_capacity(inputs.len());
         let mut inputs = inputs.into_iter().peekable();
         while inputs.peek().is_some() {
-            let chunk: Vec<EmbedInput> =
-                inputs.by_ref().take(self.max_inputs_per_request).collect();
-            let (response, chunk_parts) = self
+            let chunk: Vec<Input> = inputs.by_ref().take(self.max_inputs_per_request).collect();
+            let embedded = self
                 .embedder
-                .embed_detailed(
-                    EmbedRequest {
-                        model: model.clone(),
-                        inputs: chunk,
-                        ..Default::default()
-                    },
-                    deadline,
-                )
+                .embed(model, chunk, Truncation::End, deadline)
                 .await?;
-            for e in response.embeddings {
+            for values in embedded.stage.rows() {
                 vectors.push(
                     collection
-                        .prepare_vector("embedded input", &e.values)
+                        .prepare_vector("embedded input", values)
                         .map_err(|e| Status::failed_precondition(format!("model {model}: {e}")))?,
                 );
             }
-            if let Some(p) = chunk_parts {
+            if let Some(p) = embedded.parts {
                 parts.text.extend(p.text);
                 parts.poster.extend(p.poster);
                 parts.thumbnail.extend(p.thumbnail);
@@ -151,12 +146,7 @@ impl RetrievalApi {
         texts: Vec<String>,
         deadline: Option<Deadline>,
     ) -> Result<Vec<Vec<f32>>, Status> {
-        let inputs = texts
-            .into_iter()
-            .map(|t| EmbedInput {
-                input: Some(Input::Text(t)),
-            })
-            .collect();
+        let inputs = texts.into_iter().map(Input::Text).collect();
         Ok(self.embed_inputs(collection, inputs, deadline).await?.0)
     }
 
@@ -209,7 +199,7 @@ impl RetrievalApi {
                 }
                 Some(item::Content::Text(t)) => Input::Text(t),
                 Some(item::Content::Image(b)) => Input::Image(b),
-                Some(item::Content::Multimodal(m)) => Input::Multimodal(m),
+                Some(item::Content::Multimodal(m)) => multimodal(m),
                 None => {
                     return Err(Status::invalid_argument(format!(
                         "item {:?} has no vector, text, image or multimodal content",
@@ -217,7 +207,7 @@ impl RetrievalApi {
                     )))
                 }
             };
-            inputs.push(EmbedInput { input: Some(input) });
+            inputs.push(input);
             embedded_ids.push(contents.len());
             contents.push((item.id, None, item.payload));
         }
@@ -285,18 +275,12 @@ impl RetrievalApi {
                 }
                 Some(search_request::Query::Text(t)) if !t.is_empty() => Input::Text(t),
                 Some(search_request::Query::Image(b)) if !b.is_empty() => Input::Image(b),
-                Some(search_request::Query::Multimodal(m)) => Input::Multimodal(m),
+                Some(search_request::Query::Multimodal(m)) => multimodal(m),
                 _ => return Err(Status::invalid_argument(
                     "the query needs a vector, a text, an image, a multimodal input or an item_id",
                 )),
             };
-        let (mut vectors, _) = self
-            .embed_inputs(
-                collection,
-                vec![EmbedInput { input: Some(input) }],
-                deadline,
-            )
-            .await?;
+        let (mut vectors, _) = self.embed_inputs(collection, vec![input], deadline).await?;
         Ok((vectors.remove(0), vec![]))
     }
 

@@ -44,7 +44,7 @@ fn invalid(message: impl Into<String>) -> StorageError {
 impl Config {
     /// Validates a create request, filling defaults.
     pub fn from_request(r: &CreateCollectionRequest) -> Result<Self, StorageError> {
-        if !crate::registry::is_plain_name(&r.name) {
+        if !crate::names::is_plain_name(&r.name) {
             return Err(invalid(format!(
                 "collection name {:?} must be letters, digits, '-', '_' or '.'",
                 r.name

@@ -1,12 +1,10 @@
 //! A job's inputs in the layout its model's plugin takes (see `plugins/README.md`),
-//! and the assembly of several jobs' inputs into one plugin call: token ids for text
+//! and the assembly of several jobs' inputs into one batch: token ids for text
 //! encoders, encoded image bytes for image encoders, embeddings for fusion models.
+//! Handing a batch to the plugin is [`super::executor`]'s part.
 //!
 //! The batcher bounds a batch by inputs and by *cost*: the tokens of a text input,
 //! 1 for an image or a fusion row.
-
-use marquee_plugin_api::host::{HostError, InputTensor, PluginInstance};
-use marquee_plugin_api::DType;
 
 /// Embeddings to fuse, row by row (`n` rows).
 #[derive(Debug, Default)]
@@ -48,7 +46,8 @@ impl FusionRows {
             .extend([u8::from(poster.is_some()), u8::from(thumbnail.is_some())]);
     }
 
-    fn rows(&self) -> usize {
+    /// How many rows.
+    pub fn rows(&self) -> usize {
         self.present.len() / 2
     }
 
@@ -163,70 +162,6 @@ impl Inputs {
             _ => false,
         }
     }
-
-    /// Runs the plugin on this batch: `count() × output_dim` values.
-    pub fn embed(&self, instance: &PluginInstance) -> Result<Vec<f32>, HostError> {
-        match self {
-            Inputs::Tokens { ids, offsets } => {
-                let offsets: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
-                instance.embed_tokens(ids, &offsets)
-            }
-            Inputs::Images { bytes, offsets } => {
-                let offsets: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
-                instance.embed(
-                    &[
-                        InputTensor {
-                            dtype: DType::U8,
-                            shape: &[bytes.len() as u64],
-                            bytes,
-                        },
-                        InputTensor {
-                            dtype: DType::U32,
-                            shape: &[offsets.len() as u64],
-                            bytes: le_bytes(&offsets),
-                        },
-                    ],
-                    self.count(),
-                )
-            }
-            Inputs::Fusion(rows) => {
-                let n = rows.rows() as u64;
-                let (t, m) = (rows.text_dim as u64, rows.image_dim as u64);
-                instance.embed(
-                    &[
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, t],
-                            bytes: le_bytes(&rows.text),
-                        },
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, m],
-                            bytes: le_bytes(&rows.poster),
-                        },
-                        InputTensor {
-                            dtype: DType::F32,
-                            shape: &[n, m],
-                            bytes: le_bytes(&rows.thumbnail),
-                        },
-                        InputTensor {
-                            dtype: DType::U8,
-                            shape: &[n, 2],
-                            bytes: &rows.present,
-                        },
-                    ],
-                    self.count(),
-                )
-            }
-        }
-    }
-}
-
-/// The bytes of a slice of plain 4-byte numbers (`u32`, `f32`), without copying.
-fn le_bytes<T: Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: called with u32 and f32 only, which have no padding; u8 has no alignment
-    // requirement; the length is the slice's size in bytes.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
 }
 
 #[cfg(test)]

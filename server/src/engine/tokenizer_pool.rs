@@ -2,13 +2,13 @@
 //! async runtime, and lays the ids out as a ragged batch. Its task queue needs no bound
 //! of its own: a request takes its model's queue places before it is tokenized.
 
-use crate::deadline::Deadline;
-use crate::registry::LoadedModel;
+use super::deadline::Deadline;
+use super::error::EngineError;
+use super::model::LoadedModel;
 use marquee_plugin_api::Tokens;
 use rayon::prelude::*;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-use tonic::Status;
 
 /// A request's texts as one ragged batch of token ids.
 pub struct TokenizedBatch {
@@ -48,14 +48,11 @@ fn tokenize_one(
     index: usize,
     text: &str,
     refuse_truncation: bool,
-) -> Result<Tokens, Status> {
+) -> Result<Tokens, EngineError> {
     let limit = model.instance.info().max_input_tokens;
-    let t = model
-        .instance
-        .tokenize(text, limit)
-        .map_err(|e| crate::status::from_host(&e))?;
+    let t = model.instance.tokenize(text, limit)?;
     if refuse_truncation && t.untruncated_len > limit as usize {
-        return Err(Status::invalid_argument(format!(
+        return Err(EngineError::Invalid(format!(
             "input {index} has {} tokens, over model {}'s limit of {limit}, and truncation is disabled",
             t.untruncated_len, model.name
         )));
@@ -79,7 +76,7 @@ impl TokenizerPool {
     }
 
     /// Tokenizes `texts` for `model`. With `refuse_truncation`, an input over the
-    /// model's token limit fails the request with `INVALID_ARGUMENT`. Skipped when the
+    /// model's token limit fails the request ([`EngineError::Invalid`]). Skipped when the
     /// caller has gone or its deadline has passed by the time a worker is free.
     ///
     /// One short text (the common single query) is tokenized on the calling task: it
@@ -90,7 +87,7 @@ impl TokenizerPool {
         texts: Vec<String>,
         refuse_truncation: bool,
         deadline: Option<Deadline>,
-    ) -> Result<TokenizedBatch, Status> {
+    ) -> Result<TokenizedBatch, EngineError> {
         if let [text] = texts.as_slice() {
             if text.len() <= INLINE_TEXT_BYTES {
                 if let Some(d) = deadline.filter(Deadline::passed) {
@@ -112,7 +109,7 @@ impl TokenizerPool {
                 let _ = reply.send(Err(d.exceeded()));
                 return;
             }
-            let tokens: Result<Vec<_>, Status> = texts
+            let tokens: Result<Vec<_>, EngineError> = texts
                 .par_iter()
                 .enumerate()
                 .map(|(i, text)| tokenize_one(&model, i, text, refuse_truncation))
@@ -121,6 +118,6 @@ impl TokenizerPool {
         });
         result
             .await
-            .map_err(|_| Status::internal("tokenization worker stopped"))?
+            .map_err(|_| EngineError::Internal("tokenization worker stopped".into()))?
     }
 }

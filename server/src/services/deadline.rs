@@ -1,87 +1,31 @@
 //! gRPC deadlines. A tower layer reads the client's `grpc-timeout` when a call arrives,
-//! hands the deadline to the handler (a request extension), and answers
-//! `DEADLINE_EXCEEDED` when the call is still running at the deadline. Handlers pass
-//! the deadline on to the queues, so that work nobody waits for is never started.
+//! hands the deadline to the handler (a request extension, an engine [`Deadline`]), and
+//! answers `DEADLINE_EXCEEDED` when the call is still running at the deadline. Handlers
+//! pass the deadline on to the engine, so that work nobody waits for is never started.
 //!
 //! tonic's own timeout layer, outside this one, would answer `CANCELLED` at the same
 //! moment; this layer's deadline is taken earlier and checked against the clock, so
 //! the `DEADLINE_EXCEEDED` answer always wins.
 
+use crate::engine::deadline::{Deadline, Expiry};
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::time::Sleep;
+use std::time::Duration;
 use tonic::body::Body;
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// When a call must be answered by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadline {
-    /// The moment it passes.
-    pub at: Instant,
-    /// The timeout the client asked for.
-    pub timeout: Duration,
-}
-
-impl Deadline {
+/// Reading a call's deadline, as the deadline layer left it.
+pub trait DeadlineOf {
     /// The deadline of a call, if its client set one.
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<Deadline> {
+    fn of<T>(request: &tonic::Request<T>) -> Option<Deadline>;
+}
+
+impl DeadlineOf for Deadline {
+    fn of<T>(request: &tonic::Request<T>) -> Option<Deadline> {
         request.extensions().get::<Deadline>().copied()
-    }
-
-    /// A deadline `timeout` from now.
-    pub fn after(timeout: Duration) -> Deadline {
-        Deadline {
-            at: Instant::now() + timeout,
-            timeout,
-        }
-    }
-
-    /// Whether it has passed.
-    pub fn passed(&self) -> bool {
-        Instant::now() >= self.at
-    }
-
-    /// Time left, zero once passed.
-    pub fn remaining(&self) -> Duration {
-        self.at.saturating_duration_since(Instant::now())
-    }
-
-    /// The status of a call cut at this deadline.
-    pub fn exceeded(&self) -> Status {
-        Status::deadline_exceeded(format!(
-            "the call's deadline of {} ms passed",
-            self.timeout.as_millis()
-        ))
-    }
-
-    /// A future that completes when the deadline passes. It checks the clock itself, so
-    /// it is never late relative to a timer set for the same moment or later.
-    pub fn expiry(&self) -> Expiry {
-        Expiry {
-            at: self.at,
-            sleep: Box::pin(tokio::time::sleep_until(self.at.into())),
-        }
-    }
-}
-
-/// Completes when a deadline passes (see [`Deadline::expiry`]).
-pub struct Expiry {
-    at: Instant,
-    sleep: Pin<Box<Sleep>>,
-}
-
-impl Future for Expiry {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.at {
-            return Poll::Ready(());
-        }
-        self.sleep.as_mut().poll(cx)
     }
 }
 
@@ -95,7 +39,7 @@ pub async fn within<T>(
         Some(d) => tokio::select! {
             biased;
             result = work => result,
-            () = d.expiry() => Err(d.exceeded()),
+            () = d.expiry() => Err(d.exceeded().into()),
         },
     }
 }
@@ -155,7 +99,7 @@ where
         }
         if let Some((deadline, expiry)) = &mut self.expiry {
             if Pin::new(expiry).poll(cx).is_ready() {
-                let status = deadline.exceeded();
+                let status = deadline.exceeded().into();
                 self.done = true;
                 return Poll::Ready(Some(Err(status)));
             }
@@ -215,7 +159,7 @@ where
                 () = deadline.expiry() => {
                     // The handler had not started (or it would have answered first).
                     crate::metrics::record_rejected(&path, tonic::Code::DeadlineExceeded);
-                    Ok(deadline.exceeded().into_http())
+                    Ok(Status::from(deadline.exceeded()).into_http())
                 }
             }
         })

@@ -1,0 +1,143 @@
+//! A model being served: its plugin instance, its batcher, and what the host knows
+//! about it (kind, output width, a fusion model's input widths).
+
+use super::batcher::Batcher;
+use super::deadline::{check_can_finish, Deadline};
+use super::error::EngineError;
+use super::estimate::Estimate;
+use crate::config::Batching;
+use crate::metrics::ModelMetrics;
+use marquee_plugin_api::host::PluginInstance;
+use marquee_plugin_api::PluginKind;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The input widths of a fusion model, from its directory's `config.json`
+/// (`text_dim`, `image_dim`; see `plugins/README.md`). The host needs them to lay out
+/// absent images and to check inputs before they are batched.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub struct FusionDims {
+    /// Width of a text embedding.
+    #[serde(rename = "text_dim")]
+    pub text: usize,
+    /// Width of a poster or thumbnail embedding.
+    #[serde(rename = "image_dim")]
+    pub image: usize,
+}
+
+impl FusionDims {
+    /// Reads the widths from `model_dir/config.json`; `None` when it has none.
+    pub fn read(model_dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(model_dir.join("config.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// A model being served.
+pub struct LoadedModel {
+    /// Serving name.
+    pub name: String,
+    /// The plugin instance.
+    pub instance: Arc<PluginInstance>,
+    /// Directory it was loaded from.
+    pub path: PathBuf,
+    /// Batching limits.
+    pub batching: Batching,
+    /// Recent inference speed.
+    pub estimate: Arc<Estimate>,
+    /// Input widths, for fusion models whose `config.json` gives them.
+    pub fusion_dims: Option<FusionDims>,
+    /// Its metric series.
+    pub metrics: Arc<ModelMetrics>,
+    /// Its queue and inference thread.
+    pub batcher: Batcher<PluginInstance>,
+}
+
+impl LoadedModel {
+    /// Starts serving `instance` (loaded from `path`) as `name`: its batcher's
+    /// inference thread starts at once.
+    pub fn start(
+        name: &str,
+        instance: Arc<PluginInstance>,
+        path: &Path,
+        batching: Batching,
+    ) -> Result<Self, EngineError> {
+        let estimate = Arc::new(Estimate::default());
+        let metrics = Arc::new(ModelMetrics::new(name));
+        let batcher = Batcher::start(
+            name,
+            Arc::clone(&instance),
+            batching.clone(),
+            Arc::clone(&estimate),
+            Arc::clone(&metrics),
+        )?;
+        let fusion_dims = (instance.library().kind() == PluginKind::Fusion)
+            .then(|| FusionDims::read(path))
+            .flatten();
+        Ok(Self {
+            name: name.to_string(),
+            instance,
+            path: path.to_path_buf(),
+            batching,
+            estimate,
+            fusion_dims,
+            metrics,
+            batcher,
+        })
+    }
+
+    /// What the plugin does.
+    pub fn kind(&self) -> PluginKind {
+        self.instance.library().kind()
+    }
+
+    /// Inputs waiting in the queue (including those being tokenized).
+    pub fn queued_inputs(&self) -> usize {
+        self.batcher.queued_inputs()
+    }
+
+    /// The output width.
+    pub fn dimension(&self) -> usize {
+        self.instance.info().output_dim as usize
+    }
+
+    /// Refuses a request costing `cost` (tokens for text, inputs otherwise) that cannot
+    /// finish by its deadline (see [`check_can_finish`]).
+    pub fn check_deadline(
+        &self,
+        deadline: Option<Deadline>,
+        cost: usize,
+    ) -> Result<(), EngineError> {
+        check_can_finish(&self.name, &self.estimate, deadline, cost)
+    }
+}
+
+/// A model kind in words, with its article, for messages ("a text encoder").
+pub fn kind_name(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::TextEncoder => "a text encoder",
+        PluginKind::ImageEncoder => "an image encoder",
+        PluginKind::Fusion => "a fusion model",
+        PluginKind::Generator => "a generator",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_dims_come_from_config_json() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/fusion/tests/fixtures/with_bias");
+        assert_eq!(
+            FusionDims::read(&dir),
+            Some(FusionDims {
+                text: 24,
+                image: 40
+            })
+        );
+        assert_eq!(FusionDims::read(Path::new("/nonexistent")), None);
+    }
+}
