@@ -92,6 +92,16 @@ options = {{ fail = true }}
     path
 }
 
+/// A server on the test configuration, its temporary directory (keep it alive), and the
+/// echo model's directory.
+fn start_with_test_plugins() -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path());
+    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let echo_dir = dir.path().join("echo-model").display().to_string();
+    (dir, server, echo_dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_plugins_are_reported_and_the_rest_keep_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,11 +144,8 @@ async fn bad_plugins_are_reported_and_the_rest_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn models_load_and_unload_at_run_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir(dir.path());
-    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let (_dir, server, echo_dir) = start_with_test_plugins();
     let mut client = server.client().await;
-    let echo_dir = dir.path().join("echo-model").display().to_string();
 
     let load = |name: &str, plugin: &str, path: &str| LoadModelRequest {
         name: name.into(),
@@ -316,11 +323,8 @@ fn host_abi() -> String {
 /// minor or of another major is refused with a message naming both versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plugins_load_by_the_abi_compatibility_rule() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir(dir.path());
-    let server = Server::start(&["--config", config(dir.path(), &plugins).to_str().unwrap()]);
+    let (_dir, server, echo_dir) = start_with_test_plugins();
     let mut client = server.client().await;
-    let echo_dir = dir.path().join("echo-model").display().to_string();
     let load = |name: &str, plugin: &str| LoadModelRequest {
         name: name.into(),
         plugin: plugin.into(),

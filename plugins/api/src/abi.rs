@@ -165,15 +165,16 @@ pub type MqDestroyFn = unsafe extern "C" fn(instance: *mut MqInstance);
 /// `model_info`: describes an instance into a zeroed struct.
 pub type MqModelInfoFn =
     unsafe extern "C" fn(instance: *const MqInstance, out: *mut MqModelInfo) -> MqStatus;
-/// `tokenize`: see [`MqPluginApi::tokenize`].
+/// `tokenize(instance, text, text_len, max_tokens, out_ids, out_len, untruncated_len)`:
+/// see [`MqPluginApi::tokenize`].
 pub type MqTokenizeFn = unsafe extern "C" fn(
-    instance: *const MqInstance,
-    text: *const u8,
-    text_len: usize,
-    max_tokens: u32,
-    out_ids: *mut u32,
-    out_len: *mut usize,
-    untruncated_len: *mut usize,
+    *const MqInstance,
+    *const u8,
+    usize,
+    u32,
+    *mut u32,
+    *mut usize,
+    *mut usize,
 ) -> MqStatus;
 /// `embed`: see [`MqPluginApi::embed`].
 pub type MqEmbedFn = unsafe extern "C" fn(

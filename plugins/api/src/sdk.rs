@@ -471,17 +471,30 @@ unsafe extern "C" fn tokenize<P: Plugin>(
     })
 }
 
+/// Runs `call` on the plugin with safe views of the host's tensors.
+///
+/// # Safety
+/// As [`hosted`] and [`tensor_args`].
+unsafe fn with_tensors<P: Plugin>(
+    instance: *const MqInstance,
+    (inputs, n_inputs): (*const MqTensor, usize),
+    output: *mut MqTensorMut,
+    call: impl FnOnce(&P, &[Tensor<'_>], TensorMut<'_>) -> Result<(), PluginError>,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
+        call(p, &inputs, output)
+    })
+}
+
 unsafe extern "C" fn embed<P: Plugin>(
     instance: *const MqInstance,
     inputs: *const MqTensor,
     n_inputs: usize,
     output: *mut MqTensorMut,
 ) -> MqStatus {
-    guard(|| {
-        let p = &hosted::<P>(instance)?.plugin;
-        let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
-        p.embed(&inputs, output)
-    })
+    with_tensors(instance, (inputs, n_inputs), output, P::embed)
 }
 
 unsafe extern "C" fn token_states<P: Plugin>(
@@ -491,10 +504,8 @@ unsafe extern "C" fn token_states<P: Plugin>(
     layer: u32,
     output: *mut MqTensorMut,
 ) -> MqStatus {
-    guard(|| {
-        let p = &hosted::<P>(instance)?.plugin;
-        let (inputs, output) = tensor_args(inputs, n_inputs, output)?;
-        p.token_states(&inputs, layer, output)
+    with_tensors(instance, (inputs, n_inputs), output, |p: &P, i, o| {
+        p.token_states(i, layer, o)
     })
 }
 

@@ -68,23 +68,36 @@ static MqStatus tokenize(const MqInstance *instance, const uint8_t *text, size_t
     return MQ_STATUS_OK;
 }
 
+/* A ragged batch of token ids: inputs[0] the ids, inputs[1] the n + 1 offsets. */
+typedef struct Ragged {
+    const uint32_t *ids;
+    const uint32_t *offsets;
+    size_t n;
+} Ragged;
+
+static int ragged(const MqTensor *inputs, size_t n_inputs, Ragged *out) {
+    if (n_inputs != 2) return 0;
+    out->ids = inputs[0].data;
+    out->offsets = inputs[1].data;
+    out->n = inputs[1].shape[0] - 1;
+    return 1;
+}
+
 static MqStatus embed(const MqInstance *instance, const MqTensor *inputs, size_t n_inputs,
                       MqTensorMut *output) {
     (void)instance;
-    if (n_inputs != 2) {
+    Ragged b;
+    if (!ragged(inputs, n_inputs, &b)) {
         last = "echo: expected ids and offsets";
         return MQ_STATUS_INVALID_ARGUMENT;
     }
-    const uint32_t *ids = inputs[0].data;
-    const uint32_t *offsets = inputs[1].data;
-    size_t n = inputs[1].shape[0] - 1;
     float *out = output->data;
-    for (size_t s = 0; s < n; s++) {
+    for (size_t s = 0; s < b.n; s++) {
         float sum = 0;
-        for (uint32_t i = offsets[s]; i < offsets[s + 1]; i++) sum += (float)ids[i];
-        out[3 * s] = (float)(offsets[s + 1] - offsets[s]);
+        for (uint32_t i = b.offsets[s]; i < b.offsets[s + 1]; i++) sum += (float)b.ids[i];
+        out[3 * s] = (float)(b.offsets[s + 1] - b.offsets[s]);
         out[3 * s + 1] = sum;
-        out[3 * s + 2] = (float)ids[offsets[s]];
+        out[3 * s + 2] = (float)b.ids[b.offsets[s]];
     }
     return MQ_STATUS_OK;
 }
@@ -94,20 +107,17 @@ static const char *last_error(void) { return last; }
 static MqStatus token_states(const MqInstance *instance, const MqTensor *inputs,
                              size_t n_inputs, uint32_t layer, MqTensorMut *output) {
     (void)instance;
-    if (n_inputs != 2 || layer != 0) {
+    Ragged b;
+    if (!ragged(inputs, n_inputs, &b) || layer != 0) {
         last = "echo: token states take ids and offsets, layer 0";
         return MQ_STATUS_INVALID_ARGUMENT;
     }
-    const uint32_t *ids = inputs[0].data;
-    const uint32_t *offsets = inputs[1].data;
-    size_t n = inputs[1].shape[0] - 1;
     float *out = output->data;
-    for (size_t s = 0; s < n; s++) {
-        for (uint32_t i = offsets[s]; i < offsets[s + 1]; i++) {
-            out[2 * i] = (float)ids[i];
-            out[2 * i + 1] = (float)(i - offsets[s]);
+    for (size_t s = 0; s < b.n; s++)
+        for (uint32_t i = b.offsets[s]; i < b.offsets[s + 1]; i++) {
+            out[2 * i] = (float)b.ids[i];
+            out[2 * i + 1] = (float)(i - b.offsets[s]);
         }
-    }
     return MQ_STATUS_OK;
 }
 
