@@ -9,29 +9,18 @@ use crate::config::Batching;
 use crate::metrics::ModelMetrics;
 use marquee_plugin_api::host::PluginInstance;
 use marquee_plugin_api::PluginKind;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The input widths of a fusion model, from its directory's `config.json`
-/// (`text_dim`, `image_dim`; see `plugins/README.md`). The host needs them to lay out
-/// absent images and to check inputs before they are batched.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+/// The input widths of a fusion model, from the model info its plugin reports (its
+/// `text` and `poster` inputs). The host needs them to lay out absent images and to
+/// check inputs before they are batched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FusionDims {
     /// Width of a text embedding.
-    #[serde(rename = "text_dim")]
     pub text: usize,
     /// Width of a poster or thumbnail embedding.
-    #[serde(rename = "image_dim")]
     pub image: usize,
-}
-
-impl FusionDims {
-    /// Reads the widths from `model_dir/config.json`; `None` when it has none.
-    pub fn read(model_dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(model_dir.join("config.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    }
 }
 
 /// A model being served.
@@ -46,7 +35,7 @@ pub struct LoadedModel {
     pub batching: Batching,
     /// Recent inference speed.
     pub estimate: Arc<Estimate>,
-    /// Input widths, for fusion models whose `config.json` gives them.
+    /// Input widths, for fusion models whose plugin reports them.
     pub fusion_dims: Option<FusionDims>,
     /// Its metric series.
     pub metrics: Arc<ModelMetrics>,
@@ -73,8 +62,9 @@ impl LoadedModel {
             Arc::clone(&metrics),
         )?;
         let fusion_dims = (instance.library().kind() == PluginKind::Fusion)
-            .then(|| FusionDims::read(path))
-            .flatten();
+            .then(|| instance.info().fusion_widths())
+            .flatten()
+            .map(|(text, image)| FusionDims { text, image });
         Ok(Self {
             name: name.to_string(),
             instance,
@@ -120,24 +110,5 @@ pub fn kind_name(kind: PluginKind) -> &'static str {
         PluginKind::ImageEncoder => "an image encoder",
         PluginKind::Fusion => "a fusion model",
         PluginKind::Generator => "a generator",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fusion_dims_come_from_config_json() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/fusion/tests/fixtures/with_bias");
-        assert_eq!(
-            FusionDims::read(&dir),
-            Some(FusionDims {
-                text: 24,
-                image: 40
-            })
-        );
-        assert_eq!(FusionDims::read(Path::new("/nonexistent")), None);
     }
 }

@@ -92,7 +92,7 @@ pub async fn run_pipeline(
     let fusion_model = registry.model_of_kind(&config.fusion, PluginKind::Fusion)?;
     let dims = fusion_model.fusion_dims.ok_or_else(|| {
         EngineError::Precondition(format!(
-            "fusion model {} gives no text_dim and image_dim",
+            "fusion model {} reports no text and image input widths",
             fusion_model.name
         ))
     })?;

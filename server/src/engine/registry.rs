@@ -202,7 +202,7 @@ impl Registry {
         let fusion = self.model_of_kind(&config.fusion, PluginKind::Fusion)?;
         let dims = fusion.fusion_dims.ok_or_else(|| {
             EngineError::Precondition(format!(
-                "fusion model {} gives no text_dim and image_dim in its config.json",
+                "fusion model {} reports no text and image input widths in its model info",
                 fusion.name
             ))
         })?;

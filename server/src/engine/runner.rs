@@ -182,8 +182,8 @@ impl ModelRunner {
         ])
     }
 
-    /// The rows a fusion model's inputs make, checked against its widths (from its
-    /// `config.json`; without them, the first row's widths bind the others).
+    /// The rows a fusion model's inputs make, checked against its widths (from its plugin's
+    /// model info; without them, the first row's widths bind the others).
     fn fusion_rows(
         &self,
         model: &LoadedModel,
