@@ -153,13 +153,14 @@ async fn collections_items_search_filters_and_errors() {
             .code(),
         Code::AlreadyExists
     );
-    assert_eq!(
-        c.create_collection(create("../x", 3, Metric::Cosine))
+    for bad in ["../x", ".", ".."] {
+        let e = c
+            .create_collection(create(bad, 3, Metric::Cosine))
             .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+        assert!(e.message().contains("must be letters"), "{bad}: {e:?}");
+    }
     assert_eq!(
         c.create_collection(create("zero", 0, Metric::Cosine))
             .await
