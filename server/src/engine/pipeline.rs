@@ -7,10 +7,9 @@
 use super::deadline::Deadline;
 use super::error::EngineError;
 use super::inputs::{FusionRows, Inputs};
-use super::registry::{Pipeline, Registry};
+use super::registry::{Pipeline, PipelineModels, Registry};
 use super::request::{Input, Truncation};
 use super::runner::{wrong_input, ModelRunner, Stage};
-use marquee_plugin_api::PluginKind;
 
 /// A pipeline's intermediate embeddings, one per input, as the models returned them.
 #[derive(Debug, Default)]
@@ -87,15 +86,12 @@ pub async fn run_pipeline(
     deadline: Option<Deadline>,
 ) -> Result<(Stage, PipelineParts), EngineError> {
     let config = &pipeline.config;
-    let text_model = registry.model_of_kind(&config.text, PluginKind::TextEncoder)?;
-    let image_model = registry.model_of_kind(&config.image, PluginKind::ImageEncoder)?;
-    let fusion_model = registry.model_of_kind(&config.fusion, PluginKind::Fusion)?;
-    let dims = fusion_model.fusion_dims.ok_or_else(|| {
-        EngineError::Precondition(format!(
-            "fusion model {} reports no text and image input widths",
-            fusion_model.name
-        ))
-    })?;
+    let PipelineModels {
+        text: text_model,
+        image: image_model,
+        fusion: fusion_model,
+        dims,
+    } = registry.pipeline_models(config)?;
     let parts = pipeline_parts(runner, pipeline, inputs)?;
     let texts: Vec<Input> = parts.iter().map(|p| Input::Text(p.0.clone())).collect();
     // Images in input order, poster before thumbnail.

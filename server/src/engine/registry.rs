@@ -3,7 +3,7 @@
 //! inference thread finishes the jobs already queued before the instance is destroyed.
 
 use super::error::EngineError;
-use super::model::{kind_name, LoadedModel};
+use super::model::{kind_name, FusionDims, LoadedModel};
 use crate::config::{Batching, PipelineConfig};
 use crate::names::is_plain_name;
 use dashmap::DashMap;
@@ -22,6 +22,18 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// Length of its vectors (the fusion model's output).
     pub dimension: usize,
+}
+
+/// A pipeline's models, resolved from the registry.
+pub struct PipelineModels {
+    /// Its text encoder.
+    pub text: Arc<LoadedModel>,
+    /// Its image encoder.
+    pub image: Arc<LoadedModel>,
+    /// Its fusion model.
+    pub fusion: Arc<LoadedModel>,
+    /// The fusion model's input widths.
+    pub dims: FusionDims,
 }
 
 /// Everything loaded: plugin libraries and models.
@@ -197,15 +209,12 @@ impl Registry {
                 "a model or pipeline named {name} is already served"
             )));
         }
-        let text = self.model_of_kind(&config.text, PluginKind::TextEncoder)?;
-        let image = self.model_of_kind(&config.image, PluginKind::ImageEncoder)?;
-        let fusion = self.model_of_kind(&config.fusion, PluginKind::Fusion)?;
-        let dims = fusion.fusion_dims.ok_or_else(|| {
-            EngineError::Precondition(format!(
-                "fusion model {} reports no text and image input widths in its model info",
-                fusion.name
-            ))
-        })?;
+        let PipelineModels {
+            text,
+            image,
+            fusion,
+            dims,
+        } = self.pipeline_models(config)?;
         if (text.dimension(), image.dimension()) != (dims.text, dims.image) {
             return Err(EngineError::Invalid(format!(
                 "pipeline {name}: fusion model {} takes text of {} and images of {} values; \
@@ -235,6 +244,26 @@ impl Registry {
             "pipeline served"
         );
         Ok(pipeline)
+    }
+
+    /// A pipeline's loaded models, each of the kind its place needs, and the fusion
+    /// model's input widths.
+    pub fn pipeline_models(&self, config: &PipelineConfig) -> Result<PipelineModels, EngineError> {
+        let text = self.model_of_kind(&config.text, PluginKind::TextEncoder)?;
+        let image = self.model_of_kind(&config.image, PluginKind::ImageEncoder)?;
+        let fusion = self.model_of_kind(&config.fusion, PluginKind::Fusion)?;
+        let dims = fusion.fusion_dims.ok_or_else(|| {
+            EngineError::Precondition(format!(
+                "fusion model {} reports no text and image input widths in its model info",
+                fusion.name
+            ))
+        })?;
+        Ok(PipelineModels {
+            text,
+            image,
+            fusion,
+            dims,
+        })
     }
 
     /// The model `name`, which must be of `kind` (`INVALID_ARGUMENT` naming its kind
