@@ -79,6 +79,29 @@ impl Qwen2VlModel {
         }
     }
 
+    /// The processor's expansion: each `<|image_pad|>` of a tokenized prompt becomes as
+    /// many as its image has merged tokens, images in order.
+    pub fn expand_image_pads(&self, ids: &[u32], images: &[ImagePatches]) -> Result<Vec<u32>> {
+        let pad = self.config.image_token_id;
+        let found = ids.iter().filter(|&&t| t == pad).count();
+        if found != images.len() {
+            return Err(Error::Request(format!(
+                "{found} image placeholders for {} images",
+                images.len()
+            )));
+        }
+        let merge = self.config.vision.spatial_merge_size;
+        let mut next = images.iter().peekable();
+        let mut out = Vec::with_capacity(ids.len());
+        for &t in ids {
+            match next.next_if(|_| t == pad) {
+                Some(image) => out.extend(std::iter::repeat_n(pad, image.tokens(merge))),
+                None => out.push(t),
+            }
+        }
+        Ok(out)
+    }
+
     /// M-RoPE positions and `rope_delta` of a prompt whose images are `images`.
     pub fn positions(&self, ids: &[u32], images: &[ImagePatches]) -> Result<(Vec<Position3>, i64)> {
         let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();

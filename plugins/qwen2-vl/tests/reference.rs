@@ -45,26 +45,25 @@ impl Expected {
         (t.shape().to_vec(), t.dtype(), t.data().to_vec())
     }
 
+    /// Tensor `name`, checked to be of `dtype`, as values of `N` little-endian bytes.
+    fn values<T, const N: usize>(
+        &self,
+        name: &str,
+        dtype: Dtype,
+        parse: fn([u8; N]) -> T,
+    ) -> (Vec<usize>, Vec<T>) {
+        let (shape, found, data) = self.tensor(name);
+        assert_eq!(found, dtype, "{name}");
+        let values = data.chunks_exact(N).map(|b| parse(b.try_into().unwrap()));
+        (shape, values.collect())
+    }
+
     fn floats(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let (shape, dtype, data) = self.tensor(name);
-        assert_eq!(dtype, Dtype::F32, "{name}");
-        (
-            shape,
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        )
+        self.values(name, Dtype::F32, f32::from_le_bytes)
     }
 
     fn ints(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let (shape, dtype, data) = self.tensor(name);
-        assert_eq!(dtype, Dtype::I64, "{name}");
-        (
-            shape,
-            data.chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        )
+        self.values(name, Dtype::I64, i64::from_le_bytes)
     }
 
     /// The two fixture images, preprocessed by `model`.
@@ -155,6 +154,25 @@ fn chat_template_renders_as_transformers_from_both_file_kinds() {
             assert_eq!(rendered, case["rendered"].as_str().unwrap(), "{dir}");
         }
     }
+}
+
+#[test]
+fn rendered_prompt_tokenizes_and_expands_to_the_processor_ids() {
+    let expected = Expected::load();
+    let dir = fixtures().join("tiny-flat");
+    let model = load("tiny-flat");
+    let images = expected.images(&model);
+    let template = ChatTemplate::load(&dir).unwrap();
+    let tokenizer = QwenTokenizer::load(&dir).unwrap();
+    let text = template
+        .render(&expected.meta["chat"][0]["messages"], true)
+        .unwrap();
+    let ids_with_pads = tokenizer.encode(&text).unwrap();
+    let prompt = model.expand_image_pads(&ids_with_pads, &images).unwrap();
+    assert_eq!(prompt, ids(&expected.meta["flat"]["prompt_ids"]));
+    assert!(model
+        .expand_image_pads(&ids_with_pads, &images[..1])
+        .is_err());
 }
 
 #[test]
