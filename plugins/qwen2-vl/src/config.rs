@@ -176,6 +176,15 @@ impl ModelConfig {
         let rope = rope.ok_or_else(|| {
             Error::Config("no rope_scaling / rope_parameters with an mrope_section".into())
         })?;
+        let rope_type = rope
+            .get("rope_type")
+            .or_else(|| rope.get("type"))
+            .and_then(Value::as_str);
+        if let Some(kind) = rope_type.filter(|k| !matches!(*k, "mrope" | "default")) {
+            return Err(Error::Config(format!(
+                "rope type {kind} is not supported (mrope only)"
+            )));
+        }
         if let Some(theta) = rope.get("rope_theta").and_then(Value::as_f64) {
             text.rope_theta = theta;
         }
@@ -387,6 +396,9 @@ mod tests {
         );
         let err = ModelConfig::parse(&json).unwrap_err().to_string();
         assert!(err.contains("half the head dimension"), "{err}");
+        let yarn = json.replace(r#""type": "mrope""#, r#""type": "yarn""#);
+        let err = ModelConfig::parse(&yarn).unwrap_err().to_string();
+        assert!(err.contains("rope type yarn"), "{err}");
     }
 
     #[test]
