@@ -9,7 +9,6 @@
 pub mod config;
 pub mod decode;
 pub mod preprocess;
-pub mod resample;
 pub mod resnet;
 pub mod weights;
 

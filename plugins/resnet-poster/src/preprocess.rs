@@ -3,8 +3,8 @@
 //! `ToTensor()` → `Normalize(mean, std)`, written as NHWC rows for the network.
 
 use crate::config::Preprocessing;
-use crate::resample::{resize_rgb_window, Window};
 use image::RgbImage;
+use marquee_imaging::{resize_rgb_window, Filter, Window};
 
 /// torchvision's `_compute_resized_output_size` for an int size: the shorter side
 /// becomes `size`, the longer `int(size * long / short)` (float division, truncated).
@@ -48,7 +48,14 @@ pub fn resize_and_crop(image: &RgbImage, config: &Preprocessing) -> Vec<u8> {
         width: crop as usize,
         height: crop as usize,
     };
-    resize_rgb_window(image.as_raw(), w as usize, h as usize, rw, rh, window)
+    resize_rgb_window(
+        image.as_raw(),
+        w as usize,
+        h as usize,
+        (rw, rh),
+        window,
+        Filter::Bilinear,
+    )
 }
 
 /// `ToTensor` then `Normalize` on interleaved RGB bytes, in f32 exactly as torch

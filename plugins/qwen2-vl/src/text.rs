@@ -1,0 +1,272 @@
+//! The text decoder (Qwen2 as `Qwen2_5_VLTextModel` runs it): token embedding, layers of
+//! RMSNorm → GQA attention (q/k/v with bias, o without, M-RoPE on q and k) → RMSNorm →
+//! SwiGLU, a final RMSNorm and the LM head (the embedding when tied).
+//!
+//! One forward call takes a ragged batch: consecutive spans of rows, one per sequence,
+//! each any number of new tokens (a whole prompt, or one decode token) appended to what
+//! the paged cache holds for that sequence. Every row attends to its own sequence's
+//! cached tokens and the new ones up to itself; nothing is computed on padding.
+
+use crate::config::TextConfig;
+use crate::kv_cache::{PagedKvCache, SeqId};
+use crate::lora::{AdapterRows, Linear, LinearRegistry, LoraAdapter};
+use crate::ops::{add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul};
+use crate::rope::{MRope, Position3};
+use crate::weights::Checkpoint;
+use crate::{Error, Result};
+use marquee_kernels::{Activation, Backend, CpuBackend, Matrix};
+use rayon::prelude::*;
+
+/// One decoder layer.
+#[derive(Debug)]
+struct DecoderLayer {
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The decoder with its LM head.
+#[derive(Debug)]
+pub struct TextDecoder {
+    config: TextConfig,
+    embed: Matrix,
+    layers: Vec<DecoderLayer>,
+    norm: Vec<f32>,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Linear>,
+    rope: MRope,
+}
+
+/// One sequence's span of rows in a forward batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// The sequence (its cache entry).
+    pub seq: SeqId,
+    /// Positions of the span's new tokens, one per row.
+    pub positions: &'a [Position3],
+    /// The LoRA adapter the sequence uses, if any.
+    pub adapter: Option<&'a LoraAdapter>,
+}
+
+impl TextDecoder {
+    /// Loads `model.language_model.*` and `lm_head.weight` (the embedding when `tied`
+    /// and the checkpoint has no head).
+    pub fn load(
+        checkpoint: &mut Checkpoint,
+        registry: &mut LinearRegistry,
+        config: &TextConfig,
+        tied: bool,
+    ) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let kv = config.num_key_value_heads * config.head_dim();
+        let p = "model.language_model";
+        let embed =
+            checkpoint.matrix(&format!("{p}.embed_tokens.weight"), &[config.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let n = format!("{p}.layers.{l}");
+            let mut lin = |name: &str, shape, bias| {
+                Linear::load(checkpoint, registry, &format!("{n}.{name}"), shape, bias)
+            };
+            let q = lin("self_attn.q_proj", (h, h), true)?;
+            let k = lin("self_attn.k_proj", (kv, h), true)?;
+            let v = lin("self_attn.v_proj", (kv, h), true)?;
+            let o = lin("self_attn.o_proj", (h, h), false)?;
+            let gate = lin("mlp.gate_proj", (i, h), false)?;
+            let up = lin("mlp.up_proj", (i, h), false)?;
+            let down = lin("mlp.down_proj", (h, i), false)?;
+            layers.push(DecoderLayer {
+                input_norm: checkpoint
+                    .row(&format!("{n}.input_layernorm.weight"), h)?
+                    .data,
+                post_norm: checkpoint
+                    .row(&format!("{n}.post_attention_layernorm.weight"), h)?
+                    .data,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = checkpoint.row(&format!("{p}.norm.weight"), h)?.data;
+        let lm_head = if checkpoint.contains("lm_head.weight") {
+            Some(Linear::load(
+                checkpoint,
+                registry,
+                "lm_head",
+                (config.vocab_size, h),
+                false,
+            )?)
+        } else if tied {
+            None
+        } else {
+            return Err(Error::Weights("untied model without lm_head.weight".into()));
+        };
+        Ok(Self {
+            rope: MRope::new(config.rope_theta, config.head_dim(), &config.mrope_section),
+            config: config.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// The embedding rows of `ids`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Matrix> {
+        let h = self.config.hidden_size;
+        let mut out = Matrix::zeros(ids.len(), h);
+        for (row, &id) in out.data.chunks_exact_mut(h).zip(ids) {
+            if id as usize >= self.embed.rows {
+                return Err(Error::Request(format!(
+                    "token id {id} is outside the vocabulary"
+                )));
+            }
+            row.copy_from_slice(self.embed.row(id as usize));
+        }
+        Ok(out)
+    }
+
+    /// Key/value width of one token: KV heads × head dim.
+    pub fn kv_width(&self) -> usize {
+        self.config.num_key_value_heads * self.config.head_dim()
+    }
+
+    /// Decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs the decoder on `x` (the embeddings of every segment's new tokens, segment
+    /// after segment), appending their keys and values to `cache`. Returns the final
+    /// normed hidden states of the rows `wanted` (indices into `x`'s rows).
+    pub fn forward(
+        &self,
+        mut x: Matrix,
+        segments: &[Segment<'_>],
+        cache: &mut PagedKvCache,
+        wanted: &[usize],
+    ) -> Result<Matrix> {
+        let c = &self.config;
+        let rows: usize = segments.iter().map(|s| s.positions.len()).sum();
+        if rows != x.rows || x.cols != c.hidden_size {
+            return Err(Error::Request(format!(
+                "{} rows of {} for segments of {rows} tokens",
+                x.rows, x.cols
+            )));
+        }
+        for s in segments {
+            cache.reserve(s.seq, s.positions.len())?;
+        }
+        // Per row: its segment, and its position in the sequence's cache.
+        let mut row_seq = Vec::with_capacity(rows);
+        let mut adapters = AdapterRows::none();
+        let mut start = 0;
+        for (i, s) in segments.iter().enumerate() {
+            let past = cache.len(s.seq);
+            row_seq.extend((0..s.positions.len()).map(|j| (i, past + j)));
+            adapters.push(start, start + s.positions.len(), s.adapter);
+            start += s.positions.len();
+        }
+        let head_dim = c.head_dim();
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(rows * head_dim),
+            Vec::with_capacity(rows * head_dim),
+        );
+        for s in segments {
+            for &p in s.positions {
+                self.rope.push(p, &mut cos, &mut sin);
+            }
+        }
+        let heads = c.num_attention_heads;
+        let kv_heads = c.num_key_value_heads;
+        let group = heads / kv_heads;
+        let scale = (head_dim as f32).powf(-0.5);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let normed = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
+            let mut q = layer.q.forward(&normed, &adapters, Activation::Identity)?;
+            let mut k = layer.k.forward(&normed, &adapters, Activation::Identity)?;
+            let v = layer.v.forward(&normed, &adapters, Activation::Identity)?;
+            apply_rotary(&mut q, 0, heads, head_dim, &cos, &sin);
+            apply_rotary(&mut k, 0, kv_heads, head_dim, &cos, &sin);
+            for (r, &(s, pos)) in row_seq.iter().enumerate() {
+                cache.write(l, segments[s].seq, pos, k.row(r), v.row(r));
+            }
+            let views: Vec<_> = segments.iter().map(|s| cache.view(l, s.seq)).collect();
+            let mut attended = Matrix::zeros(rows, heads * head_dim);
+            attended
+                .data
+                .par_chunks_mut(heads * head_dim)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (r, out)| {
+                    let (s, pos) = row_seq[r];
+                    let view = &views[s];
+                    for h in 0..heads {
+                        let kvh = h / group;
+                        attend(
+                            &q.row(r)[h * head_dim..][..head_dim],
+                            pos + 1,
+                            |j| &view.key(j)[kvh * head_dim..][..head_dim],
+                            |j| &view.value(j)[kvh * head_dim..][..head_dim],
+                            scale,
+                            scores,
+                            &mut out[h * head_dim..][..head_dim],
+                        );
+                    }
+                });
+            drop(views);
+            add_in_place(
+                &mut x,
+                &layer
+                    .o
+                    .forward(&attended, &adapters, Activation::Identity)?,
+            );
+            let normed = rms_norm(&x, &layer.post_norm, c.rms_norm_eps);
+            let mut gate = layer
+                .gate
+                .forward(&normed, &adapters, Activation::Identity)?;
+            silu_mul(
+                &mut gate,
+                &layer.up.forward(&normed, &adapters, Activation::Identity)?,
+            );
+            add_in_place(
+                &mut x,
+                &layer.down.forward(&gate, &adapters, Activation::Identity)?,
+            );
+        }
+        for s in segments {
+            cache.advance(s.seq, s.positions.len());
+        }
+        let mut out = Matrix::zeros(wanted.len(), c.hidden_size);
+        for (dst, &r) in out.data.chunks_exact_mut(c.hidden_size).zip(wanted) {
+            dst.copy_from_slice(x.row(r));
+        }
+        rms_norm_in_place(&mut out, &self.norm, c.rms_norm_eps);
+        Ok(out)
+    }
+
+    /// Logits of normed hidden rows; `adapters` index those rows.
+    pub fn logits(&self, hidden: &Matrix, adapters: &AdapterRows<'_>) -> Result<Matrix> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden, adapters, Activation::Identity),
+            None => Ok(CpuBackend.linear(hidden, &self.embed, None, Activation::Identity)?),
+        }
+    }
+
+    /// The layers LoRA adapters may target, for shape checks.
+    pub(crate) fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain(self.lm_head.as_ref())
+    }
+}

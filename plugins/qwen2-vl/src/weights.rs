@@ -1,0 +1,204 @@
+//! The checkpoint: `model.safetensors`, or the shards listed by
+//! `model.safetensors.index.json`, with f32, bf16 or f16 tensors widened to f32. Names
+//! are brought to the newer layout (`model.language_model.*`, `model.visual.*`,
+//! `lm_head.*`) whichever layout the files use (the older one is `model.*`, `visual.*`),
+//! as transformers' `_checkpoint_conversion_mapping` does.
+
+use crate::{Error, Result};
+use marquee_kernels::Matrix;
+use marquee_plugin_api::weights::floats;
+use safetensors::SafeTensors;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// A tensor widened to f32, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub data: Vec<f32>,
+}
+
+/// Every tensor of a checkpoint, by its name in the newer layout.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    tensors: HashMap<String, Tensor>,
+}
+
+/// The name of `name` in the newer layout.
+pub fn canonical_name(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else if name.starts_with("model.language_model.") || name.starts_with("model.visual.") {
+        name.to_string()
+    } else if let Some(rest) = name.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Reads a file whole.
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Every floating-point tensor of one safetensors file, by its stored name.
+pub(crate) fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = read_bytes(path)?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = floats(view.dtype(), view.data()).ok_or_else(|| {
+                Error::Weights(format!(
+                    "{name}: element type {:?} is not a float",
+                    view.dtype()
+                ))
+            })?;
+            Ok((
+                name,
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            ))
+        })
+        .collect()
+}
+
+impl Checkpoint {
+    /// Loads the checkpoint of the model directory `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<String> = if index.exists() {
+            let json: serde_json::Value = serde_json::from_str(&crate::read_to_string(&index)?)
+                .map_err(|e| Error::Weights(format!("{}: {e}", index.display())))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Weights("index has no weight_map".into()))?;
+            let shards: BTreeSet<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            shards.into_iter().collect()
+        } else {
+            vec!["model.safetensors".to_string()]
+        };
+        let mut checkpoint = Checkpoint::default();
+        for file in files {
+            for (name, tensor) in read_safetensors(&dir.join(&file))? {
+                checkpoint.tensors.insert(canonical_name(&name), tensor);
+            }
+        }
+        Ok(checkpoint)
+    }
+
+    /// Whether the checkpoint holds `name` (newer layout).
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Removes and returns `name`, checking its shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let tensor = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
+        if tensor.shape != shape {
+            return Err(Error::Weights(format!(
+                "{name} has shape {:?}, expected {shape:?}",
+                tensor.shape
+            )));
+        }
+        Ok(tensor)
+    }
+
+    /// `name` as a `rows × cols` matrix; tensors of more dimensions are flattened after
+    /// the first (a Conv3d kernel becomes `out × (in·t·h·w)`).
+    pub fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        let t = self.take(name, shape)?;
+        let rows = shape[0];
+        let cols = shape[1..].iter().product();
+        Ok(Matrix {
+            rows,
+            cols,
+            data: t.data,
+        })
+    }
+
+    /// A vector `name` of `len` values as a one-row matrix.
+    pub fn row(&mut self, name: &str, len: usize) -> Result<Matrix> {
+        let t = self.take(name, &[len])?;
+        Ok(Matrix {
+            rows: 1,
+            cols: len,
+            data: t.data,
+        })
+    }
+
+    /// Names left after the model took what it uses, sorted (for error reports).
+    pub fn remaining(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tensors.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_layouts_map_to_the_newer_names() {
+        assert_eq!(
+            canonical_name("model.layers.0.mlp.up_proj.weight"),
+            "model.language_model.layers.0.mlp.up_proj.weight"
+        );
+        assert_eq!(
+            canonical_name("visual.blocks.1.attn.qkv.bias"),
+            "model.visual.blocks.1.attn.qkv.bias"
+        );
+        assert_eq!(
+            canonical_name("model.visual.merger.ln_q.weight"),
+            "model.visual.merger.ln_q.weight"
+        );
+        assert_eq!(
+            canonical_name("model.language_model.norm.weight"),
+            "model.language_model.norm.weight"
+        );
+        assert_eq!(canonical_name("lm_head.weight"), "lm_head.weight");
+    }
+
+    #[test]
+    fn reads_f16_tensors_and_checks_shapes() {
+        use safetensors::tensor::{Dtype, TensorView};
+        let values = [1.5f32, -2.0, 0.25];
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let view = TensorView::new(Dtype::F16, vec![3], &bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        safetensors::serialize_to_file(
+            [("model.norm.weight", view)],
+            None,
+            &dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let mut c = Checkpoint::load(dir.path()).unwrap();
+        assert!(c.take("model.language_model.norm.weight", &[4]).is_err());
+        let mut c2 = Checkpoint::load(dir.path()).unwrap();
+        assert_eq!(
+            c2.row("model.language_model.norm.weight", 3).unwrap().data,
+            values
+        );
+        assert!(c.remaining().is_empty());
+    }
+}
