@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "marquee/v1/models.proto",
     "marquee/v1/retrieval.proto",
     "marquee/v1/evaluation.proto",
+    "marquee/v1/generation.proto",
     "marquee/storage/v1/storage.proto",
 ];
 
