@@ -1,9 +1,11 @@
 //! The CPU backend: GEMMs through the `gemm` crate (`gemm`), everything else as
 //! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
-//! (`topk`), a few queries through the f16 copy (`shortlist`).
+//! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
+//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`].
 
 mod conv;
+pub mod decoder;
 mod gemm;
 pub(crate) mod shortlist;
 pub(crate) mod simd;

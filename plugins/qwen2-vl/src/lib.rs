@@ -7,7 +7,8 @@
 //! `get_rope_index`), [`text`] (the Qwen2 decoder), [`kv_cache`] (paged), [`lora`]
 //! (PEFT adapters applied unmerged), [`tokenizer`] and [`chat_template`], [`sampling`]
 //! and [`generate`] (prefill and batched decode over sequences of different lengths).
-//! The model-specific ops live in [`ops`], ready to move to `marquee-kernels`.
+//! The decoder ops (RMSNorm, rotary, SwiGLU, attention) come from
+//! `marquee_kernels::cpu::decoder`.
 
 pub mod chat_template;
 pub mod config;
@@ -15,7 +16,6 @@ pub mod generate;
 pub mod kv_cache;
 pub mod lora;
 pub mod model;
-pub mod ops;
 pub mod preprocess;
 pub mod rope;
 pub mod sampling;

@@ -10,10 +10,12 @@
 use crate::config::TextConfig;
 use crate::kv_cache::{PagedKvCache, SeqId};
 use crate::lora::{AdapterRows, Linear, LinearRegistry, LoraAdapter};
-use crate::ops::{add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul};
 use crate::rope::{MRope, Position3};
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
+use marquee_kernels::cpu::decoder::{
+    add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul,
+};
 use marquee_kernels::{Activation, Backend, CpuBackend, Matrix};
 use rayon::prelude::*;
 

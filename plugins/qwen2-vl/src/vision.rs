@@ -7,11 +7,13 @@
 
 use crate::config::VisionConfig;
 use crate::lora::{AdapterRows, Linear, LinearRegistry};
-use crate::ops::{add_in_place, apply_rotary, rms_norm, segment_attention, silu_mul};
 use crate::preprocess::ImagePatches;
 use crate::rope::vision_angles;
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
+use marquee_kernels::cpu::decoder::{
+    add_in_place, apply_rotary, rms_norm, segment_attention, silu_mul,
+};
 use marquee_kernels::{Activation, Matrix};
 
 /// RMSNorm epsilon of every vision norm.

@@ -1,9 +1,9 @@
-//! The model-specific ops Qwen2.5-VL needs beyond `marquee-kernels`' GEMMs: RMSNorm,
-//! SwiGLU's gate, rotary embeddings and softmax attention over segments of rows. Kept
-//! together so they can move to `kernels/` as backend ops. All compute in f32, in the
-//! order PyTorch does, on row-major matrices.
+//! The ops of decoder-style transformers (Qwen2 / Qwen2.5-VL) beyond the GEMMs:
+//! RMSNorm, SwiGLU's gate, rotary embeddings (M-RoPE is rotary with per-row cos/sin),
+//! and softmax attention of one query over keys, or within segments of rows. All
+//! compute in f32, in the order PyTorch does, on row-major matrices.
 
-use marquee_kernels::Matrix;
+use super::Matrix;
 use rayon::prelude::*;
 
 /// `Qwen2RMSNorm`: each row `x · rsqrt(mean(x²) + eps) · weight`, into a new matrix.
@@ -85,7 +85,7 @@ pub fn attend<'a>(
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     for j in 0..keys {
-        let s = marquee_kernels::dot(query, key(j)) * scale;
+        let s = super::simd::dot(query, key(j)) * scale;
         max = max.max(s);
         scores.push(s);
     }
