@@ -122,10 +122,10 @@ fn tokenizer_matches_transformers_and_streams_whole_characters() {
             tok.decode(&want, true).unwrap(),
             case["decoded_skip_special"].as_str().unwrap()
         );
-        let mut stream = IncrementalDecoder::new(&tok, false);
+        let mut stream = IncrementalDecoder::new(false);
         let mut pieces = String::new();
         for &id in &want {
-            let piece = stream.push(id).unwrap();
+            let piece = stream.push(&tok, id).unwrap();
             assert!(
                 !piece.contains('\u{FFFD}'),
                 "{text:?}: a piece split a character"
