@@ -2,13 +2,15 @@
 //! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
-//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`].
+//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`], choosing
+//! tokens from logits in [`sampling`].
 
 mod conv;
 pub mod decoder;
 mod gemm;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
+pub mod sampling;
 mod topk;
 
 use self::gemm::{gemm_parallelism, matmul, SharedMut, View};
