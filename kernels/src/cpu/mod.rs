@@ -8,9 +8,9 @@
 mod conv;
 pub mod decoder;
 mod gemm;
+pub mod sampling;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
-pub mod sampling;
 mod topk;
 
 use self::gemm::{gemm_parallelism, matmul, SharedMut, View};
