@@ -1,5 +1,6 @@
 //! GPU-vs-CPU parity of every CUDA kernel on fresh random inputs (outputs poisoned with
-//! NaN first, odd sizes, k above the corpus size, tied scores), then the roofline
+//! NaN first, odd sizes, k above the corpus size, tied scores; the decoder ops, paged
+//! KV cache and sampling against `cpu::decoder` / `cpu::sampling`), then the roofline
 //! benchmarks. One JSON object per line on stdout; exit code 1 when a check fails, 2 when
 //! there is no usable GPU. Run by `benchmarks/gpu/run.sh` on a GPU host.
 //!
@@ -417,7 +418,7 @@ fn paged_attention_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
             let written =
                 p.down(layer.keys()) == keys.data && p.down(layer.values()) == values.data;
             report.exact(
-                &format!("kv_cache_write {name}"),
+                &format!("kv_cache_write {name} {:?}", p.precision),
                 written,
                 json!({"slots": slots}),
             );
@@ -506,7 +507,7 @@ fn sampling_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
             .token_logprobs(&p.up(&finite_logits), &tokens)
             .unwrap();
         report.parity(
-            &format!("token_logprob v{vocab}"),
+            &format!("token_logprob v{vocab} ({:?} logits)", p.precision),
             // The log-probabilities are f32 in both precisions.
             Precision::F32,
             rel_err(&got, &want),
