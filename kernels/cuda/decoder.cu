@@ -157,23 +157,8 @@ __device__ void paged_decode_attention(T* out, const T* q, const T* key_cache,
         const size_t slot = (size_t)table[j / g.block_size] * g.block_size + j % g.block_size;
         const T* key = key_cache + slot * width + (size_t)kv_head * g.head_dim;
         const T* value = value_cache + slot * width + (size_t)kv_head * g.head_dim;
-        float s = 0.f;
-#pragma unroll
-        for (int i = 0; i < DECODE_PER_LANE; ++i) {
-            const int c = lane + i * WARP;
-            if (c < g.head_dim) s += qv[i] * to_float(key[c]);
-        }
-        s = warp_sum(s) * g.scale;
-        const float new_max = fmaxf(running_max, s);
-        const float correction = expf(running_max - new_max);
-        const float p = expf(s - new_max);
-        denom = denom * correction + p;
-#pragma unroll
-        for (int i = 0; i < DECODE_PER_LANE; ++i) {
-            const int c = lane + i * WARP;
-            if (c < g.head_dim) acc[i] = acc[i] * correction + p * to_float(value[c]);
-        }
-        running_max = new_max;
+        online_softmax_step<DECODE_PER_LANE>(qv, key, value, g.head_dim, g.scale, running_max,
+                                             denom, acc);
     }
     if (lane == 0) {
         part_max[warp] = running_max;
@@ -203,18 +188,14 @@ __device__ void paged_decode_attention(T* out, const T* q, const T* key_cache,
     }
 }
 
-extern "C" __global__ void paged_decode_attention_f32(float* out, const float* q,
-                                                      const float* key_cache,
-                                                      const float* value_cache,
-                                                      const u32* block_tables,
-                                                      const u32* context_lens, PagedGeometry g) {
-    paged_decode_attention(out, q, key_cache, value_cache, block_tables, context_lens, g);
+extern "C" __global__ void paged_decode_attention_f32(float* out, const float* q, const float* keys,
+                                                      const float* values, const u32* tables,
+                                                      const u32* lens, PagedGeometry g) {
+    paged_decode_attention(out, q, keys, values, tables, lens, g);
 }
 
-extern "C" __global__ void paged_decode_attention_bf16(bf16* out, const bf16* q,
-                                                       const bf16* key_cache,
-                                                       const bf16* value_cache,
-                                                       const u32* block_tables,
-                                                       const u32* context_lens, PagedGeometry g) {
-    paged_decode_attention(out, q, key_cache, value_cache, block_tables, context_lens, g);
+extern "C" __global__ void paged_decode_attention_bf16(bf16* out, const bf16* q, const bf16* keys,
+                                                       const bf16* values, const u32* tables,
+                                                       const u32* lens, PagedGeometry g) {
+    paged_decode_attention(out, q, keys, values, tables, lens, g);
 }

@@ -118,6 +118,16 @@ impl Pair {
     fn down(&self, t: &marquee_kernels::CudaTensor) -> Vec<f32> {
         self.gpu.download(t).unwrap()
     }
+    /// Reports the relative error of `got` against the CPU's `want`.
+    fn compare(
+        &self,
+        report: &mut Report,
+        name: &str,
+        got: &marquee_kernels::CudaTensor,
+        want: &[f32],
+    ) {
+        report.parity(name, self.precision, rel_err(&self.down(got), want));
+    }
 }
 
 const OFFSETS: [&[usize]; 2] = [&[0, 1, 17, 60, 61, 190], &[0, 7]];
@@ -315,11 +325,7 @@ fn decoder_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
         let w = p.host(1, hidden, rng.vec(hidden));
         let want = decoder::rms_norm(&x, &w.data, 1e-6);
         let got = p.gpu.rms_norm(&p.up(&x), &p.up(&w), 1e-6).unwrap();
-        report.parity(
-            &format!("rms_norm h{hidden}"),
-            p.precision,
-            rel_err(&p.down(&got), &want.data),
-        );
+        p.compare(report, &format!("rms_norm h{hidden}"), &got, &want.data);
         let mut sum = x.clone();
         decoder::add_in_place(&mut sum, &res);
         let sum = p.host(rows, hidden, sum.data);
@@ -329,15 +335,17 @@ fn decoder_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
             .gpu
             .add_rms_norm(&mut gx, &p.up(&res), &p.up(&w), 1e-6)
             .unwrap();
-        report.parity(
+        p.compare(
+            report,
             &format!("add_rms_norm h{hidden} (sum)"),
-            p.precision,
-            rel_err(&p.down(&gx), &sum.data),
+            &gx,
+            &sum.data,
         );
-        report.parity(
+        p.compare(
+            report,
             &format!("add_rms_norm h{hidden} (norm)"),
-            p.precision,
-            rel_err(&p.down(&got), &want.data),
+            &got,
+            &want.data,
         );
     }
 
@@ -352,11 +360,7 @@ fn decoder_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
     decoder::silu_mul(&mut want, &up);
     let mut got = p.up(&gate);
     p.gpu.silu_mul(&mut got, &p.up(&up)).unwrap();
-    report.parity(
-        &format!("silu_mul {rows}x{cols}"),
-        p.precision,
-        rel_err(&p.down(&got), &want.data),
-    );
+    p.compare(report, &format!("silu_mul {rows}x{cols}"), &got, &want.data);
 
     for head_dim in [64usize, 128] {
         let (rows, heads, offset) = (29, 3, head_dim);
@@ -371,10 +375,11 @@ fn decoder_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
         p.gpu
             .apply_rotary(&mut got, offset, heads, head_dim, &p.up(&cos), &p.up(&sin))
             .unwrap();
-        report.parity(
+        p.compare(
+            report,
             &format!("rotary d{head_dim} at column {offset}"),
-            p.precision,
-            rel_err(&p.down(&got), &want.data),
+            &got,
+            &want.data,
         );
     }
 }
@@ -450,10 +455,11 @@ fn paged_attention_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
                 .gpu
                 .paged_decode_attention(&p.up(&q), &layer, &device_tables, layout, scale)
                 .unwrap();
-            report.parity(
+            p.compare(
+                report,
                 &format!("paged_decode_attention {name} ctx {contexts:?}"),
-                p.precision,
-                rel_err(&p.down(&got), &want.data),
+                &got,
+                &want.data,
             );
         }
     }
