@@ -2,11 +2,13 @@
 //! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
-//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`].
+//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`], choosing
+//! tokens from logits in [`sampling`].
 
 mod conv;
 pub mod decoder;
 mod gemm;
+pub mod sampling;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
 mod topk;
