@@ -9,6 +9,8 @@
 pub mod bleu;
 pub mod generation_input;
 pub mod ranking;
+#[cfg(test)]
+mod reference_fixture;
 pub mod rouge;
 
 pub use ranking::{mean, query_metrics, Judged};

@@ -95,19 +95,21 @@ impl BleuStatistics {
         if self.correct.iter().any(|&c| c > 0) {
             let mut smoothing = 1.0;
             let mut orders = MAX_NGRAM_ORDER;
-            for order in 0..MAX_NGRAM_ORDER {
-                let total = self.total[order] as f64;
-                if self.total[order] == 0 {
+            let counts = self.correct.iter().zip(&self.total);
+            for (order, (precision, (&correct, &total))) in
+                precisions.iter_mut().zip(counts).enumerate()
+            {
+                if total == 0 {
                     break;
                 }
                 if effective_order {
                     orders = order + 1;
                 }
-                precisions[order] = if self.correct[order] == 0 {
+                *precision = if correct == 0 {
                     smoothing *= 2.0;
-                    100.0 / (smoothing * total)
+                    100.0 / (smoothing * total as f64)
                 } else {
-                    100.0 * self.correct[order] as f64 / total
+                    100.0 * correct as f64 / total as f64
                 };
             }
             let log_sum = precisions[..orders]
@@ -212,6 +214,8 @@ fn closest_reference_len(hyp_len: usize, reference_lens: &[usize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluation::reference_fixture::{assert_close, corpora};
+    use serde_json::Value;
 
     fn strings(texts: &[&str]) -> Vec<String> {
         texts.iter().map(|t| t.to_string()).collect()
@@ -264,5 +268,59 @@ mod tests {
             bleu(&[item, none]),
             Err(GenerationInputError::NoReferences { index: 1 })
         );
+    }
+
+    fn assert_bleu(got: &BleuScore, want: &Value, what: &str) {
+        assert_close(got.score, &want["score"], 1e-9, what);
+        assert_eq!(
+            format!("{:.4}", got.score),
+            want["score_4dp"].as_str().unwrap(),
+            "{what}"
+        );
+        for order in 0..MAX_NGRAM_ORDER {
+            assert_close(
+                got.precisions[order],
+                &want["precisions"][order],
+                1e-9,
+                what,
+            );
+            assert_eq!(
+                got.statistics.correct[order] as u64,
+                want["counts"][order].as_u64().unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                got.statistics.total[order] as u64,
+                want["totals"][order].as_u64().unwrap(),
+                "{what}"
+            );
+        }
+        assert_close(got.brevity_penalty, &want["bp"], 1e-9, what);
+        assert_close(got.ratio, &want["ratio"], 1e-9, what);
+        assert_eq!(
+            got.statistics.hyp_len as u64,
+            want["hyp_len"].as_u64().unwrap()
+        );
+        assert_eq!(
+            got.statistics.ref_len as u64,
+            want["ref_len"].as_u64().unwrap()
+        );
+    }
+
+    #[test]
+    fn corpora_score_as_sacrebleu() {
+        let corpora = corpora();
+        assert!(corpora.iter().map(|c| c.items().len()).sum::<usize>() > 250);
+        for corpus in corpora {
+            let report = bleu(&corpus.items()).unwrap();
+            let want = &corpus.expected["bleu"];
+            assert_bleu(&report.corpus, &want["corpus"], &corpus.name);
+            assert_eq!(report.signature, want["signature"].as_str().unwrap());
+            let per_item = want["per_item"].as_array().unwrap();
+            assert_eq!(report.per_item.len(), per_item.len());
+            for (i, (got, want)) in report.per_item.iter().zip(per_item).enumerate() {
+                assert_bleu(got, want, &format!("{} item {i}", corpus.name));
+            }
+        }
     }
 }

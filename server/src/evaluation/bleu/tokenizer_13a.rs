@@ -91,6 +91,7 @@ fn substitute_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluation::reference_fixture;
 
     fn tokens(text: &str) -> Vec<String> {
         tokenize_13a(text)
@@ -104,6 +105,35 @@ mod tests {
         );
         assert_eq!(tokens("1990-1995"), ["1990", "-", "1995"]);
         assert_eq!(tokens("well-known"), ["well-known"]);
+    }
+
+    #[test]
+    fn whitespace_is_pythons_for_every_code_point() {
+        let python: std::collections::HashSet<u32> = reference_fixture::fixture()
+            ["python_whitespace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cp| cp.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(python.len(), 29);
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            assert_eq!(
+                is_python_whitespace(c),
+                python.contains(&u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn trap_texts_tokenize_as_sacrebleu() {
+        let cases = reference_fixture::tokenizer_cases("tokenize_13a");
+        assert!(cases.len() >= 10);
+        for (text, expected) in cases {
+            assert_eq!(tokens(&text), expected, "{text:?}");
+        }
     }
 
     #[test]

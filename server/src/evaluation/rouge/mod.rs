@@ -219,6 +219,8 @@ fn summary_lcs_score(reference: &[Vec<String>], candidate: &[Vec<String>]) -> Ro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluation::reference_fixture::{assert_close, corpora};
+    use serde_json::Value;
 
     fn item<'a>(candidate: &'a str, references: &'a [String]) -> GenerationItem<'a> {
         GenerationItem {
@@ -251,5 +253,28 @@ mod tests {
         let empty = rouge(&[item("", &refs)]).unwrap().per_item[0];
         assert_eq!(empty, RougeScores::default());
         assert_eq!(rouge(&[]), Err(GenerationInputError::NoItems));
+    }
+
+    fn assert_rouge(got: &RougeScores, want: &Value, what: &str) {
+        for (name, score) in got.by_name() {
+            let want = &want[name];
+            assert_close(score.precision, &want["precision"], 1e-12, what);
+            assert_close(score.recall, &want["recall"], 1e-12, what);
+            assert_close(score.fmeasure, &want["fmeasure"], 1e-12, what);
+        }
+    }
+
+    #[test]
+    fn corpora_score_as_rouge_score() {
+        for corpus in corpora() {
+            let report = rouge(&corpus.items()).unwrap();
+            let want = &corpus.expected["rouge"];
+            assert_rouge(&report.mean, &want["mean"], &corpus.name);
+            let per_item = want["per_item"].as_array().unwrap();
+            assert_eq!(report.per_item.len(), per_item.len());
+            for (i, (got, want)) in report.per_item.iter().zip(per_item).enumerate() {
+                assert_rouge(got, want, &format!("{} item {i}", corpus.name));
+            }
+        }
     }
 }

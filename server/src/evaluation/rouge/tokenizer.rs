@@ -15,6 +15,7 @@ pub fn tokenize(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluation::reference_fixture;
 
     #[test]
     fn lowercases_and_splits_on_anything_but_ascii_letters_and_digits() {
@@ -24,5 +25,34 @@ mod tests {
         );
         assert_eq!(tokenize("\u{212a}elvin İz"), ["kelvin", "i", "z"]);
         assert!(tokenize("日本語 — ...").is_empty());
+    }
+
+    #[test]
+    fn lowercase_keeps_the_ascii_python_keeps_for_every_code_point() {
+        let python: std::collections::HashMap<u32, String> = reference_fixture::fixture()
+            ["lowercase_ascii"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| {
+                let code = pair[0].as_u64().unwrap() as u32;
+                (code, pair[1].as_str().unwrap().to_string())
+            })
+            .collect();
+        assert_eq!(python.len(), 64);
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let kept: String = tokenize(&c.to_string()).concat();
+            let expected = python.get(&u32::from(c)).map_or("", String::as_str);
+            assert_eq!(kept, expected, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn trap_texts_tokenize_as_rouge_score() {
+        let cases = reference_fixture::tokenizer_cases("tokenize_rouge");
+        assert!(cases.len() >= 10);
+        for (text, expected) in cases {
+            assert_eq!(tokenize(&text), expected, "{text:?}");
+        }
     }
 }
