@@ -70,23 +70,21 @@ pub(super) fn corpora() -> Vec<Corpus> {
         .collect()
 }
 
-/// The `(text, tokens)` pairs of a tokenizer section of the fixture.
-pub(super) fn tokenizer_cases(section: &str) -> Vec<(String, Vec<String>)> {
-    fixture()[section]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|case| {
-            let tokens = case["tokens"].as_array().unwrap();
-            (
-                case["text"].as_str().unwrap().to_string(),
-                tokens
-                    .iter()
-                    .map(|t| t.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
-        .collect()
+/// Asserts that `tokenize` gives the tokens of every case of a tokenizer section of the
+/// fixture (`tokenize_13a`, `tokenize_rouge`).
+pub(super) fn assert_tokenizes_as_fixture(section: &str, tokenize: impl Fn(&str) -> Vec<String>) {
+    let cases = fixture()[section].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<&str> = case["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(tokenize(text), expected, "{text:?}");
+    }
 }
 
 /// Asserts `got` is within `relative` of `want` (exactly 0 when `want` is 0).
