@@ -1,5 +1,6 @@
 //! ROUGE exactly as rouge-score 0.1.2 computes it with
-//! `RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)`.
+//! `RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=...)`; with
+//! stemming, NLTK's Porter stemmer (3.10.4, its default NLTK_EXTENSIONS mode).
 //!
 //! - ROUGE-N: clipped n-gram overlap over the candidate's n-grams (precision) and the
 //!   reference's (recall), each denominator at least 1.
@@ -15,6 +16,7 @@
 //! its `BootstrapAggregator` would resample).
 
 mod lcs;
+mod porter;
 mod tokenizer;
 
 pub use tokenizer::tokenize;
@@ -22,6 +24,16 @@ pub use tokenizer::tokenize;
 use std::collections::HashMap;
 
 use super::generation_input::{check_items, GenerationInputError, GenerationItem};
+
+/// Whether tokens are stemmed (rouge-score's `use_stemmer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stemming {
+    /// `use_stemmer=False`, rouge-score's default.
+    #[default]
+    Off,
+    /// `use_stemmer=True`: tokens longer than 3 characters become their NLTK Porter stem.
+    Porter,
+}
 
 /// Precision, recall and F-measure of one ROUGE type (rouge-score's `Score`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -96,11 +108,14 @@ pub struct RougeReport {
 }
 
 /// Scores the items as rouge-score's `RougeScorer.score_multi` does, and averages them.
-pub fn rouge(items: &[GenerationItem<'_>]) -> Result<RougeReport, GenerationInputError> {
+pub fn rouge(
+    items: &[GenerationItem<'_>],
+    stemming: Stemming,
+) -> Result<RougeReport, GenerationInputError> {
     check_items(items)?;
     let per_item: Vec<RougeScores> = items
         .iter()
-        .map(|item| score_multi(item.references, item.candidate))
+        .map(|item| score_multi(item.references, item.candidate, stemming))
         .collect();
     let mut mean = RougeScores::default();
     for scores in &per_item {
@@ -126,13 +141,13 @@ struct Tokenized {
 }
 
 impl Tokenized {
-    fn of(text: &str) -> Self {
+    fn of(text: &str, stemming: Stemming) -> Self {
         Self {
-            tokens: tokenize(text),
+            tokens: tokenize(text, stemming),
             lines: text
                 .split('\n')
                 .filter(|line| !line.is_empty())
-                .map(tokenize)
+                .map(|line| tokenize(line, stemming))
                 .collect(),
         }
     }
@@ -140,11 +155,11 @@ impl Tokenized {
 
 /// `RougeScorer.score_multi(targets, prediction)`: per ROUGE type, the score against the
 /// reference with the highest F-measure, the first on a tie (`np.argmax`).
-fn score_multi(references: &[String], candidate: &str) -> RougeScores {
-    let candidate = Tokenized::of(candidate);
+fn score_multi(references: &[String], candidate: &str, stemming: Stemming) -> RougeScores {
+    let candidate = Tokenized::of(candidate, stemming);
     let mut best: Option<RougeScores> = None;
     for reference in references {
-        let scores = score(&Tokenized::of(reference), &candidate);
+        let scores = score(&Tokenized::of(reference, stemming), &candidate);
         match best.as_mut() {
             None => best = Some(scores),
             Some(best) => {
@@ -235,7 +250,11 @@ mod tests {
         // rougeL P 0.625 (8 candidate tokens, 9 reference tokens, 6 unigram matches,
         // LCS "the quick brown jumps the").
         let refs = vec!["The quick brown fox jumps over the lazy dog".to_string()];
-        let report = rouge(&[item("The quick brown dog jumps on the log.", &refs)]).unwrap();
+        let report = rouge(
+            &[item("The quick brown dog jumps on the log.", &refs)],
+            Stemming::Off,
+        )
+        .unwrap();
         let scores = report.per_item[0];
         assert_eq!(scores.rouge1.precision, 6.0 / 8.0);
         assert_eq!(scores.rouge1.recall, 6.0 / 9.0);
@@ -247,12 +266,19 @@ mod tests {
     #[test]
     fn best_reference_is_chosen_per_type_and_empty_texts_score_zero() {
         let refs = vec!["a b c d".to_string(), "d c b a".to_string()];
-        let scores = rouge(&[item("d c b a", &refs)]).unwrap().per_item[0];
+        let scores = rouge(&[item("d c b a", &refs)], Stemming::Off)
+            .unwrap()
+            .per_item[0];
         assert_eq!(scores.rouge2.fmeasure, 1.0);
         assert_eq!(scores.rouge_l.fmeasure, 1.0);
-        let empty = rouge(&[item("", &refs)]).unwrap().per_item[0];
+        let empty = rouge(&[item("", &refs)], Stemming::Porter)
+            .unwrap()
+            .per_item[0];
         assert_eq!(empty, RougeScores::default());
-        assert_eq!(rouge(&[]), Err(GenerationInputError::NoItems));
+        assert_eq!(
+            rouge(&[], Stemming::Off),
+            Err(GenerationInputError::NoItems)
+        );
     }
 
     fn assert_rouge(got: &RougeScores, want: &Value, what: &str) {
@@ -267,13 +293,19 @@ mod tests {
     #[test]
     fn corpora_score_as_rouge_score() {
         for corpus in corpora() {
-            let report = rouge(&corpus.items()).unwrap();
-            let want = &corpus.expected["rouge"];
-            assert_rouge(&report.mean, &want["mean"], &corpus.name);
-            let per_item = want["per_item"].as_array().unwrap();
-            assert_eq!(report.per_item.len(), per_item.len());
-            for (i, (got, want)) in report.per_item.iter().zip(per_item).enumerate() {
-                assert_rouge(got, want, &format!("{} item {i}", corpus.name));
+            for (stemming, key) in [
+                (Stemming::Off, "rouge"),
+                (Stemming::Porter, "rouge_stemmed"),
+            ] {
+                let report = rouge(&corpus.items(), stemming).unwrap();
+                let want = &corpus.expected[key];
+                let what = format!("{} {key}", corpus.name);
+                assert_rouge(&report.mean, &want["mean"], &what);
+                let per_item = want["per_item"].as_array().unwrap();
+                assert_eq!(report.per_item.len(), per_item.len());
+                for (i, (got, want)) in report.per_item.iter().zip(per_item).enumerate() {
+                    assert_rouge(got, want, &format!("{what} item {i}"));
+                }
             }
         }
     }
