@@ -7,6 +7,7 @@
 mod common;
 
 use common::{eventually, Server};
+use marquee_client::proto::generation_service_client::GenerationServiceClient;
 use marquee_client::proto::{
     content_part, generate_request, generate_stream_response, ChatInput, ChatMessage, ContentPart,
     FinishReason, GenerateRequest, GenerationParameters, GenerationResult, ListAdaptersRequest,
@@ -405,10 +406,16 @@ async fn a_dropped_stream_frees_its_blocks_and_a_full_cache_is_refused_with_a_hi
 async fn deadlines_cut_generation_and_free_blocks() {
     let expected = expected();
     let server = server("tiny-nested", 1024);
-    let mut client = server.client().await;
+    // A transport that leaves the deadline to the server (see `deadline_client`).
+    let transport =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let mut client: GenerationServiceClient<common::RawTransport> =
+        GenerationServiceClient::with_origin(transport, server.url.parse().unwrap());
     let mut r = tonic::Request::new(request(chat(&expected, "nested", 1), greedy(900)));
     r.set_timeout(Duration::from_millis(60));
-    let err = client.generation.generate(r).await.unwrap_err();
+    let err = client.generate(r).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(eventually(|| kv_blocks_in_use(&server) == 0.0).await);
 }
@@ -494,4 +501,56 @@ async fn recall_inputs_and_bad_requests() {
     // None of that disturbed the server.
     let ok = generate(&mut client, recall(Vec::new())).await;
     assert_eq!(ok.usage.unwrap().image_tokens, 0);
+}
+
+#[tokio::test]
+async fn the_cli_streams_text_and_prints_json() {
+    let expected = expected();
+    let server = server("tiny-nested", 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("scene.png");
+    std::fs::write(&image, &expected.images[0]).unwrap();
+    let cli = common::plugin_dir().join("marquee");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(&cli)
+            .args(["--addr", &server.url, "generate", "--max-new-tokens", "6"])
+            .args(["--image", image.to_str().unwrap()])
+            .args(extra)
+            .arg("Which poster?")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed: Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(printed["model"], "tiny");
+    assert_eq!(printed["finish_reason"], "length");
+    assert_eq!(printed["token_ids"].as_array().unwrap().len(), 6);
+    assert_eq!(printed["usage"]["completion_tokens"], 6);
+    // The same prompt through gRPC: one user message, the image, then the text.
+    let mut client = server.client().await;
+    let input = ChatInput {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: vec![
+                ContentPart {
+                    part: Some(content_part::Part::Image(expected.images[0].clone())),
+                },
+                text_part("Which poster?"),
+            ],
+        }],
+    };
+    let direct = generate(&mut client, request(input, greedy(6))).await;
+    assert_eq!(ids(&printed["token_ids"]), direct.token_ids);
+    assert_eq!(
+        printed["usage"]["prompt_tokens"],
+        direct.usage.unwrap().prompt_tokens
+    );
+    assert_eq!(printed["text"], direct.text);
+    // Without --json the text streams to stdout.
+    assert_eq!(run(&[]).trim_end_matches('\n'), direct.text);
 }
