@@ -554,3 +554,46 @@ async fn the_cli_streams_text_and_prints_json() {
     // Without --json the text streams to stdout.
     assert_eq!(run(&[]).trim_end_matches('\n'), direct.text);
 }
+
+#[tokio::test]
+async fn seeded_sampling_repeats_and_shutdown_lets_running_streams_finish() {
+    let expected = expected();
+    // `--model NAME=DIR` picks the qwen2-vl plugin from config.json's model_type.
+    let model = format!("tiny={}", fixtures().join("tiny-nested").display());
+    let plugins = common::plugin_dir().display().to_string();
+    let mut server = Server::start(&["--plugin-dir", &plugins, "--model", &model]);
+    let mut client = server.client().await;
+    let sampled = |seed| GenerationParameters {
+        temperature: Some(1.3),
+        top_k: 40,
+        top_p: Some(0.95),
+        seed: Some(seed),
+        ..greedy(24)
+    };
+    let mut draws = Vec::new();
+    for seed in [7, 7, 8] {
+        let r = request(chat(&expected, "nested", 0), sampled(seed));
+        draws.push(generate(&mut client, r).await.token_ids);
+    }
+    assert_eq!(draws[0], draws[1], "the same seed gives the same tokens");
+    assert_ne!(draws[0], draws[2], "another seed gives other tokens");
+    // A stream running when the server is asked to stop still ends with its result.
+    let mut stream = client
+        .generation
+        .generate_stream(request(chat(&expected, "nested", 1), greedy(3000)))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    server.signal("TERM");
+    let mut result = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(generate_stream_response::Event::Result(r)) = message.event {
+            result = Some(r);
+        }
+    }
+    assert_eq!(result.unwrap().usage.unwrap().completion_tokens, 3000);
+    assert!(server
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+}
