@@ -198,8 +198,10 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         settings.retrieval.max_k,
         limits.max_inputs_per_request,
     );
+    let generation_engine = Generation::new(Arc::clone(&registry), limits.clone());
     let evaluation = EvaluationServiceServer::new(EvaluationApi::new(
         retrieval_api.clone(),
+        generation_engine.clone(),
         limits.max_eval_queries,
         limits.max_eval_bytes,
     ))
@@ -211,10 +213,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let embedding = EmbeddingServiceServer::new(embedding_api)
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
-    let generation = GenerationServiceServer::new(GenerationApi::new(Generation::new(
-        Arc::clone(&registry),
-        limits.clone(),
-    )))
+    let generation = GenerationServiceServer::new(GenerationApi::new(generation_engine))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(max_bytes);
     let models = ModelServiceServer::new(ModelApi::new(

@@ -534,6 +534,7 @@ async fn recommendations_average_liked_items_and_leave_out_seen_ones() {
         match e.event.unwrap() {
             Event::Progress(_) => progress += 1,
             Event::Report(r) => report = Some(r),
+            Event::Generation(_) => panic!("a generation report for a recommendation run"),
         }
     }
     let report = report.unwrap();

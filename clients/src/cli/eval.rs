@@ -24,6 +24,8 @@ pub enum EvalAction {
     /// Leave-one-out recommendation quality over the collection's ratings, with a
     /// popularity baseline.
     Recommend(RecommendArgs),
+    /// Score generated texts against references (BLEU, ROUGE, BERTScore).
+    Generation(super::eval_generation::GenerationArgs),
 }
 
 /// Arguments of `marquee eval retrieval`.
@@ -228,22 +230,39 @@ pub fn recommend_table(report: &EvaluationReport) -> String {
     out
 }
 
-/// Reads events until the report, showing progress on `bar`.
-async fn await_report(
+/// Reads events until the report `pick` takes, showing progress on `bar`.
+pub async fn await_event<T>(
     mut events: Streaming<EvaluationEvent>,
     bar: &ProgressBar,
-) -> Result<EvaluationReport> {
+    pick: fn(Event) -> Option<T>,
+) -> Result<T> {
     while let Some(event) = events.message().await? {
         match event.event {
             Some(Event::Progress(p)) => {
                 bar.set_length(p.total);
                 bar.set_position(p.done);
             }
-            Some(Event::Report(report)) => return Ok(report),
+            Some(other) => {
+                if let Some(report) = pick(other) {
+                    return Ok(report);
+                }
+            }
             None => {}
         }
     }
     bail!("the server ended the evaluation without a report")
+}
+
+/// Reads events until the retrieval or recommendation report.
+async fn await_report(
+    events: Streaming<EvaluationEvent>,
+    bar: &ProgressBar,
+) -> Result<EvaluationReport> {
+    await_event(events, bar, |event| match event {
+        Event::Report(report) => Some(report),
+        _ => None,
+    })
+    .await
 }
 
 /// Runs `marquee eval ...`.
@@ -276,6 +295,9 @@ pub async fn run(server: &ConnectOptions, action: EvalAction, as_json: bool) -> 
             } else {
                 print!("{}", retrieval_table(&report, args.per_query));
             }
+        }
+        EvalAction::Generation(args) => {
+            super::eval_generation::run(server, args, as_json).await?;
         }
         EvalAction::Recommend(args) => {
             let request = EvaluateRecommendationsRequest {

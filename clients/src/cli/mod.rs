@@ -6,6 +6,7 @@
 
 pub mod collections;
 pub mod eval;
+mod eval_generation;
 pub mod filter;
 pub mod ingest;
 pub mod progress;

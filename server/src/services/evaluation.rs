@@ -4,15 +4,18 @@
 //! once its client has gone, and its stream ends at the call's deadline.
 
 use crate::engine::deadline::Deadline;
+use crate::engine::generation::Generation;
 use crate::evaluation::{mean, query_metrics, Judged};
 use crate::retrieval::collection::{Collection, IndexKind, Query};
 use crate::services::deadline::{Bounded, DeadlineOf};
+use crate::services::generation_eval::evaluate_generation;
 use crate::services::observed;
 use crate::services::retrieval::{blocking, RetrievalApi, DEFAULT_MIN_RATING};
 use marquee_proto::v1::evaluation_event::Event;
 use marquee_proto::v1::evaluation_service_server::EvaluationService;
 use marquee_proto::v1::{
-    eval_query, EvalQuery, EvaluateRecommendationsRequest, EvaluateRetrievalRequest,
+    eval_query, EvalQuery, EvaluateGenerationRequest, EvaluateRecommendationsRequest,
+    EvaluateRetrievalRequest,
     EvaluationEvent, EvaluationProgress, EvaluationReport, MetricSet, QueryResult,
 };
 use prost::Message;
@@ -30,6 +33,7 @@ const BATCH: usize = 64;
 #[derive(Clone)]
 pub struct EvaluationApi {
     retrieval: RetrievalApi,
+    generation: Generation,
     max_queries: usize,
     max_bytes: usize,
 }
@@ -81,13 +85,55 @@ fn cutoffs(given: &[u32], default: &[usize], max_k: usize) -> Result<Vec<usize>,
 }
 
 impl EvaluationApi {
-    /// A service scoring the retrieval service's collections, taking query sets of at
-    /// most `max_queries` queries and `max_bytes` encoded bytes.
-    pub fn new(retrieval: RetrievalApi, max_queries: usize, max_bytes: usize) -> Self {
+    /// A service scoring the retrieval service's collections and generated texts
+    /// (generating candidates with `generation`), taking sets of at most `max_queries`
+    /// queries or items and `max_bytes` encoded bytes.
+    pub fn new(
+        retrieval: RetrievalApi,
+        generation: Generation,
+        max_queries: usize,
+        max_bytes: usize,
+    ) -> Self {
         Self {
             retrieval,
+            generation,
             max_queries,
             max_bytes,
+        }
+    }
+
+    /// Reads the rest of a request stream, appending each message's entries (taken by
+    /// `take`) to `entries`, within `limits.max_eval_queries` entries and
+    /// `limits.max_eval_bytes` bytes (`bytes` already read).
+    async fn read_rest<R: Message + Default, T>(
+        &self,
+        stream: &mut Streaming<R>,
+        mut entries: Vec<T>,
+        mut bytes: usize,
+        take: impl Fn(R) -> Vec<T>,
+        what: &str,
+    ) -> Result<Vec<T>, Status> {
+        loop {
+            if entries.len() > self.max_queries {
+                return Err(Status::invalid_argument(format!(
+                    "the set has more than {} {what} (limits.max_eval_queries)",
+                    self.max_queries
+                )));
+            }
+            if bytes > self.max_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "the set is larger than {} bytes (limits.max_eval_bytes)",
+                    self.max_bytes
+                )));
+            }
+            match stream.next().await {
+                Some(more) => {
+                    let more = more?;
+                    bytes += more.encoded_len();
+                    entries.extend(take(more));
+                }
+                None => return Ok(entries),
+            }
         }
     }
 
@@ -344,6 +390,38 @@ async fn finish(events: Events, result: Result<EvaluationReport, Status>) {
 impl EvaluationService for EvaluationApi {
     type EvaluateRetrievalStream = EventStream;
     type EvaluateRecommendationsStream = EventStream;
+    type EvaluateGenerationStream = EventStream;
+
+    async fn evaluate_generation(
+        &self,
+        request: Request<Streaming<EvaluateGenerationRequest>>,
+    ) -> Result<Response<Self::EvaluateGenerationStream>, Status> {
+        let deadline = Deadline::of(&request);
+        observed("EvaluateGeneration", deadline, async {
+            let mut stream = request.into_inner();
+            let mut first = stream
+                .next()
+                .await
+                .ok_or_else(|| Status::invalid_argument("the request stream is empty"))??;
+            let bytes = first.encoded_len();
+            let items = self
+                .read_rest(&mut stream, std::mem::take(&mut first.items), bytes, |m| m.items, "items")
+                .await?;
+            let options = first.options.unwrap_or_default();
+            let (events, receiver) = mpsc::channel(16);
+            let generation = self.generation.clone();
+            tokio::spawn(async move {
+                let result =
+                    evaluate_generation(&generation, options, items, deadline, &events).await;
+                let item = result.map(|report| EvaluationEvent {
+                    event: Some(Event::Generation(report)),
+                });
+                let _ = events.send(item).await;
+            });
+            Ok(Bounded::new(ReceiverStream::new(receiver), deadline))
+        })
+        .await
+    }
 
     async fn evaluate_retrieval(
         &self,
@@ -352,36 +430,16 @@ impl EvaluationService for EvaluationApi {
         let deadline = Deadline::of(&request);
         observed("EvaluateRetrieval", deadline, async {
             let mut stream = request.into_inner();
-            let first = stream
+            let mut first = stream
                 .next()
                 .await
                 .ok_or_else(|| Status::invalid_argument("the request stream is empty"))??;
             let collection = self.retrieval.store().get(&first.collection)?;
             let cutoffs = cutoffs(&first.cutoffs, &[1, 5, 10, 25], self.retrieval.max_k())?;
-            let mut bytes = first.encoded_len();
-            let mut queries = first.queries;
-            loop {
-                if queries.len() > self.max_queries {
-                    return Err(Status::invalid_argument(format!(
-                        "the query set has more than {} queries (limits.max_eval_queries)",
-                        self.max_queries
-                    )));
-                }
-                if bytes > self.max_bytes {
-                    return Err(Status::resource_exhausted(format!(
-                        "the query set is larger than {} bytes (limits.max_eval_bytes)",
-                        self.max_bytes
-                    )));
-                }
-                match stream.next().await {
-                    Some(more) => {
-                        let more = more?;
-                        bytes += more.encoded_len();
-                        queries.extend(more.queries);
-                    }
-                    None => break,
-                }
-            }
+            let bytes = first.encoded_len();
+            let queries = self
+                .read_rest(&mut stream, std::mem::take(&mut first.queries), bytes, |m| m.queries, "queries")
+                .await?;
             let (events, receiver) = mpsc::channel(16);
             let api = self.clone();
             tokio::spawn(async move {

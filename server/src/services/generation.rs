@@ -141,8 +141,8 @@ fn adapter_info(model: &str, a: LoadedAdapter) -> AdapterInfo {
     }
 }
 
-/// The request's model, input and parameters.
-fn parts(r: GenerateRequest) -> Result<(String, GenerationInput, GenerationParams), Status> {
+/// The request's model, input and parameters in the engine's terms.
+pub(crate) fn request_parts(r: GenerateRequest) -> Result<(String, GenerationInput, GenerationParams), Status> {
     let prompt = r
         .input
         .ok_or_else(|| Status::invalid_argument("the request has no input (chat or recall)"))?;
@@ -157,7 +157,7 @@ impl GenerationService for GenerationApi {
     ) -> Result<Response<GenerateResponse>, Status> {
         let deadline = Deadline::of(&request);
         observed("Generate", deadline, async {
-            let (model, input, params) = parts(request.into_inner())?;
+            let (model, input, params) = request_parts(request.into_inner())?;
             let r = self
                 .generation
                 .generate(&model, input, params, deadline)
@@ -177,7 +177,7 @@ impl GenerationService for GenerationApi {
     ) -> Result<Response<Self::GenerateStreamStream>, Status> {
         let deadline = Deadline::of(&request);
         let mut stream = observed("GenerateStream", deadline, async {
-            let (model, input, params) = parts(request.into_inner())?;
+            let (model, input, params) = request_parts(request.into_inner())?;
             Ok(self
                 .generation
                 .start(&model, input, params, deadline)

@@ -5,6 +5,7 @@ pub mod deadline;
 pub mod embedding;
 pub mod evaluation;
 pub mod generation;
+pub mod generation_eval;
 pub mod models;
 pub mod retrieval;
 pub mod status;

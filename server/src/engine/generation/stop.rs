@@ -102,8 +102,8 @@ mod tests {
     #[test]
     fn the_earliest_stop_wins_and_text_before_it_is_sent() {
         let mut s = StopStrings::new(vec!["\n\n".into(), "b c".into()]);
-        assert_eq!(s.push("a b"), StopOutcome::Continue("a".into()));
-        assert_eq!(s.push(" c\n\nd"), StopOutcome::Stopped(" ".into()));
+        assert_eq!(s.push("a b"), StopOutcome::Continue("a ".into()));
+        assert_eq!(s.push(" c\n\nd"), StopOutcome::Stopped(String::new()));
         assert_eq!(s.text(), "a ");
         let mut none = StopStrings::new(Vec::new());
         assert_eq!(none.push("é"), StopOutcome::Continue("é".into()));
