@@ -149,7 +149,10 @@ fn batch_end(tokenized: &[Vec<u32>], start: usize, batching: &crate::config::Bat
 /// The ids the tokenizer wraps an empty text in, which must be two (bert-score's [CLS]
 /// and [SEP]).
 fn special_ids(model: &LoadedModel) -> Result<[u32; 2], EngineError> {
-    let ids = model.instance.tokenize("", SPECIAL_TOKENS_PER_TEXT as u32 + 1)?.ids;
+    let ids = model
+        .instance
+        .tokenize("", SPECIAL_TOKENS_PER_TEXT as u32 + 1)?
+        .ids;
     <[u32; 2]>::try_from(ids.as_slice()).map_err(|_| {
         EngineError::Invalid(format!(
             "model {} tokenizes an empty text as {} tokens; per-token metrics need a \

@@ -44,7 +44,10 @@ impl Baseline {
     /// name layer `i`: bert-score picks rows by position, so a file whose layer column
     /// disagrees would rescale with another layer's baseline, and is refused instead.
     pub fn parse(csv: &str) -> Result<Self, BertScoreError> {
-        let mut lines = csv.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = csv
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let invalid = |line: usize, message: String| BertScoreError::InvalidBaseline {
             line: line + 1,
             message,

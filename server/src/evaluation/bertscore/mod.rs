@@ -202,8 +202,13 @@ fn check(items: &[EncodedItem<'_>], dim: usize) -> Result<(), BertScoreError> {
 
 /// Token weights: IDF over the references, or 1 with the special tokens at 0.
 enum Weights {
-    Uniform { special_ids: [u32; 2] },
-    Idf { documents: f64, df: HashMap<u32, usize> },
+    Uniform {
+        special_ids: [u32; 2],
+    },
+    Idf {
+        documents: f64,
+        df: HashMap<u32, usize>,
+    },
 }
 
 impl Weights {
@@ -305,7 +310,13 @@ fn score_pair(candidate: &Prepared, reference: &Prepared, dim: usize) -> Scores 
 /// The per-column maximum over an item's references (NaN wins, as in `torch.max`), the
 /// reference with the best F1, and the rescaling.
 fn best_of(pairs: &[Scores], baseline: Option<BaselineRow>) -> ItemScore {
-    let nan_max = |a: f64, b: f64| if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) };
+    let nan_max = |a: f64, b: f64| {
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
+    };
     let mut scores = pairs[0];
     let mut best_reference = 0;
     for (index, pair) in pairs.iter().enumerate().skip(1) {

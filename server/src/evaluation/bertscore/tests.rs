@@ -72,10 +72,7 @@ fn idf_counts_each_reference_once_over_the_whole_call() {
     // A second item whose reference also holds token 6 (twice, counted once): with M = 2
     // references, 6 weighs ln(3/3) = 0, 7 weighs ln(3/2), and 5 (in no reference) ln 3.
     let other = text(&[(6, [1.0, 1.0]), (6, [1.0, 1.0])]);
-    let items = [
-        item(&candidate, &[&reference]),
-        item(&candidate, &[&other]),
-    ];
+    let items = [item(&candidate, &[&reference]), item(&candidate, &[&other])];
     let report = bertscore(&items, &settings(true)).unwrap();
     // Item 0: P as without IDF (one weighted token); R only from "down", which matches
     // at 0: R = 0 and F = 0.
@@ -112,7 +109,10 @@ fn several_references_keep_each_score_at_its_maximum_then_rescale() {
     // Reference 2: "up" alone: P = R = F = 1.
     let up = text(&[(5, [0.0, 5.0])]);
     let report = bertscore(
-        &[item(&candidate, &[&diagonal, &up_down]), item(&candidate, &[&up_down, &diagonal])],
+        &[
+            item(&candidate, &[&diagonal, &up_down]),
+            item(&candidate, &[&up_down, &diagonal]),
+        ],
         &settings(false),
     )
     .unwrap();
@@ -120,7 +120,11 @@ fn several_references_keep_each_score_at_its_maximum_then_rescale() {
         assert_scores(scored.scores, [1.0, 0.5, 2.0 / 3.0]);
     }
     assert_eq!(
-        report.per_item.iter().map(|i| i.best_reference).collect::<Vec<_>>(),
+        report
+            .per_item
+            .iter()
+            .map(|i| i.best_reference)
+            .collect::<Vec<_>>(),
         [1, 0]
     );
     // P's maximum from one reference, R's from another.
@@ -152,7 +156,10 @@ fn several_references_keep_each_score_at_its_maximum_then_rescale() {
 fn malformed_input_is_refused() {
     let (candidate, reference) = up_and_diagonal();
     let err = |items: &[EncodedItem<'_>]| bertscore(items, &settings(false)).unwrap_err();
-    assert_eq!(err(&[]), BertScoreError::Input(GenerationInputError::NoItems));
+    assert_eq!(
+        err(&[]),
+        BertScoreError::Input(GenerationInputError::NoItems)
+    );
     assert_eq!(
         err(&[item(&candidate, &[&reference]), item(&candidate, &[])]).to_string(),
         "item 1 has no reference"
