@@ -17,9 +17,11 @@
 //! Beside the path: [`registry`] (plugins, models and pipelines loaded and unloaded)
 //! and [`model`] (one served model: plugin instance, batcher, widths). Generator
 //! models take their own path: [`generation`] (prompt, scheduler with continuous
-//! batching, streamed tokens).
+//! batching, streamed tokens). Token-matching metrics take per-token hidden states
+//! straight from a text encoder: [`token_states`], and [`bertscore`] on top of it.
 
 pub mod batcher;
+pub mod bertscore;
 pub mod deadline;
 pub mod embedder;
 pub mod error;
@@ -33,4 +35,5 @@ pub mod queue;
 pub mod registry;
 pub mod request;
 pub mod runner;
+pub mod token_states;
 pub mod tokenizer_pool;

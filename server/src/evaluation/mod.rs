@@ -5,7 +5,10 @@
 //!   and their input errors.
 //! - [`bleu`]: corpus and sentence BLEU (sacrebleu 2.6.0 defaults, 13a tokenizer).
 //! - [`rouge`]: ROUGE-1, ROUGE-2, ROUGE-L, ROUGE-Lsum (rouge-score 0.1.2).
+//! - [`bertscore`]: BERTScore from a text encoder's per-token hidden states (bert-score
+//!   0.3.13).
 
+pub mod bertscore;
 pub mod bleu;
 pub mod generation_input;
 pub mod ranking;
