@@ -214,8 +214,8 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let generation = GenerationServiceServer::new(GenerationApi::new(generation_engine))
-    .max_decoding_message_size(max_bytes)
-    .max_encoding_message_size(max_bytes);
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
     let models = ModelServiceServer::new(ModelApi::new(
         Arc::clone(&registry),
         settings.batching.clone(),

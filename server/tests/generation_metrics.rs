@@ -9,9 +9,9 @@ use common::Server;
 use marquee_client::proto::evaluation_event::Event;
 use marquee_client::proto::generation_eval_item::CandidateSource;
 use marquee_client::proto::{
-    content_part, generate_request, ChatInput, ChatMessage, ContentPart,
-    EvaluateGenerationRequest, GenerateRequest, GenerationEvalItem, GenerationEvalOptions,
-    GenerationParameters, GenerationReport, RougeResult,
+    content_part, generate_request, ChatInput, ChatMessage, ContentPart, EvaluateGenerationRequest,
+    GenerateRequest, GenerationEvalItem, GenerationEvalOptions, GenerationParameters,
+    GenerationReport, RougeResult,
 };
 use marquee_client::Client;
 use serde_json::Value;
@@ -103,9 +103,19 @@ fn close(what: &str, ours: f64, theirs: &Value, relative: f64) {
 fn check_rouge(what: &str, ours: &HashMap<String, RougeResult>, theirs: &Value) {
     for name in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
         let (o, t) = (&ours[name], &theirs[name]);
-        close(&format!("{what} {name} P"), o.precision, &t["precision"], 1e-12);
+        close(
+            &format!("{what} {name} P"),
+            o.precision,
+            &t["precision"],
+            1e-12,
+        );
         close(&format!("{what} {name} R"), o.recall, &t["recall"], 1e-12);
-        close(&format!("{what} {name} F"), o.fmeasure, &t["fmeasure"], 1e-12);
+        close(
+            &format!("{what} {name} F"),
+            o.fmeasure,
+            &t["fmeasure"],
+            1e-12,
+        );
     }
 }
 
@@ -126,11 +136,22 @@ async fn bleu_and_rouge_equal_sacrebleu_and_rouge_score_through_the_server() {
             let bleu = report.bleu.as_ref().unwrap();
             let want = &corpus["bleu"]["corpus"];
             close(&format!("{name} BLEU"), bleu.score, &want["score"], 1e-9);
-            assert_eq!(format!("{:.4}", bleu.score), want["score_4dp"].as_str().unwrap());
-            close(&format!("{name} BP"), bleu.brevity_penalty, &want["bp"], 1e-9);
+            assert_eq!(
+                format!("{:.4}", bleu.score),
+                want["score_4dp"].as_str().unwrap()
+            );
+            close(
+                &format!("{name} BP"),
+                bleu.brevity_penalty,
+                &want["bp"],
+                1e-9,
+            );
             assert_eq!(bleu.hyp_len, want["hyp_len"].as_u64().unwrap(), "{name}");
             assert_eq!(bleu.ref_len, want["ref_len"].as_u64().unwrap(), "{name}");
-            assert_eq!(bleu.signature, corpus["bleu"]["signature"].as_str().unwrap());
+            assert_eq!(
+                bleu.signature,
+                corpus["bleu"]["signature"].as_str().unwrap()
+            );
             let rouge_key = if stemmed { "rouge_stemmed" } else { "rouge" };
             check_rouge(name, &report.rouge, &corpus[rouge_key]["mean"]);
             for (i, item) in report.per_item.iter().enumerate() {
@@ -147,7 +168,10 @@ async fn bleu_and_rouge_equal_sacrebleu_and_rouge_score_through_the_server() {
                     &corpus[rouge_key]["per_item"][i],
                 );
             }
-            assert_eq!(report.items as usize, corpus["items"].as_array().unwrap().len());
+            assert_eq!(
+                report.items as usize,
+                corpus["items"].as_array().unwrap().len()
+            );
         }
     }
 }
@@ -235,10 +259,19 @@ async fn candidates_generated_by_the_server_are_scored_and_the_cli_prints_json()
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["items"], 200);
-    close("CLI BLEU", printed["bleu"].as_f64().unwrap(), &corpus["bleu"]["corpus"]["score"], 1e-9);
+    close(
+        "CLI BLEU",
+        printed["bleu"].as_f64().unwrap(),
+        &corpus["bleu"]["corpus"]["score"],
+        1e-9,
+    );
     for name in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
         close(
             &format!("CLI {name}"),
@@ -268,7 +301,11 @@ async fn bad_generation_evaluations_are_refused_precisely() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains(needle), "{needle:?} not in {}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{needle:?} not in {}",
+            err.message()
+        );
     }
     // An empty candidate scores 0, as sacrebleu and rouge-score give.
     let report = evaluate(
@@ -280,4 +317,109 @@ async fn bad_generation_evaluations_are_refused_precisely() {
     .unwrap();
     assert_eq!(report.bleu.unwrap().score, 0.0);
     assert_eq!(report.rouge["rouge1"].fmeasure, 0.0);
+}
+
+/// `want` as bert-score wrote it: a number, or the string "NaN".
+fn bertscore_close(what: &str, ours: f64, want: &Value) {
+    match want {
+        Value::String(s) if s == "NaN" => assert!(ours.is_nan(), "{what}: {ours} against NaN"),
+        _ => {
+            let want = want.as_f64().unwrap();
+            assert!((ours - want).abs() <= 1e-5, "{what}: {ours} against {want}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bertscore_equals_bert_score_through_the_server() {
+    let dir = common::repo_root().join("server/tests/fixtures/generation_metrics");
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("bertscore_reference.json")).unwrap(),
+    )
+    .unwrap();
+    // all-MiniLM-L6-v2 served with bert_score's token limit (the tokenizer's 512).
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("marquee.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"plugin_dir = "{plugins}"
+plugins = ["marquee_bert_text"]
+default_model = "minilm512"
+data_dir = "{data}"
+
+[models.minilm512]
+path = "{model}"
+options = {{ max_seq_length = 512 }}
+"#,
+            plugins = common::plugin_dir().display(),
+            data = data.path().join("data").display(),
+            model = common::minilm_dir().display(),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    let baseline = dir.join("bertscore_baseline.csv").display().to_string();
+    for corpus in fixture["corpora"].as_array().unwrap() {
+        let name = corpus["name"].as_str().unwrap();
+        for run in corpus["runs"].as_array().unwrap() {
+            let options = GenerationEvalOptions {
+                per_item: true,
+                bertscore_model: "minilm512".into(),
+                bertscore_layer: run["layer"].as_u64().unwrap() as u32,
+                bertscore_idf: run["idf"].as_bool().unwrap(),
+                bertscore_baseline_file: if run["baseline"].as_bool().unwrap() {
+                    baseline.clone()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            };
+            let what = format!("{name} {}", run["hash"]);
+            let report = evaluate(&mut client, options, items(corpus)).await.unwrap();
+            let mean = report.bertscore.unwrap();
+            for (k, value) in [mean.precision, mean.recall, mean.f1]
+                .into_iter()
+                .enumerate()
+            {
+                bertscore_close(&format!("{what} mean {k}"), value, &run["mean"][k]);
+            }
+            for (i, item) in report.per_item.iter().enumerate() {
+                let s = item.bertscore.as_ref().unwrap();
+                for (k, value) in [s.precision, s.recall, s.f1].into_iter().enumerate() {
+                    bertscore_close(
+                        &format!("{what} item {i} {k}"),
+                        value,
+                        &run["per_item"][i][k],
+                    );
+                }
+            }
+            if name == "main" {
+                assert_eq!(report.bertscore_truncated, 2, "{what}");
+            }
+        }
+    }
+    // A layer beyond the model's depth, an unknown encoder, a missing baseline file.
+    let one = || items(&fixture["corpora"][0])[..1].to_vec();
+    let cases = [
+        ("minilm512", 7, "", Code::InvalidArgument, "beyond"),
+        ("nope", 3, "", Code::NotFound, "nope"),
+        ("minilm512", 3, "/no/such.csv", Code::NotFound, "baseline"),
+    ];
+    for (model, layer, file, code, needle) in cases {
+        let options = GenerationEvalOptions {
+            bertscore_model: model.into(),
+            bertscore_layer: layer,
+            bertscore_baseline_file: file.into(),
+            ..Default::default()
+        };
+        let err = evaluate(&mut client, options, one()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{needle:?} not in {}",
+            err.message()
+        );
+    }
 }

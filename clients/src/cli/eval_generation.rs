@@ -10,9 +10,9 @@ use clap::Args;
 use marquee_client::proto::evaluation_event::Event;
 use marquee_client::proto::generation_eval_item::CandidateSource;
 use marquee_client::proto::{
-    content_part, generate_request, ChatInput, ChatMessage, ContentPart,
-    EvaluateGenerationRequest, GenerateRequest, GenerationEvalItem, GenerationEvalOptions,
-    GenerationParameters, GenerationReport,
+    content_part, generate_request, ChatInput, ChatMessage, ContentPart, EvaluateGenerationRequest,
+    GenerateRequest, GenerationEvalItem, GenerationEvalOptions, GenerationParameters,
+    GenerationReport,
 };
 use marquee_client::ConnectOptions;
 use serde_json::{json, Map, Value};
@@ -111,7 +111,11 @@ fn generate_request(
 fn read_items(args: &GenerationArgs) -> Result<Vec<GenerationEvalItem>> {
     let records = records::read_jsonl(records::open(&args.file)?)?;
     let prompt = Template::parse(&args.prompt_template)?;
-    let image = args.image_template.as_deref().map(Template::parse).transpose()?;
+    let image = args
+        .image_template
+        .as_deref()
+        .map(Template::parse)
+        .transpose()?;
     records
         .iter()
         .map(|r| {
@@ -254,7 +258,11 @@ pub async fn run(server: &ConnectOptions, args: GenerationArgs, as_json: bool) -
         println!("{signature}");
     }
     if args.per_item {
-        for row in report_json(&report, true)["per_item"].as_array().into_iter().flatten() {
+        for row in report_json(&report, true)["per_item"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             println!("{row}");
         }
     }

@@ -15,8 +15,8 @@ use marquee_proto::v1::evaluation_event::Event;
 use marquee_proto::v1::evaluation_service_server::EvaluationService;
 use marquee_proto::v1::{
     eval_query, EvalQuery, EvaluateGenerationRequest, EvaluateRecommendationsRequest,
-    EvaluateRetrievalRequest,
-    EvaluationEvent, EvaluationProgress, EvaluationReport, MetricSet, QueryResult,
+    EvaluateRetrievalRequest, EvaluationEvent, EvaluationProgress, EvaluationReport, MetricSet,
+    QueryResult,
 };
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -405,7 +405,13 @@ impl EvaluationService for EvaluationApi {
                 .ok_or_else(|| Status::invalid_argument("the request stream is empty"))??;
             let bytes = first.encoded_len();
             let items = self
-                .read_rest(&mut stream, std::mem::take(&mut first.items), bytes, |m| m.items, "items")
+                .read_rest(
+                    &mut stream,
+                    std::mem::take(&mut first.items),
+                    bytes,
+                    |m| m.items,
+                    "items",
+                )
                 .await?;
             let options = first.options.unwrap_or_default();
             let (events, receiver) = mpsc::channel(16);
@@ -438,7 +444,13 @@ impl EvaluationService for EvaluationApi {
             let cutoffs = cutoffs(&first.cutoffs, &[1, 5, 10, 25], self.retrieval.max_k())?;
             let bytes = first.encoded_len();
             let queries = self
-                .read_rest(&mut stream, std::mem::take(&mut first.queries), bytes, |m| m.queries, "queries")
+                .read_rest(
+                    &mut stream,
+                    std::mem::take(&mut first.queries),
+                    bytes,
+                    |m| m.queries,
+                    "queries",
+                )
                 .await?;
             let (events, receiver) = mpsc::channel(16);
             let api = self.clone();

@@ -142,7 +142,9 @@ fn adapter_info(model: &str, a: LoadedAdapter) -> AdapterInfo {
 }
 
 /// The request's model, input and parameters in the engine's terms.
-pub(crate) fn request_parts(r: GenerateRequest) -> Result<(String, GenerationInput, GenerationParams), Status> {
+pub(crate) fn request_parts(
+    r: GenerateRequest,
+) -> Result<(String, GenerationInput, GenerationParams), Status> {
     let prompt = r
         .input
         .ok_or_else(|| Status::invalid_argument("the request has no input (chat or recall)"))?;

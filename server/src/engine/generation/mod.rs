@@ -142,6 +142,11 @@ impl Generation {
         Self { registry, limits }
     }
 
+    /// The registry it finds generators in.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// The generator served as `name`; empty: the default model when it generates,
     /// else the first generator by name.
     pub fn generator(&self, name: &str) -> Result<Arc<LoadedModel>, EngineError> {
