@@ -2,11 +2,13 @@
 //! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
-//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`].
+//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`]; linear layers
+//! on a few rows (decode steps) as matrix-vector products in [`matvec`].
 
 mod conv;
 pub mod decoder;
 mod gemm;
+pub mod matvec;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
 mod topk;
@@ -53,6 +55,27 @@ pub struct CpuBackend;
 /// scheduling and small enough to spread over the cores.
 pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
+}
+
+/// A linear layer's epilogue on its product: `+ bias` on every row, then `activation`.
+fn apply_epilogue(out: &mut Matrix, bias: Option<&Matrix>, activation: Activation) {
+    if bias.is_none() && activation == Activation::Identity {
+        return;
+    }
+    let n = out.cols.max(1);
+    let bias = bias.map(|b| b.data.as_slice());
+    out.data
+        .par_chunks_mut(n * rows_per_task(n))
+        .for_each(|rows| {
+            if let Some(b) = bias {
+                simd::add_bias_rows(rows, b);
+            }
+            match activation {
+                Activation::Identity => {}
+                Activation::Gelu => simd::gelu_in_place(rows),
+                Activation::Tanh => simd::tanh_in_place(rows),
+            }
+        });
 }
 
 impl Backend for CpuBackend {
@@ -160,21 +183,7 @@ impl Backend for CpuBackend {
             cols: n,
             data,
         };
-        if bias.is_some() || activation != Activation::Identity {
-            let bias = bias.map(|b| b.data.as_slice());
-            out.data
-                .par_chunks_mut(n * rows_per_task(n))
-                .for_each(|rows| {
-                    if let Some(b) = bias {
-                        simd::add_bias_rows(rows, b);
-                    }
-                    match activation {
-                        Activation::Identity => {}
-                        Activation::Gelu => simd::gelu_in_place(rows),
-                        Activation::Tanh => simd::tanh_in_place(rows),
-                    }
-                });
-        }
+        apply_epilogue(&mut out, bias, activation);
         Ok(out)
     }
 

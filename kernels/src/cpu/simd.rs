@@ -115,16 +115,76 @@ multiversion! {
     /// Dot product of two equally long vectors (extra elements of the longer are ignored).
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut acc = [0f32; LANES];
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-        for (x, y) in ca.zip(cb) {
+        lane_dot(&a[..n], &b[..n])
+    }
+}
+
+/// Dot product with `LANES` independent accumulators (inlined into its caller's features).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Dot products of four equally long rows with `x`, in one pass over `x` (four
+/// independent accumulator sets, summed as [`lane_dot`] sums).
+#[inline(always)]
+fn lane_dot4(w: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    let k = x.len();
+    let body = k - k % LANES;
+    let mut acc = [[0f32; LANES]; 4];
+    for j in (0..body).step_by(LANES) {
+        let xs = &x[j..j + LANES];
+        for (a, row) in acc.iter_mut().zip(&w) {
+            let ws = &row[j..j + LANES];
             for i in 0..LANES {
-                acc[i] = x[i].mul_add(y[i], acc[i]);
+                a[i] = ws[i].mul_add(xs[i], a[i]);
             }
         }
-        acc.iter().sum::<f32>() + tail
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), row) in out.iter_mut().zip(&acc).zip(&w) {
+        let tail: f32 = row[body..k].iter().zip(&x[body..]).map(|(p, q)| p * q).sum();
+        *o = a.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+multiversion! {
+    /// One block of a linear layer on few rows: for every row `i` of the `rows × k`
+    /// weights `w` and every row `r` of the `m × k` input `x`,
+    /// `out[i·m + r] = w_i · x_r` (so `out` is the block's output transposed,
+    /// `rows × m`). Each weight row is read once, four at a time, and dotted with every
+    /// row of `x` while it is in cache.
+    pub fn dot_block(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let m = x.len() / k;
+        let mut blocks = w.chunks_exact(4 * k);
+        let mut outs = out.chunks_exact_mut(4 * m);
+        for (w4, o4) in (&mut blocks).zip(&mut outs) {
+            let rows = [&w4[..k], &w4[k..2 * k], &w4[2 * k..3 * k], &w4[3 * k..]];
+            for (r, xr) in x.chunks_exact(k).enumerate() {
+                let d = lane_dot4(rows, xr);
+                for (i, v) in d.into_iter().enumerate() {
+                    o4[i * m + r] = v;
+                }
+            }
+        }
+        for (row, o) in blocks
+            .remainder()
+            .chunks_exact(k)
+            .zip(outs.into_remainder().chunks_exact_mut(m))
+        {
+            for (v, xr) in o.iter_mut().zip(x.chunks_exact(k)) {
+                *v = lane_dot(row, xr);
+            }
+        }
     }
 }
 
