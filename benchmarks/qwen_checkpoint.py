@@ -232,7 +232,9 @@ def vl_config():
     }
     return {
         **TEXT,
-        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        # M-RoPE sections of a 64-wide head (half of it: 32 frequency slots), in
+        # the 2:3:3 proportion of the released models' [16, 24, 24].
+        "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
         "vision_config": VISION,
         "architectures": ["Qwen2_5_VLForConditionalGeneration"],
         "model_type": "qwen2_5_vl",

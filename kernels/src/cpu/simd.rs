@@ -133,25 +133,27 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Dot products of four equally long rows with `x`, in one pass over `x` (four
-/// independent accumulator sets, summed as [`lane_dot`] sums).
+/// Dot products of four rows as long as `x` with `x`, in one pass over `x` (four
+/// independent accumulator sets, each summed as [`lane_dot`] sums, so the results are
+/// [`lane_dot`]'s bit for bit).
 #[inline(always)]
 fn lane_dot4(w: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
-    let k = x.len();
-    let body = k - k % LANES;
+    let (xs, x_tail) = x.as_chunks::<LANES>();
+    let body = xs.len() * LANES;
+    let [r0, r1, r2, r3] = w.map(|row| row[..body].as_chunks::<LANES>().0);
     let mut acc = [[0f32; LANES]; 4];
-    for j in (0..body).step_by(LANES) {
-        let xs = &x[j..j + LANES];
-        for (a, row) in acc.iter_mut().zip(&w) {
-            let ws = &row[j..j + LANES];
-            for i in 0..LANES {
-                a[i] = ws[i].mul_add(xs[i], a[i]);
-            }
+    let [a0, a1, a2, a3] = &mut acc;
+    for ((((xc, w0), w1), w2), w3) in xs.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+        for i in 0..LANES {
+            a0[i] = w0[i].mul_add(xc[i], a0[i]);
+            a1[i] = w1[i].mul_add(xc[i], a1[i]);
+            a2[i] = w2[i].mul_add(xc[i], a2[i]);
+            a3[i] = w3[i].mul_add(xc[i], a3[i]);
         }
     }
     let mut out = [0f32; 4];
-    for ((o, a), row) in out.iter_mut().zip(&acc).zip(&w) {
-        let tail: f32 = row[body..k].iter().zip(&x[body..]).map(|(p, q)| p * q).sum();
+    for ((o, a), row) in out.iter_mut().zip(&acc).zip(w) {
+        let tail: f32 = row[body..].iter().zip(x_tail).map(|(p, q)| p * q).sum();
         *o = a.iter().sum::<f32>() + tail;
     }
     out
