@@ -69,7 +69,10 @@ fn timed_generation(
         steps.push((now - last).as_secs_f64());
         last = now;
     }
-    let tokens = generator.generated(seq).context("sequence vanished")?.to_vec();
+    let tokens = generator
+        .generated(seq)
+        .context("sequence vanished")?
+        .to_vec();
     Ok((steps, tokens))
 }
 
@@ -78,7 +81,8 @@ fn prompt(args: &Args, vocab: usize) -> Result<Vec<u32>> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not a JSON array of ids", path.display()))?
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON array of ids", path.display()))?
         }
         None => (0..args.prompt_tokens)
             .map(|i| ((i * 7919 + 13) % vocab.min(150_000)) as u32)

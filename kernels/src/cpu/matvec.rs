@@ -1,8 +1,9 @@
-//! Linear layers on a few rows (a decode step's tokens): `x·Wᵀ + b` as matrix-vector
-//! products that stream each weight row once, with SIMD, splitting the output features
-//! across the rayon pool. A GEMM packs its operands for reuse that a handful of rows
-//! cannot give; at batch 1 the layer is bound by reading the weights, which this path
-//! does once, in order. [`linear`] picks it for up to [`FEW_ROWS`] rows and the GEMM
+//! Linear layers on a few rows (a decode step's tokens, a short prompt): `x·Wᵀ + b` as
+//! matrix-vector products that stream each weight row once, with SIMD, splitting the
+//! output features across the rayon pool. A GEMM packs the whole weight for reuse that a
+//! few rows cannot repay (from 2 to 32 rows the `gemm` crate spends most of its time
+//! packing); such a layer is bound by reading the weights, which this path does once,
+//! in order. [`linear`] picks it for up to [`FEW_ROWS`] rows and the GEMM
 //! ([`CpuBackend::linear`]) above.
 
 use super::{apply_epilogue, simd, CpuBackend, Matrix};
@@ -10,7 +11,7 @@ use crate::{shapes, Activation, Backend, Result};
 use rayon::prelude::*;
 
 /// Most rows [`linear`] sends to the matrix-vector path.
-pub const FEW_ROWS: usize = 8;
+pub const FEW_ROWS: usize = 32;
 
 /// Weight values one rayon task reads (256 KiB of f32: enough to amortise scheduling,
 /// small enough to balance the cores).
@@ -24,7 +25,7 @@ pub fn linear(
     bias: Option<&Matrix>,
     activation: Activation,
 ) -> Result<Matrix> {
-    if x.rows > FEW_ROWS || x.rows == 0 || x.cols == 0 || weight.rows == 0 {
+    if x.rows > FEW_ROWS {
         return CpuBackend.linear(x, weight, bias, activation);
     }
     linear_few_rows(x, weight, bias, activation)
@@ -82,7 +83,7 @@ mod tests {
             rows,
             cols,
             data: (0..rows * cols)
-                .map(|i| ((i as f32 * 0.731 + seed).sin() * 1.7))
+                .map(|i| (i as f32 * 0.731 + seed).sin() * 1.7)
                 .collect(),
         }
     }
@@ -122,9 +123,15 @@ mod tests {
 
     #[test]
     fn few_rows_agree_with_the_gemm_and_apply_the_activation() {
-        let (x, w, b) = (matrix(4, 200, 0.5), matrix(70, 200, 0.9), matrix(1, 70, 0.1));
+        let (x, w, b) = (
+            matrix(4, 200, 0.5),
+            matrix(70, 200, 0.9),
+            matrix(1, 70, 0.1),
+        );
         let ours = linear_few_rows(&x, &w, Some(&b), Activation::Gelu).unwrap();
-        let gemm = CpuBackend.linear(&x, &w, Some(&b), Activation::Gelu).unwrap();
+        let gemm = CpuBackend
+            .linear(&x, &w, Some(&b), Activation::Gelu)
+            .unwrap();
         for (o, g) in ours.data.iter().zip(&gemm.data) {
             assert!((o - g).abs() < 1e-4, "{o} vs {g}");
         }
@@ -133,13 +140,20 @@ mod tests {
         let routed = linear(&many, &w, None, Activation::Identity).unwrap();
         assert_eq!(
             routed,
-            CpuBackend.linear(&many, &w, None, Activation::Identity).unwrap()
+            CpuBackend
+                .linear(&many, &w, None, Activation::Identity)
+                .unwrap()
         );
     }
 
     #[test]
     fn shape_errors_are_reported() {
-        let err = linear(&matrix(1, 3, 0.0), &matrix(2, 4, 0.0), None, Activation::Identity);
+        let err = linear(
+            &matrix(1, 3, 0.0),
+            &matrix(2, 4, 0.0),
+            None,
+            Activation::Identity,
+        );
         assert!(err.is_err());
     }
 }

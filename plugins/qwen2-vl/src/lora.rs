@@ -103,7 +103,12 @@ impl Linear {
             })
             .collect::<Result<_>>()?;
         if deltas.is_empty() {
-            return Ok(matvec::linear(x, &self.weight, self.bias.as_ref(), activation)?);
+            return Ok(matvec::linear(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                activation,
+            )?);
         }
         let mut y = matvec::linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
         for (start, delta) in deltas {
