@@ -44,23 +44,6 @@ TEXT = {
     "initializer_range": 0.02,
     "use_cache": True,
 }
-# A vision tower as small as the architecture allows (never run by the benchmark).
-VISION = {
-    "depth": 1,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_heads": 2,
-    "in_channels": 3,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "tokens_per_second": 2,
-    "window_size": 112,
-    "out_hidden_size": TEXT["hidden_size"],
-    "fullatt_block_indexes": [0],
-    "hidden_act": "silu",
-    "initializer_range": 0.02,
-}
 # Qwen2.5's added tokens, from id 151643 on; `special` as in its tokenizer.json.
 ADDED = [
     ("<|endoftext|>", True),
@@ -87,33 +70,17 @@ ADDED = [
     ("<|file_sep|>", False),
 ]
 FIRST_ADDED = 151643
-# Qwen2's pre-tokenizer split (tokenizer.json of Qwen2.5).
-QWEN_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-PREPROCESSOR = {
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "do_resize": True,
-    "do_rescale": True,
-    "do_normalize": True,
-    "do_convert_rgb": True,
-    "rescale_factor": 1 / 255,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "resample": 3,
-}
+# The parity fixture's tokenizer (Qwen2.5's normalizer, pre-tokenizer and decoder around a
+# small trained vocabulary) and image preprocessing, which this checkpoint reuses.
+FIXTURE = HERE.parent / "plugins" / "qwen2-vl" / "tests" / "fixtures" / "tiny-flat"
+# The released models' pixel bounds.
+MAX_PIXELS = 12845056
 
 
 class Paths:
@@ -158,28 +125,23 @@ def read_qwen2_vocab(vocab_gguf, gguf_py):
 
 
 def build_tokenizer(tokens, merges):
-    """Qwen2.5's tokenizer.json: byte-level BPE, NFC, Qwen's split, the added tokens."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    """Qwen2.5's tokenizer.json: the fixture's NFC normalizer, Qwen split and byte-level
+    pre-tokenizer and decoder, around Qwen2's vocabulary and merges and the added tokens."""
+    from tokenizers import Tokenizer
 
-    vocab = {t: i for i, t in enumerate(tokens)}
-    bpe = models.BPE(vocab, [tuple(m.split(" ", 1)) for m in merges], byte_fallback=False)
-    tok = Tokenizer(bpe)
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    from tokenizers import AddedToken
-
-    for i, (content, special) in enumerate(ADDED):
-        added = AddedToken(content, special=special, normalized=not special)
-        if special:
-            tok.add_special_tokens([added])
-        else:
-            tok.add_tokens([added])
+    spec = json.loads((FIXTURE / "tokenizer.json").read_text())
+    spec["model"] = {
+        **spec["model"],
+        "vocab": {t: i for i, t in enumerate(tokens)},
+        "merges": [m.split(" ", 1) for m in merges],
+    }
+    spec["added_tokens"] = [
+        {"id": FIRST_ADDED + i, "content": content, "single_word": False, "lstrip": False,
+         "rstrip": False, "normalized": not special, "special": special}
+        for i, (content, special) in enumerate(ADDED)
+    ]
+    tok = Tokenizer.from_str(json.dumps(spec))
+    for i, (content, _) in enumerate(ADDED):
         assert tok.token_to_id(content) == FIRST_ADDED + i, content
     return tok
 
@@ -220,6 +182,14 @@ def write_tokenizer_files(tok, out):
     }, indent=2))
 
 
+def vision_config():
+    """The parity fixture's tiny vision tower cut to one (full-attention) block, its output as
+    wide as the decoder (never run by the benchmark)."""
+    vision = json.loads((FIXTURE / "config.json").read_text())["vision_config"]
+    return {**vision, "depth": 1, "fullatt_block_indexes": [0], "window_size": 112,
+            "out_hidden_size": TEXT["hidden_size"]}
+
+
 def vl_config():
     ids = {
         "bos_token_id": 151643,
@@ -235,7 +205,7 @@ def vl_config():
         # M-RoPE sections of a 64-wide head (half of it: 32 frequency slots), in
         # the 2:3:3 proportion of the released models' [16, 24, 24].
         "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
-        "vision_config": VISION,
+        "vision_config": vision_config(),
         "architectures": ["Qwen2_5_VLForConditionalGeneration"],
         "model_type": "qwen2_5_vl",
         "torch_dtype": "float32",
@@ -254,7 +224,9 @@ def make_vl_model(tok, out):
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True, max_shard_size="8GB")
     write_tokenizer_files(tok, out)
-    (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
+    preprocessor = json.loads((FIXTURE / "preprocessor_config.json").read_text())
+    preprocessor["max_pixels"] = MAX_PIXELS
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643}))
 

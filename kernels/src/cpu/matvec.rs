@@ -6,8 +6,8 @@
 //! in order. [`linear`] picks it for up to [`FEW_ROWS`] rows and the GEMM
 //! ([`CpuBackend::linear`]) above.
 
-use super::{apply_epilogue, simd, CpuBackend, Matrix};
-use crate::{shapes, Activation, Backend, Result};
+use super::{finish_linear, linear_dims, simd, CpuBackend, Matrix};
+use crate::{Activation, Backend, Result};
 use rayon::prelude::*;
 
 /// Most rows [`linear`] sends to the matrix-vector path.
@@ -38,12 +38,7 @@ pub fn linear_few_rows(
     bias: Option<&Matrix>,
     activation: Activation,
 ) -> Result<Matrix> {
-    shapes::linear(
-        x.cols,
-        (weight.rows, weight.cols),
-        bias.map(|b| b.data.len()),
-    )?;
-    let (m, k, n) = (x.rows, x.cols, weight.rows);
+    let (m, k, n) = linear_dims(x, weight, bias)?;
     if m == 0 || k == 0 || n == 0 {
         return CpuBackend.linear(x, weight, bias, activation);
     }
@@ -65,13 +60,7 @@ pub fn linear_few_rows(
         }
         data
     };
-    let mut out = Matrix {
-        rows: m,
-        cols: n,
-        data,
-    };
-    apply_epilogue(&mut out, bias, activation);
-    Ok(out)
+    Ok(finish_linear(m, n, data, bias, activation))
 }
 
 #[cfg(test)]

@@ -57,15 +57,41 @@ pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
 }
 
-/// A linear layer's epilogue on its product: `+ bias` on every row, then `activation`.
-fn apply_epilogue(out: &mut Matrix, bias: Option<&Matrix>, activation: Activation) {
+/// `(rows, in, out)` of a linear layer `x·Wᵀ + b`, after checking the shapes agree.
+fn linear_dims(
+    x: &Matrix,
+    weight: &Matrix,
+    bias: Option<&Matrix>,
+) -> Result<(usize, usize, usize)> {
+    shapes::linear(
+        x.cols,
+        (weight.rows, weight.cols),
+        bias.map(|b| b.data.len()),
+    )?;
+    Ok((x.rows, x.cols, weight.rows))
+}
+
+/// A linear layer's `m × n` product `data` as a matrix, with its epilogue applied:
+/// `+ bias` on every row, then `activation`.
+fn finish_linear(
+    m: usize,
+    n: usize,
+    data: Vec<f32>,
+    bias: Option<&Matrix>,
+    activation: Activation,
+) -> Matrix {
+    let mut out = Matrix {
+        rows: m,
+        cols: n,
+        data,
+    };
     if bias.is_none() && activation == Activation::Identity {
-        return;
+        return out;
     }
-    let n = out.cols.max(1);
+    let width = n.max(1);
     let bias = bias.map(|b| b.data.as_slice());
     out.data
-        .par_chunks_mut(n * rows_per_task(n))
+        .par_chunks_mut(width * rows_per_task(width))
         .for_each(|rows| {
             if let Some(b) = bias {
                 simd::add_bias_rows(rows, b);
@@ -76,6 +102,7 @@ fn apply_epilogue(out: &mut Matrix, bias: Option<&Matrix>, activation: Activatio
                 Activation::Tanh => simd::tanh_in_place(rows),
             }
         });
+    out
 }
 
 impl Backend for CpuBackend {
@@ -142,12 +169,7 @@ impl Backend for CpuBackend {
         bias: Option<&Matrix>,
         activation: Activation,
     ) -> Result<Matrix> {
-        shapes::linear(
-            x.cols,
-            (weight.rows, weight.cols),
-            bias.map(|b| b.data.len()),
-        )?;
-        let (m, k, n) = (x.rows, x.cols, weight.rows);
+        let (m, k, n) = linear_dims(x, weight, bias)?;
         // gemm overwrites every element (read_dst is false), so the output is not zeroed.
         let mut data: Vec<f32> = Vec::with_capacity(m * n);
         if m > 0 && n > 0 {
@@ -178,13 +200,7 @@ impl Backend for CpuBackend {
         } else {
             data.resize(m * n, 0.0);
         }
-        let mut out = Matrix {
-            rows: m,
-            cols: n,
-            data,
-        };
-        apply_epilogue(&mut out, bias, activation);
-        Ok(out)
+        Ok(finish_linear(m, n, data, bias, activation))
     }
 
     fn add_layer_norm(
