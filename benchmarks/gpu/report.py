@@ -41,6 +41,10 @@ def main():
     if topk:
         line(f"top-K vs CPU ({len(topk)} cases: ids identical fp32, recall bf16)",
              f"{sum(r['ok'] for r in topk)}/{len(topk)} pass", "all", all(r["ok"] for r in topk))
+    exact = [r for r in rows if r.get("check", "").split(" ")[0] in ("kv_cache_write", "argmax", "sample")]
+    if exact:
+        line(f"decoder exact checks ({len(exact)}: KV cache writes, argmax ids, sampled tokens vs CPU)",
+             f"{sum(r['ok'] for r in exact)}/{len(exact)} pass", "all", all(r["ok"] for r in exact))
     copy = find(bench="copy_d2d")
     copy_gbs = copy[0]["gb_per_s"] if copy else float("nan")
     line("device-to-device copy (ceiling)", f"{copy_gbs:.0f} GB/s", "", True)

@@ -26,6 +26,7 @@ pub use marquee_proto::v1 as proto;
 use anyhow::{bail, Context};
 use proto::embedding_service_client::EmbeddingServiceClient;
 use proto::evaluation_service_client::EvaluationServiceClient;
+use proto::generation_service_client::GenerationServiceClient;
 use proto::model_service_client::ModelServiceClient;
 use proto::retrieval_service_client::RetrievalServiceClient;
 use proto::{embed_input::Input, EmbedInput, EmbedRequest, EmbedResponse, Truncation};
@@ -146,6 +147,8 @@ pub struct Client {
     pub retrieval: RetrievalServiceClient<Transport>,
     /// Server-side retrieval and recommendation quality evaluation.
     pub evaluation: EvaluationServiceClient<Transport>,
+    /// Text generation (streamed or whole) and LoRA adapters.
+    pub generation: GenerationServiceClient<Transport>,
 }
 
 impl Client {
@@ -177,7 +180,10 @@ impl Client {
             retrieval: RetrievalServiceClient::new(transport.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            evaluation: EvaluationServiceClient::new(transport)
+            evaluation: EvaluationServiceClient::new(transport.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            generation: GenerationServiceClient::new(transport)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         }

@@ -1,6 +1,7 @@
 //! `marquee`: command-line client for a Marquee server.
 
 mod cli;
+mod generate;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -52,6 +53,9 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
+    /// Generate text with a generator model: the prompt is one user message (the
+    /// images in order, then the text); the text streams to stdout.
+    Generate(generate::GenerateArgs),
     /// List loaded models, or manage them.
     Models {
         #[command(subcommand)]
@@ -164,6 +168,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let mut client = Client::connect_with(&server).await?;
     match cli.command {
+        Command::Generate(args) => generate::run(&mut client, args, cli.json).await?,
         Command::Embed {
             model,
             no_truncate,

@@ -31,24 +31,8 @@ __device__ void ragged_attention(T* out, const T* qkv, const u32* offsets, int s
     float running_max = -INFINITY, denom = 0.f;
     for (int j = start; j < end; ++j) {
         const T* key = qkv + j * stride + hidden + h * head_dim;
-        const T* value = key + hidden;
-        float s = 0.f;
-#pragma unroll
-        for (int i = 0; i < MAX_PER_LANE; ++i) {
-            const int c = lane + i * WARP;
-            if (c < head_dim) s += q[i] * to_float(key[c]);
-        }
-        s = warp_sum(s) * scale;
-        const float new_max = fmaxf(running_max, s);
-        const float correction = expf(running_max - new_max);
-        const float p = expf(s - new_max);
-        denom = denom * correction + p;
-#pragma unroll
-        for (int i = 0; i < MAX_PER_LANE; ++i) {
-            const int c = lane + i * WARP;
-            if (c < head_dim) acc[i] = acc[i] * correction + p * to_float(value[c]);
-        }
-        running_max = new_max;
+        online_softmax_step<MAX_PER_LANE>(q, key, key + hidden, head_dim, scale, running_max,
+                                          denom, acc);
     }
     const float inv = 1.f / denom;
 #pragma unroll

@@ -66,3 +66,31 @@ __device__ void layer_norm_store(const float* row, float local_sum, T* out, cons
     for (int c = threadIdx.x; c < hidden; c += blockDim.x)
         store(out + c, (row[c] - mean) * inv * to_float(gamma[c]) + to_float(beta[c]));
 }
+
+// One key of a warp's online softmax over a head of head_dim ≤ 32 · PER values (lane l holds
+// values l, l + 32, …): folds the score q·key · scale and the key's value into the running
+// maximum, the denominator and the lane's accumulators.
+template <int PER, typename T>
+__device__ __forceinline__ void online_softmax_step(const float* q, const T* key, const T* value,
+                                                    int head_dim, float scale,
+                                                    float& running_max, float& denom,
+                                                    float* acc) {
+    const int lane = threadIdx.x % WARP;
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int c = lane + i * WARP;
+        if (c < head_dim) s += q[i] * to_float(key[c]);
+    }
+    s = warp_sum(s) * scale;
+    const float new_max = fmaxf(running_max, s);
+    const float correction = expf(running_max - new_max);
+    const float p = expf(s - new_max);
+    denom = denom * correction + p;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        const int c = lane + i * WARP;
+        if (c < head_dim) acc[i] = acc[i] * correction + p * to_float(value[c]);
+    }
+    running_max = new_max;
+}

@@ -1,10 +1,14 @@
 //! GPU-vs-CPU parity of every CUDA kernel on fresh random inputs (outputs poisoned with
-//! NaN first, odd sizes, k above the corpus size, tied scores), then the roofline
+//! NaN first, odd sizes, k above the corpus size, tied scores; the decoder ops, paged
+//! KV cache and sampling against `cpu::decoder` / `cpu::sampling`), then the roofline
 //! benchmarks. One JSON object per line on stdout; exit code 1 when a check fails, 2 when
 //! there is no usable GPU. Run by `benchmarks/gpu/run.sh` on a GPU host.
 //!
 //! `gpu_check [parity] [bench]` (both by default).
 
+use marquee_kernels::cpu::decoder::{self, BlockTables, HeadLayout};
+use marquee_kernels::cpu::sampling::{self, RowSampling};
+use marquee_kernels::cuda::decoder::{DeviceBlockTables, DeviceSlots, PagedKvLayer};
 use marquee_kernels::cuda::{CudaBackend, Precision};
 use marquee_kernels::{
     Activation, Backend, CpuBackend, DeviceRequest, Hit, ImageShape, LayerNorm, Matrix, Pooling,
@@ -30,6 +34,18 @@ impl Rng {
     }
     fn below(&mut self, n: usize) -> usize {
         ((self.next_f32() + 1.0) * 0.5 * n as f32) as usize % n.max(1)
+    }
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        f64::from(self.next_f32() + 1.0) * 0.5
+    }
+    /// `0..n` in random order.
+    fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            p.swap(i, self.below(i + 1));
+        }
+        p
     }
 }
 
@@ -101,6 +117,16 @@ impl Pair {
     }
     fn down(&self, t: &marquee_kernels::CudaTensor) -> Vec<f32> {
         self.gpu.download(t).unwrap()
+    }
+    /// Reports the relative error of `got` against the CPU's `want`.
+    fn compare(
+        &self,
+        report: &mut Report,
+        name: &str,
+        got: &marquee_kernels::CudaTensor,
+        want: &[f32],
+    ) {
+        report.parity(name, self.precision, rel_err(&self.down(got), want));
     }
 }
 
@@ -285,6 +311,247 @@ fn parity(precision: Precision, rng: &mut Rng, report: &mut Report) {
     );
 
     top_k_parity(&p, rng, report);
+    decoder_parity(&p, rng, report);
+    paged_attention_parity(&p, rng, report);
+    sampling_parity(&p, rng, report);
+}
+
+/// RMSNorm (plain and after a fused residual add), SwiGLU's gate and rotary embeddings.
+fn decoder_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
+    let rows = 37;
+    for hidden in [896usize, 101, 1] {
+        let x = p.host(rows, hidden, rng.vec(rows * hidden));
+        let res = p.host(rows, hidden, rng.vec(rows * hidden));
+        let w = p.host(1, hidden, rng.vec(hidden));
+        let want = decoder::rms_norm(&x, &w.data, 1e-6);
+        let got = p.gpu.rms_norm(&p.up(&x), &p.up(&w), 1e-6).unwrap();
+        p.compare(report, &format!("rms_norm h{hidden}"), &got, &want.data);
+        let mut sum = x.clone();
+        decoder::add_in_place(&mut sum, &res);
+        let sum = p.host(rows, hidden, sum.data);
+        let want = decoder::rms_norm(&sum, &w.data, 1e-6);
+        let mut gx = p.up(&x);
+        let got = p
+            .gpu
+            .add_rms_norm(&mut gx, &p.up(&res), &p.up(&w), 1e-6)
+            .unwrap();
+        p.compare(
+            report,
+            &format!("add_rms_norm h{hidden} (sum)"),
+            &gx,
+            &sum.data,
+        );
+        p.compare(
+            report,
+            &format!("add_rms_norm h{hidden} (norm)"),
+            &got,
+            &want.data,
+        );
+    }
+
+    let cols = 4863;
+    let gate = p.host(
+        rows,
+        cols,
+        rng.vec(rows * cols).iter().map(|v| v * 6.0).collect(),
+    );
+    let up = p.host(rows, cols, rng.vec(rows * cols));
+    let mut want = gate.clone();
+    decoder::silu_mul(&mut want, &up);
+    let mut got = p.up(&gate);
+    p.gpu.silu_mul(&mut got, &p.up(&up)).unwrap();
+    p.compare(report, &format!("silu_mul {rows}x{cols}"), &got, &want.data);
+
+    for head_dim in [64usize, 128] {
+        let (rows, heads, offset) = (29, 3, head_dim);
+        let cols = offset + heads * head_dim + 5;
+        let x = p.host(rows, cols, rng.vec(rows * cols));
+        let angles: Vec<f32> = rng.vec(rows * head_dim).iter().map(|a| a * 40.0).collect();
+        let cos = p.host(rows, head_dim, angles.iter().map(|a| a.cos()).collect());
+        let sin = p.host(rows, head_dim, angles.iter().map(|a| a.sin()).collect());
+        let mut want = x.clone();
+        decoder::apply_rotary(&mut want, offset, heads, head_dim, &cos.data, &sin.data);
+        let mut got = p.up(&x);
+        p.gpu
+            .apply_rotary(&mut got, offset, heads, head_dim, &p.up(&cos), &p.up(&sin))
+            .unwrap();
+        p.compare(
+            report,
+            &format!("rotary d{head_dim} at column {offset}"),
+            &got,
+            &want.data,
+        );
+    }
+}
+
+/// The paged KV cache: every slot written (in two scattered batches) into a NaN-poisoned
+/// cache, then decode attention through non-contiguous block tables.
+fn paged_attention_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
+    let contexts = [1usize, 17, 1000, 33];
+    for (head_dim, block_size) in [(64usize, 16usize), (128, 32), (128, 16)] {
+        for group in [1usize, 2, 7] {
+            let layout = HeadLayout {
+                heads: 2 * group,
+                kv_heads: 2,
+                head_dim,
+            };
+            let width = layout.kv_heads * head_dim;
+            let needed: usize = contexts.iter().map(|c| c.div_ceil(block_size)).sum();
+            let num_blocks = needed + 5;
+            let slots = num_blocks * block_size;
+            let keys = p.host(slots, width, rng.vec(slots * width));
+            let values = p.host(slots, width, rng.vec(slots * width));
+            let name = format!("d{head_dim} bs{block_size} group{group}");
+
+            let mut layer = PagedKvLayer::new(&p.gpu, num_blocks, block_size, width).unwrap();
+            let order = rng.permutation(slots);
+            for part in [&order[..slots / 3], &order[slots / 3..]] {
+                let pick = |m: &Matrix| {
+                    let data = part.iter().flat_map(|&s| m.row(s as usize).to_vec());
+                    p.host(part.len(), width, data.collect())
+                };
+                let device_slots = DeviceSlots::upload(&p.gpu, part).unwrap();
+                p.gpu
+                    .kv_cache_write(
+                        &mut layer,
+                        &p.up(&pick(&keys)),
+                        &p.up(&pick(&values)),
+                        &device_slots,
+                    )
+                    .unwrap();
+            }
+            let written =
+                p.down(layer.keys()) == keys.data && p.down(layer.values()) == values.data;
+            report.exact(
+                &format!("kv_cache_write {name} {:?}", p.precision),
+                written,
+                json!({"slots": slots}),
+            );
+
+            let blocks = rng.permutation(num_blocks);
+            let mut next = 0;
+            let tables: Vec<Vec<u32>> = contexts
+                .iter()
+                .map(|c| {
+                    let n = c.div_ceil(block_size);
+                    next += n;
+                    blocks[next - n..next].to_vec()
+                })
+                .collect();
+            let tables = BlockTables {
+                block_size,
+                tables: &tables,
+                context_lens: &contexts,
+            };
+            let q = p.host(
+                contexts.len(),
+                layout.heads * head_dim,
+                rng.vec(contexts.len() * layout.heads * head_dim),
+            );
+            let scale = (head_dim as f32).powf(-0.5);
+            let want = decoder::paged_decode_attention(&q, &keys, &values, &tables, layout, scale);
+            let device_tables = DeviceBlockTables::upload(&p.gpu, &tables).unwrap();
+            let got = p
+                .gpu
+                .paged_decode_attention(&p.up(&q), &layer, &device_tables, layout, scale)
+                .unwrap();
+            p.compare(
+                report,
+                &format!("paged_decode_attention {name} ctx {contexts:?}"),
+                &got,
+                &want.data,
+            );
+        }
+    }
+}
+
+/// argmax (ties, NaN, −∞), log-probabilities, and the sampler against the CPU procedure
+/// with the same uniforms.
+fn sampling_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
+    for vocab in [151_936usize, 1001] {
+        let rows = 48;
+        let mut data: Vec<f32> = rng.vec(rows * vocab).iter().map(|v| v * 8.0).collect();
+        // Row 1: a tie for the maximum; row 2: NaN first; row 3: NaN inside; row 4: all −∞.
+        data[vocab + 7] = 20.0;
+        data[vocab + vocab - 3] = 20.0;
+        data[2 * vocab] = f32::NAN;
+        data[3 * vocab + 5] = f32::NAN;
+        data[4 * vocab..5 * vocab].fill(f32::NEG_INFINITY);
+        let logits = p.host(rows, vocab, data);
+        let device_logits = p.up(&logits);
+        let rows_of = |m: &Matrix| {
+            m.data
+                .chunks(vocab)
+                .map(<[f32]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        let host_rows = rows_of(&logits);
+
+        let want: Vec<u32> = host_rows.iter().map(|r| sampling::argmax(r)).collect();
+        let got = p.gpu.argmax_rows(&device_logits).unwrap();
+        report.exact(
+            &format!("argmax v{vocab} {:?}", p.precision),
+            got == want,
+            json!({"mismatches": got.iter().zip(&want).filter(|(g, w)| g != w).count()}),
+        );
+
+        // Finite rows only: log-probabilities of NaN rows are NaN on both sides.
+        let finite: Vec<usize> = (0..rows).filter(|r| !(2..=4).contains(r)).collect();
+        let finite_logits = p.host(
+            finite.len(),
+            vocab,
+            finite.iter().flat_map(|&r| host_rows[r].clone()).collect(),
+        );
+        let tokens: Vec<u32> = finite.iter().map(|_| rng.below(vocab) as u32).collect();
+        let want: Vec<f32> = rows_of(&finite_logits)
+            .iter()
+            .zip(&tokens)
+            .map(|(r, &t)| sampling::token_logprob(r, t))
+            .collect();
+        let got = p
+            .gpu
+            .token_logprobs(&p.up(&finite_logits), &tokens)
+            .unwrap();
+        report.parity(
+            &format!("token_logprob v{vocab} ({:?} logits)", p.precision),
+            // The log-probabilities are f32 in both precisions.
+            Precision::F32,
+            rel_err(&got, &want),
+        );
+
+        let params: Vec<RowSampling> = (0..finite.len())
+            .map(|i| RowSampling {
+                temperature: [0.0, 0.7, 1.0, 1.3][i % 4],
+                top_k: [0, 1, 50, 1000, 0, 7][i % 6],
+                top_p: [1.0, 0.9, 0.5][i % 3],
+                repetition_penalty: [1.0, 1.3][i % 2],
+                uniform: rng.unit(),
+            })
+            .collect();
+        let seen: Vec<Vec<u32>> = (0..finite.len())
+            .map(|i| {
+                let mut s: Vec<u32> = (0..i * 3).map(|_| rng.below(vocab) as u32).collect();
+                s.extend_from_slice(&s.clone()[..s.len() / 2]);
+                s
+            })
+            .collect();
+        let want: Vec<u32> = rows_of(&finite_logits)
+            .iter()
+            .zip(&params)
+            .zip(&seen)
+            .map(|((r, prm), s)| sampling::sample(r, prm, s))
+            .collect();
+        let seen_refs: Vec<&[u32]> = seen.iter().map(Vec::as_slice).collect();
+        let got = p
+            .gpu
+            .sample_rows(&p.up(&finite_logits), &params, &seen_refs)
+            .unwrap();
+        report.exact(
+            &format!("sample v{vocab} {:?}", p.precision),
+            got == want,
+            json!({"mismatches": got.iter().zip(&want).filter(|(g, w)| g != w).count(), "rows": want.len()}),
+        );
+    }
 }
 
 fn ids(hits: &[Vec<Hit>]) -> Vec<Vec<u32>> {

@@ -16,7 +16,9 @@
 //!   `topk` and `shortlist` (exact top-K: blocked GEMM, and the f16 scan for a few
 //!   queries).
 //! - [`cuda`]: the CUDA backend ([`CudaBackend`]): `compile` (NVRTC), `context` (one
-//!   device's stream, cuBLAS and kernels), `topk` (top-K over a device-resident corpus).
+//!   device's stream, cuBLAS and kernels), `topk` (top-K over a device-resident corpus),
+//!   `decoder` and `sampling` (the generator's ops; their references are
+//!   `cpu::decoder` and `cpu::sampling`).
 //! - [`search`]: exact vector search as one entry point, [`search::search`], over a
 //!   [`search::Corpus`] on either device; its options, hits and top-K selection.
 //! - [`device`]: where a model or collection runs (`auto`, `cpu`, `cuda:N`).

@@ -60,6 +60,19 @@ pub struct Batching {
     pub max_queue_inputs: usize,
 }
 
+/// How a generator model is scheduled and prompted.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// Most new tokens one scheduler step processes: every decoding sequence's token,
+    /// then prompt chunks up to this budget (chunked prefill).
+    pub max_step_tokens: u32,
+    /// The instruction a recall input is rendered with: `{ocr_text}` and
+    /// `{transcript}` are replaced by the input's; it follows the scene images in one
+    /// user message.
+    pub recall_instruction: String,
+}
+
 /// The tokenization worker pool.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +148,9 @@ pub struct ModelConfig {
     /// Batching limits for this model; the global `[batching]` when absent.
     #[serde(default)]
     pub batching: Option<Batching>,
+    /// Generation settings for this generator; the global `[generation]` when absent.
+    #[serde(default)]
+    pub generation: Option<GenerationSettings>,
 }
 
 /// The collections that receive a pipeline's intermediate embeddings on Upsert; an
@@ -194,6 +210,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Default batching limits.
     pub batching: Batching,
+    /// Default generation settings.
+    pub generation: GenerationSettings,
     /// Tokenization worker pool.
     pub tokenization: Tokenization,
     /// Retrieval limits.
@@ -298,9 +316,19 @@ impl Settings {
             Ok(())
         };
         check(&self.batching, "[batching]")?;
+        let check_generation = |g: &GenerationSettings, what: &str| -> Result<()> {
+            if g.max_step_tokens == 0 {
+                bail!("{what}: max_step_tokens must be positive");
+            }
+            Ok(())
+        };
+        check_generation(&self.generation, "[generation]")?;
         for (name, model) in &self.models {
             if let Some(b) = &model.batching {
                 check(b, &format!("[models.{name}.batching]"))?;
+            }
+            if let Some(g) = &model.generation {
+                check_generation(g, &format!("[models.{name}.generation]"))?;
             }
         }
         if self.limits.max_inputs_per_request == 0
@@ -391,6 +419,7 @@ impl Settings {
                 plugin: plugin.to_string(),
                 options: Default::default(),
                 batching: None,
+                generation: None,
                 device: None,
             },
         );

@@ -10,7 +10,8 @@
 //! - [`engine`]: the inference engine: registry, queues, batcher, executor, pipelines
 //!   (see its module map).
 //! - [`retrieval`]: durable collections, filters, exact and HNSW search.
-//! - [`evaluation`]: ranking metrics (trec_eval definitions).
+//! - [`evaluation`]: ranking metrics (trec_eval definitions) and generation metrics (BLEU as
+//!   sacrebleu, ROUGE as rouge-score).
 //! - [`services`]: the gRPC services, deadlines and statuses: thin adapters over the
 //!   engine and retrieval.
 //! - [`names`]: which plugin, model and collection names are allowed.

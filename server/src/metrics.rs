@@ -29,6 +29,20 @@ pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
 /// RPCs in progress, by RPC.
 pub const IN_FLIGHT: &str = "marquee_requests_in_flight";
 
+/// Time from a generation request's arrival to its first token, by model.
+pub const TIME_TO_FIRST_TOKEN: &str = "marquee_generation_time_to_first_token_seconds";
+/// Time between consecutive tokens of a sequence, by model.
+pub const INTER_TOKEN: &str = "marquee_generation_inter_token_seconds";
+/// Tokens processed by generators, by model and kind (`prompt`, `completion`): its
+/// rate is tokens per second.
+pub const GENERATION_TOKENS: &str = "marquee_generation_tokens_total";
+/// KV-cache blocks held by sequences, by model.
+pub const KV_BLOCKS_IN_USE: &str = "marquee_generation_kv_blocks_in_use";
+/// KV-cache blocks in all, by model.
+pub const KV_BLOCKS: &str = "marquee_generation_kv_blocks";
+/// Live sequences by model and state (`waiting`: no token yet; `running`).
+pub const SEQUENCES: &str = "marquee_generation_sequences";
+
 /// Installs the global recorder and returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let latency = [
@@ -150,6 +164,60 @@ impl ModelMetrics {
     /// Sets the queue depth.
     pub fn set_queue_depth(&self, inputs: usize) {
         self.queue_depth.set(inputs as f64);
+    }
+}
+
+/// One generator's series, registered when it is loaded.
+pub struct GenerationMetrics {
+    time_to_first_token: Histogram,
+    inter_token: Histogram,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    kv_blocks_in_use: Gauge,
+    kv_blocks: Gauge,
+    waiting: Gauge,
+    running: Gauge,
+}
+
+impl GenerationMetrics {
+    /// The series of generator `model`.
+    pub fn new(model: &str) -> Self {
+        let m = || model.to_string();
+        Self {
+            time_to_first_token: histogram!(TIME_TO_FIRST_TOKEN, "model" => m()),
+            inter_token: histogram!(INTER_TOKEN, "model" => m()),
+            prompt_tokens: counter!(GENERATION_TOKENS, "model" => m(), "kind" => "prompt"),
+            completion_tokens: counter!(GENERATION_TOKENS, "model" => m(), "kind" => "completion"),
+            kv_blocks_in_use: gauge!(KV_BLOCKS_IN_USE, "model" => m()),
+            kv_blocks: gauge!(KV_BLOCKS, "model" => m()),
+            waiting: gauge!(SEQUENCES, "model" => m(), "state" => "waiting"),
+            running: gauge!(SEQUENCES, "model" => m(), "state" => "running"),
+        }
+    }
+
+    /// Records a sequence's first token, `elapsed` after its arrival.
+    pub fn record_first_token(&self, elapsed: Duration) {
+        self.time_to_first_token.record(elapsed.as_secs_f64());
+    }
+
+    /// Records the time between two tokens of a sequence.
+    pub fn record_inter_token(&self, elapsed: Duration) {
+        self.inter_token.record(elapsed.as_secs_f64());
+    }
+
+    /// Counts a sequence's prompt tokens (when admitted) and generated tokens.
+    pub fn count_tokens(&self, prompt: usize, completion: usize) {
+        self.prompt_tokens.increment(prompt as u64);
+        self.completion_tokens.increment(completion as u64);
+    }
+
+    /// Sets the KV-cache and sequence gauges.
+    pub fn set_load(&self, blocks: u32, blocks_free: u32, waiting: usize, running: usize) {
+        self.kv_blocks.set(blocks as f64);
+        self.kv_blocks_in_use
+            .set(blocks.saturating_sub(blocks_free) as f64);
+        self.waiting.set(waiting as f64);
+        self.running.set(running as f64);
     }
 }
 

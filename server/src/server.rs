@@ -9,6 +9,7 @@ use crate::admission::AdmissionLayer;
 use crate::auth::{AuthLayer, Tokens};
 use crate::config::Settings;
 use crate::engine::embedder::Embedder;
+use crate::engine::generation::Generation;
 use crate::engine::registry::Registry;
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::health::HealthApi;
@@ -16,6 +17,7 @@ use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
 use crate::services::deadline::DeadlineLayer;
 use crate::services::evaluation::EvaluationApi;
+use crate::services::generation::GenerationApi;
 use crate::services::retrieval::RetrievalApi;
 use crate::services::status::oversize_as_resource_exhausted;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
@@ -24,6 +26,7 @@ use anyhow::{Context, Result};
 use marquee_kernels::{DeviceRequest, ResolvedDevice};
 use marquee_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use marquee_proto::v1::evaluation_service_server::EvaluationServiceServer;
+use marquee_proto::v1::generation_service_server::GenerationServiceServer;
 use marquee_proto::v1::model_service_server::ModelServiceServer;
 use marquee_proto::v1::retrieval_service_server::RetrievalServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -56,8 +59,12 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
             .batching
             .clone()
             .unwrap_or_else(|| settings.batching.clone());
+        let generation = model
+            .generation
+            .clone()
+            .unwrap_or_else(|| settings.generation.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            registry.load_model(&model_name, &plugin, &path, &options, batching)
+            registry.load_model(&model_name, &plugin, &path, &options, batching, generation)
         })
         .await;
         match loaded {
@@ -164,6 +171,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
             ModelServiceServer::<ModelApi>::NAME,
             RetrievalServiceServer::<RetrievalApi>::NAME,
             EvaluationServiceServer::<EvaluationApi>::NAME,
+            GenerationServiceServer::<GenerationApi>::NAME,
         ],
         shutdown.drain(),
     );
@@ -203,9 +211,16 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let embedding = EmbeddingServiceServer::new(embedding_api)
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
+    let generation = GenerationServiceServer::new(GenerationApi::new(Generation::new(
+        Arc::clone(&registry),
+        limits.clone(),
+    )))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(max_bytes);
     let models = ModelServiceServer::new(ModelApi::new(
         Arc::clone(&registry),
         settings.batching.clone(),
+        settings.generation.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(max_bytes);
@@ -231,7 +246,8 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .add_service(embedding)
         .add_service(models)
         .add_service(retrieval)
-        .add_service(evaluation);
+        .add_service(evaluation)
+        .add_service(generation);
 
     if !settings.ignored_env.is_empty() {
         tracing::info!(

@@ -6,6 +6,10 @@ mod common;
 
 use common::Server;
 use marquee_client::proto::{
+    content_part, generate_request, ChatInput, ChatMessage, ContentPart, FinishReason,
+    GenerateRequest, GenerationParameters,
+};
+use marquee_client::proto::{
     GetModelRequest, ListModelsRequest, LoadModelRequest, ModelKind, UnloadModelRequest,
 };
 use marquee_plugin_api::abi::{MQ_ABI_VERSION_MAJOR, MQ_ABI_VERSION_MINOR};
@@ -25,8 +29,8 @@ fn lib_name(stem: &str) -> String {
 
 /// Builds a plugin directory: the real BERT plugin, C plugins compiled from
 /// tests/c_plugins against the public header (the echo plugin, and builds of it for an
-/// older minor, a newer minor and another major ABI version), and a file that is no
-/// library at all.
+/// older minor, a newer minor and another major ABI version; the parrot generator), and
+/// a file that is no library at all.
 fn plugin_dir(dir: &Path) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -41,6 +45,7 @@ fn plugin_dir(dir: &Path) -> PathBuf {
         ("older_minor.c", "marquee_c_echo_old"),
         ("newer_minor.c", "marquee_c_newer_minor"),
         ("other_major.c", "marquee_c_other_major"),
+        ("parrot.c", "marquee_c_parrot"),
     ] {
         let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
             .args(["-std=c11", "-shared", "-fPIC", "-Wall", "-Werror", "-I"])
@@ -466,4 +471,79 @@ fn fusion_models_describe_their_input_widths() {
         (present.dtype, present.width),
         (marquee_plugin_api::DType::U8, 2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generator_written_in_c_serves_through_the_abi_generator_calls() {
+    let (dir, server, _) = start_with_test_plugins();
+    let mut client = server.client().await;
+    let model_dir = dir.path().join("parrot-model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    let info = client
+        .models
+        .load_model(LoadModelRequest {
+            name: "parrot".into(),
+            plugin: "c-parrot".into(),
+            path: model_dir.display().to_string(),
+            config_json: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.kind, ModelKind::Generator as i32);
+    let request = |max_new_tokens| GenerateRequest {
+        model: "parrot".into(),
+        input: Some(generate_request::Input::Chat(ChatInput {
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: vec![ContentPart {
+                    part: Some(content_part::Part::Text("hello parrot".into())),
+                }],
+            }],
+        })),
+        parameters: Some(GenerationParameters {
+            max_new_tokens: Some(max_new_tokens),
+            ..Default::default()
+        }),
+    };
+    // The parrot says its rendered prompt back, byte by byte, then ends (EOS).
+    let whole = client
+        .generation
+        .generate(request(150))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(whole.finish_reason, FinishReason::EosToken as i32);
+    let said: serde_json::Value = serde_json::from_str(&whole.text).unwrap();
+    assert_eq!(
+        said,
+        serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "hello parrot"}]}])
+    );
+    assert_eq!(whole.token_ids.len(), whole.text.len());
+    let usage = whole.usage.unwrap();
+    assert_eq!(usage.prompt_tokens as usize, whole.text.len());
+    assert_eq!(usage.completion_tokens as usize, whole.text.len());
+    let short = client
+        .generation
+        .generate(request(3))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(short.finish_reason, FinishReason::Length as i32);
+    assert_eq!(short.text, whole.text[..3]);
+    // Over its context of 256 tokens: the host refuses it before the plugin sees it.
+    let over = client.generation.generate(request(250)).await.unwrap_err();
+    assert_eq!(over.code(), tonic::Code::InvalidArgument);
+    assert!(
+        over.message().contains("context of 256 tokens"),
+        "{}",
+        over.message()
+    );
+    // An embedding request to a generator is refused with a reason.
+    let embed = client.embed_texts("parrot", &["x"]).await.unwrap_err();
+    assert!(embed.to_string().contains("generator"), "{embed}");
 }

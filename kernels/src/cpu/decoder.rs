@@ -1,6 +1,7 @@
 //! The ops of decoder-style transformers (Qwen2 / Qwen2.5-VL) beyond the GEMMs:
 //! RMSNorm, SwiGLU's gate, rotary embeddings (M-RoPE is rotary with per-row cos/sin),
-//! and softmax attention of one query over keys, or within segments of rows. All
+//! softmax attention of one query over keys, or within segments of rows, and decode
+//! attention over a paged KV cache (the reference of the CUDA kernels). All
 //! compute in f32, in the order PyTorch does, on row-major matrices.
 
 use super::Matrix;
@@ -140,6 +141,87 @@ pub fn segment_attention(
     out
 }
 
+/// The attention heads of a decoder layer: `heads` query heads share `kv_heads` key/value
+/// heads in groups of `heads / kv_heads` (GQA), each `head_dim` wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (a divisor of `heads`).
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
+/// Where the cached tokens of a batch of sequences live in a paged KV cache whose
+/// layers are `[num_blocks · block_size, kv_heads · head_dim]` matrices: sequence `i`'s
+/// token `j` sits in row `tables[i][j / block_size] · block_size + j % block_size`.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockTables<'a> {
+    /// Token slots per block.
+    pub block_size: usize,
+    /// Each sequence's blocks, in order.
+    pub tables: &'a [Vec<u32>],
+    /// Each sequence's cached tokens (its context length).
+    pub context_lens: &'a [usize],
+}
+
+impl BlockTables<'_> {
+    /// The cache row of token `pos` of sequence `seq`.
+    #[inline]
+    pub fn slot(&self, seq: usize, pos: usize) -> usize {
+        self.tables[seq][pos / self.block_size] as usize * self.block_size + pos % self.block_size
+    }
+}
+
+/// `cache.row(slots[r]) ← rows.row(r)` for every row: storing new keys or values in
+/// their paged-cache slots.
+pub fn scatter_rows(cache: &mut Matrix, rows: &Matrix, slots: &[u32]) {
+    let cols = cache.cols;
+    for (row, &slot) in rows.data.chunks_exact(cols).zip(slots) {
+        cache.data[slot as usize * cols..][..cols].copy_from_slice(row);
+    }
+}
+
+/// Decode attention over a paged KV cache: row `i` of `q` (`heads · head_dim` wide)
+/// is sequence `i`'s one new query, attending to its `context_lens[i]` cached tokens in
+/// `keys` / `values` (one layer's cache); query head `h` reads KV head
+/// `h / (heads / kv_heads)`. Returns `sequences × heads·head_dim`.
+pub fn paged_decode_attention(
+    q: &Matrix,
+    keys: &Matrix,
+    values: &Matrix,
+    tables: &BlockTables<'_>,
+    layout: HeadLayout,
+    scale: f32,
+) -> Matrix {
+    let HeadLayout {
+        heads,
+        kv_heads,
+        head_dim,
+    } = layout;
+    let group = heads / kv_heads;
+    let mut out = Matrix::zeros(q.rows, heads * head_dim);
+    out.data
+        .par_chunks_mut(heads * head_dim)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (seq, out_row)| {
+            for h in 0..heads {
+                let kv = (h / group) * head_dim;
+                attend(
+                    &q.row(seq)[h * head_dim..][..head_dim],
+                    tables.context_lens[seq],
+                    |j| &keys.row(tables.slot(seq, j))[kv..][..head_dim],
+                    |j| &values.row(tables.slot(seq, j))[kv..][..head_dim],
+                    scale,
+                    scores,
+                    &mut out_row[h * head_dim..][..head_dim],
+                );
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +248,63 @@ mod tests {
         };
         let out = segment_attention(&qkv, &[0, 1], 1, 2);
         assert_eq!(out.data, vec![7.0, -3.0]);
+    }
+
+    #[test]
+    fn paged_attention_reads_each_sequence_through_its_block_table() {
+        // 4 blocks of 2 slots, width 2 (one KV head of 2 values); two query heads share it.
+        let keys = Matrix {
+            rows: 8,
+            cols: 2,
+            data: (0..16).map(|v| (v % 5) as f32 * 0.3).collect(),
+        };
+        let values = Matrix {
+            rows: 8,
+            cols: 2,
+            data: (0..16).map(|v| v as f32).collect(),
+        };
+        let q = Matrix {
+            rows: 2,
+            cols: 4,
+            data: vec![0.5, -1.0, 2.0, 0.25, 1.0, 1.0, -1.0, 0.0],
+        };
+        let tables = [vec![3, 0], vec![1]];
+        let tables = BlockTables {
+            block_size: 2,
+            tables: &tables,
+            context_lens: &[3, 1],
+        };
+        let layout = HeadLayout {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let out = paged_decode_attention(&q, &keys, &values, &tables, layout, 0.5);
+        // Sequence 0 reads slots 6, 7, 0; sequence 1 only slot 2.
+        let mut want = vec![0.0; 2];
+        let mut scores = Vec::new();
+        attend(
+            &q.data[2..4],
+            3,
+            |j| keys.row([6, 7, 0][j]),
+            |j| values.row([6, 7, 0][j]),
+            0.5,
+            &mut scores,
+            &mut want,
+        );
+        assert_eq!(&out.data[2..4], &want[..]);
+        assert_eq!(&out.data[4..8], &[4.0, 5.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn scatter_rows_fills_the_named_slots_only() {
+        let mut cache = Matrix::zeros(4, 2);
+        let rows = Matrix {
+            rows: 2,
+            cols: 2,
+            data: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        scatter_rows(&mut cache, &rows, &[3, 1]);
+        assert_eq!(cache.data, vec![0.0, 0.0, 3.0, 4.0, 0.0, 0.0, 1.0, 2.0]);
     }
 }

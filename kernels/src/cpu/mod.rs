@@ -2,13 +2,15 @@
 //! cache-friendly row loops parallelised with rayon, vectorised where it pays (`simd`).
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
-//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`]; linear layers
-//! on a few rows (decode steps) as matrix-vector products in [`matvec`].
+//! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`], choosing
+//! tokens from logits in [`sampling`]; linear layers on a few rows (decode steps, short
+//! prompts) are matrix-vector products in [`matvec`].
 
 mod conv;
 pub mod decoder;
 mod gemm;
 pub mod matvec;
+pub mod sampling;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
 mod topk;

@@ -69,6 +69,34 @@ pub const SOURCES: &[KernelSource] = &[
             "topk_reduce",
         ],
     },
+    KernelSource {
+        file: "decoder.cu",
+        code: include_str!("../../cuda/decoder.cu"),
+        kernels: &[
+            "rms_norm_f32",
+            "rms_norm_bf16",
+            "silu_mul_f32",
+            "silu_mul_bf16",
+            "rotary_f32",
+            "rotary_bf16",
+            "kv_cache_write_f32",
+            "kv_cache_write_bf16",
+            "paged_decode_attention_f32",
+            "paged_decode_attention_bf16",
+        ],
+    },
+    KernelSource {
+        file: "sampling.cu",
+        code: include_str!("../../cuda/sampling.cu"),
+        kernels: &[
+            "argmax_f32",
+            "argmax_bf16",
+            "token_logprob_f32",
+            "token_logprob_bf16",
+            "sample_f32",
+            "sample_bf16",
+        ],
+    },
 ];
 
 /// Compiles one file to PTX for a virtual architecture such as `compute_90`. Precise

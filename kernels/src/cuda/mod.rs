@@ -3,9 +3,13 @@
 //! CUDA libraries loaded dynamically, so one build serves hosts with and without a GPU.
 //!
 //! Tensors are f32, or bf16 with f32 accumulation everywhere ([`Precision`]).
+//! Beyond the [`Backend`] ops: [`decoder`] (RMSNorm, rotary, SwiGLU, the paged KV cache
+//! and decode attention) and [`sampling`] (choosing tokens from logits), for generators.
 
 mod compile;
 mod context;
+pub mod decoder;
+pub mod sampling;
 pub mod topk;
 
 pub use compile::{compile, nvrtc_present, KernelSource, SOURCES};
@@ -129,6 +133,22 @@ impl CudaBackend {
         }
     }
 
+    /// Refuses tensors whose element type is not the backend's.
+    fn check_precision(&self, tensors: &[&CudaTensor]) -> Result<()> {
+        let ours = |t: &&CudaTensor| {
+            matches!(
+                (&t.data, self.precision),
+                (DeviceData::F32(_), Precision::F32) | (DeviceData::Bf16(_), Precision::Bf16)
+            )
+        };
+        shapes::check(tensors.iter().all(ours), || {
+            format!(
+                "a tensor is not {:?}, the backend's precision",
+                self.precision
+            )
+        })
+    }
+
     fn upload_u32(&self, values: &[u32]) -> Result<CudaSlice<u32>> {
         self.gpu.stream.clone_htod(values).map_err(driver_error)
     }
@@ -206,6 +226,9 @@ impl CudaBackend {
                     DeviceData::Bf16(d) => launch.arg(d),
                 },
                 Arg::U32s(d) => launch.arg(*d),
+                Arg::F32s(d) => launch.arg(*d),
+                Arg::Sampling(d) => launch.arg(*d),
+                Arg::Paged(g) => launch.arg(g),
                 Arg::I32(v) => launch.arg(v),
                 Arg::F32(v) => launch.arg(v),
                 Arg::Usize(v) => launch.arg(v),
@@ -223,6 +246,9 @@ impl CudaBackend {
 enum Arg<'a> {
     Tensor(&'a CudaTensor),
     U32s(&'a CudaSlice<u32>),
+    F32s(&'a CudaSlice<f32>),
+    Sampling(&'a CudaSlice<crate::cpu::sampling::RowSampling>),
+    Paged(decoder::PagedGeometry),
     I32(i32),
     F32(f32),
     Usize(usize),

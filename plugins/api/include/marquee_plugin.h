@@ -1,5 +1,5 @@
 /*
- * Marquee plugin ABI, version 2.1.
+ * Marquee plugin ABI, version 2.2.
  *
  * A plugin is a shared library exporting one symbol:
  *
@@ -31,6 +31,9 @@
  *        minor; model info describes named inputs and outputs (MqTensorDesc).
  *   2.1  token_states (optional, text encoders): per-token hidden states of a layer;
  *        MqModelInfo.token_state_dim / token_state_layers.
+ *   2.2  generator calls (optional, generators): apply_chat_template, start_sequence,
+ *        step, cancel_sequence, load_adapter, unload_adapter, generator_state;
+ *        MqModelInfo.max_context_tokens / kv_block_size / kv_blocks / max_images.
  *
  * Enumerations are uint32_t constants. Tensors are dense, row-major, and owned by the
  * caller. Functions marked "required" are never NULL; "optional" ones may be NULL (or
@@ -38,6 +41,9 @@
  *
  * Threading: tokenize, model_info and last_error may run concurrently; embed and
  * token_states run on one thread at a time per instance (never both at once).
+ * Generators: apply_chat_template may run concurrently with anything; start_sequence,
+ * step, cancel_sequence, load_adapter, unload_adapter and generator_state are called
+ * by one thread at a time per instance.
  * last_error returns the calling thread's message from its last failed call, valid
  * until that thread's next call into the plugin.
  *
@@ -54,7 +60,7 @@ extern "C" {
 #endif
 
 #define MQ_ABI_VERSION_MAJOR 2u
-#define MQ_ABI_VERSION_MINOR 1u
+#define MQ_ABI_VERSION_MINOR 2u
 #define MQ_ENTRY_SYMBOL "marquee_plugin_entry"
 
 typedef uint32_t MqStatus;
@@ -122,7 +128,85 @@ typedef struct MqModelInfo {
     /* Added in 2.1. */
     uint32_t token_state_dim;    /* width of a token_states row, 0 when not supported */
     uint32_t token_state_layers; /* L: token_states takes layers 0..=L */
+    /* Added in 2.2 (generators; 0 otherwise). */
+    uint32_t max_context_tokens; /* prompt + generated tokens of one sequence */
+    uint32_t kv_block_size;      /* tokens per KV-cache block */
+    uint32_t kv_blocks;          /* KV-cache blocks in all */
+    uint32_t max_images;         /* images per prompt, 0 without vision */
 } MqModelInfo;
+
+/* Generators (added in 2.2). */
+typedef uint64_t MqSequenceId;
+
+#define MQ_MAX_TOP_LOGPROBS 20u
+
+typedef uint32_t MqFinish;
+#define MQ_FINISH_NONE 0u   /* still generating */
+#define MQ_FINISH_LENGTH 1u /* max_new_tokens reached (or the context is full) */
+#define MQ_FINISH_EOS 2u    /* a model end token or one of stop_token_ids */
+
+typedef struct MqSamplingParams {
+    uint32_t max_new_tokens;  /* >= 1 */
+    uint32_t min_new_tokens;  /* end tokens suppressed until this many are generated */
+    float temperature;        /* 0 = greedy */
+    uint32_t top_k;           /* 0 = all */
+    float top_p;              /* (0, 1]; 1 = all */
+    float repetition_penalty; /* 1 = off */
+    uint64_t seed;
+    const uint32_t *stop_token_ids; /* end tokens besides the model's */
+    size_t n_stop_token_ids;
+    uint32_t top_logprobs; /* alternatives per token, <= MQ_MAX_TOP_LOGPROBS */
+} MqSamplingParams;
+
+typedef struct MqSequenceStart {
+    /* The prompt, one image placeholder per image as the chat template renders it; the
+     * plugin expands each to its image's token count. */
+    const uint32_t *token_ids;
+    size_t n_token_ids;
+    const uint8_t *images;         /* encoded images (JPEG, PNG, WebP) back to back */
+    const uint32_t *image_offsets; /* n_images + 1 byte offsets; NULL when n_images is 0 */
+    size_t n_images;
+    const char *adapter; /* NUL-terminated name of a loaded adapter, or NULL */
+    MqSamplingParams params;
+} MqSequenceStart;
+
+typedef struct MqSequenceStarted {
+    MqSequenceId id;
+    uint32_t prompt_tokens; /* after image expansion */
+    uint32_t image_tokens;  /* of the prompt tokens, those standing for images */
+} MqSequenceStarted;
+
+typedef struct MqTokenLogprob {
+    uint32_t token_id;
+    float logprob;
+} MqTokenLogprob;
+
+/* One sequence's outcome of a step; pointers are owned by the instance and valid until
+ * its next generator call. */
+typedef struct MqStepResult {
+    MqSequenceId id;
+    uint32_t has_token; /* 0 while the prompt is still being processed */
+    uint32_t token_id;
+    float logprob;   /* after repetition penalty and temperature */
+    MqFinish finish; /* a finished sequence's blocks are already free */
+    const uint8_t *text; /* UTF-8 the token completes, not NUL-terminated, may be empty */
+    size_t text_len;
+    const MqTokenLogprob *top_logprobs; /* most likely first */
+    size_t n_top_logprobs;
+} MqStepResult;
+
+typedef struct MqAdapterInfo {
+    uint32_t rank;
+    float alpha;
+    uint32_t use_rslora; /* 1: scale alpha / sqrt(r), else alpha / r */
+    const char *target_modules; /* comma-separated; valid until the next generator call */
+} MqAdapterInfo;
+
+typedef struct MqGeneratorState {
+    uint32_t kv_blocks;
+    uint32_t kv_blocks_free;
+    uint32_t sequences; /* live sequences */
+} MqGeneratorState;
 
 /* Opaque model instance owned by the plugin. */
 typedef struct MqInstance MqInstance;
@@ -169,6 +253,37 @@ typedef struct MqPluginApi {
      * [tokens, token_state_dim]. */
     MqStatus (*token_states)(const MqInstance *instance, const MqTensor *inputs,
                              size_t n_inputs, uint32_t layer, MqTensorMut *output);
+    /* Added in 2.2. Optional (generators). Render chat messages (a JSON array of
+     * {"role", "content": [{"type": "text", "text"} | {"type": "image"}]}) with the
+     * model's chat template and its generation prompt; write at most capacity bytes of
+     * UTF-8 to out and the full length to out_len (call again with a larger buffer when
+     * that is more than capacity). */
+    MqStatus (*apply_chat_template)(const MqInstance *instance, const char *messages_json,
+                                    uint8_t *out, size_t capacity, size_t *out_len);
+    /* Added in 2.2. Optional (generators). Admit a sequence, reserving KV-cache blocks
+     * for its prompt and max_new_tokens: RESOURCE_EXHAUSTED when they are not free,
+     * NOT_FOUND for an unknown adapter, INVALID_ARGUMENT for bad images, parameters or
+     * a prompt over the context. Its prompt is processed by the following steps. */
+    MqStatus (*start_sequence)(const MqInstance *instance, const MqSequenceStart *start,
+                               MqSequenceStarted *out);
+    /* Added in 2.2. Optional (generators). One forward pass over the listed live
+     * sequences, processing at most token_budget tokens (0: no limit): every decoding
+     * sequence its last token, then prompts in the order listed, a chunk at a time.
+     * *results gets one result per listed sequence, in order. */
+    MqStatus (*step)(const MqInstance *instance, const MqSequenceId *ids, size_t n_ids,
+                     uint32_t token_budget, const MqStepResult **results,
+                     size_t *n_results);
+    /* Added in 2.2. Optional (generators). End a live sequence and free its blocks. */
+    MqStatus (*cancel_sequence)(const MqInstance *instance, MqSequenceId id);
+    /* Added in 2.2. Optional (generators). Load a PEFT LoRA adapter directory under a
+     * name (INVALID_ARGUMENT when it does not fit the model). */
+    MqStatus (*load_adapter)(const MqInstance *instance, const char *name, const char *dir,
+                             MqAdapterInfo *out);
+    /* Added in 2.2. Optional (generators). Unload an adapter; live sequences using it
+     * keep it until they end. */
+    MqStatus (*unload_adapter)(const MqInstance *instance, const char *name);
+    /* Added in 2.2. Optional (generators). The KV cache's use and the live sequences. */
+    MqStatus (*generator_state)(const MqInstance *instance, MqGeneratorState *out);
 } MqPluginApi;
 
 typedef const MqPluginApi *(*MqEntryFn)(uint32_t host_major, uint32_t host_minor);

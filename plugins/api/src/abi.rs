@@ -12,7 +12,10 @@
 //! Versions: 2.0 added the table's size and version fields, the host's major and minor
 //! passed to the entry, and the named input/output descriptors of [`MqModelInfo`];
 //! 2.1 added the optional [`MqPluginApi::token_states`] and
-//! [`MqModelInfo::token_state_dim`] / [`MqModelInfo::token_state_layers`].
+//! [`MqModelInfo::token_state_dim`] / [`MqModelInfo::token_state_layers`]; 2.2 added
+//! the generator calls (`apply_chat_template`, `start_sequence`, `step`,
+//! `cancel_sequence`, `load_adapter`, `unload_adapter`, `generator_state`) and the
+//! generator fields of [`MqModelInfo`].
 
 use std::ffi::{c_char, c_void};
 
@@ -20,7 +23,7 @@ use std::ffi::{c_char, c_void};
 pub const MQ_ABI_VERSION_MAJOR: u32 = 2;
 
 /// Minor version of this ABI: a host runs plugins of its major up to its own minor.
-pub const MQ_ABI_VERSION_MINOR: u32 = 1;
+pub const MQ_ABI_VERSION_MINOR: u32 = 2;
 
 /// Name of the one symbol every plugin exports:
 /// `const MqPluginApi *marquee_plugin_entry(uint32_t host_major, uint32_t host_minor)`.
@@ -129,6 +132,14 @@ pub struct MqModelInfo {
     pub token_state_dim: u32,
     /// `L`: `token_states` takes layers `0..=L` (added in 2.1).
     pub token_state_layers: u32,
+    /// Generators: most tokens a sequence may hold, prompt and generated (added in 2.2).
+    pub max_context_tokens: u32,
+    /// Generators: tokens per KV-cache block (added in 2.2).
+    pub kv_block_size: u32,
+    /// Generators: KV-cache blocks in all (added in 2.2).
+    pub kv_blocks: u32,
+    /// Generators: most images one prompt may hold, 0 without vision (added in 2.2).
+    pub max_images: u32,
 }
 
 impl Default for MqModelInfo {
@@ -142,6 +153,10 @@ impl Default for MqModelInfo {
             n_outputs: 0,
             token_state_dim: 0,
             token_state_layers: 0,
+            max_context_tokens: 0,
+            kv_block_size: 0,
+            kv_blocks: 0,
+            max_images: 0,
         }
     }
 }
@@ -194,6 +209,182 @@ pub type MqTokenStatesFn = unsafe extern "C" fn(
     output: *mut MqTensorMut,
 ) -> MqStatus;
 
+/// Identifies a sequence within one generator instance.
+pub type MqSequenceId = u64;
+
+/// Most alternatives `top_logprobs` may ask for.
+pub const MQ_MAX_TOP_LOGPROBS: u32 = 20;
+
+/// How a sequence ends (`MQ_FINISH_*`).
+pub type MqFinish = u32;
+/// Still generating.
+pub const MQ_FINISH_NONE: MqFinish = 0;
+/// `max_new_tokens` reached (or the context is full).
+pub const MQ_FINISH_LENGTH: MqFinish = 1;
+/// An end token of the model or of `stop_token_ids` was generated.
+pub const MQ_FINISH_EOS: MqFinish = 2;
+
+/// How a sequence chooses its tokens (added in 2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqSamplingParams {
+    /// Most tokens to generate (≥ 1).
+    pub max_new_tokens: u32,
+    /// End tokens are suppressed until this many tokens are generated.
+    pub min_new_tokens: u32,
+    /// Softmax temperature; 0 = greedy.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 = all.
+    pub top_k: u32,
+    /// Nucleus mass in (0, 1]; 1 = all.
+    pub top_p: f32,
+    /// Repetition penalty; 1 = off.
+    pub repetition_penalty: f32,
+    /// Seed of the sequence's random generator.
+    pub seed: u64,
+    /// Tokens that end the sequence besides the model's end tokens.
+    pub stop_token_ids: *const u32,
+    /// Number of `stop_token_ids`.
+    pub n_stop_token_ids: usize,
+    /// Alternatives to report per token, at most [`MQ_MAX_TOP_LOGPROBS`].
+    pub top_logprobs: u32,
+}
+
+/// A sequence to start (added in 2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqSequenceStart {
+    /// The prompt's token ids, one image placeholder per image (as the chat template
+    /// renders it); the plugin expands each placeholder to the image's token count.
+    pub token_ids: *const u32,
+    /// Number of `token_ids`.
+    pub n_token_ids: usize,
+    /// The encoded images (JPEG, PNG, WebP) back to back.
+    pub images: *const u8,
+    /// `n_images + 1` byte offsets into `images` (null when `n_images` is 0).
+    pub image_offsets: *const u32,
+    /// Number of images.
+    pub n_images: usize,
+    /// NUL-terminated name of a loaded adapter, or null for none.
+    pub adapter: *const c_char,
+    /// Token choice.
+    pub params: MqSamplingParams,
+}
+
+/// What `start_sequence` reports (added in 2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MqSequenceStarted {
+    /// The new sequence.
+    pub id: MqSequenceId,
+    /// Prompt tokens after image expansion.
+    pub prompt_tokens: u32,
+    /// Of those, the tokens standing for images.
+    pub image_tokens: u32,
+}
+
+/// A token and its log-probability (added in 2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MqTokenLogprob {
+    /// The token.
+    pub token_id: u32,
+    /// Its log-probability.
+    pub logprob: f32,
+}
+
+/// One sequence's outcome of a `step` (added in 2.2). Pointers are owned by the
+/// instance and valid until its next generator call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqStepResult {
+    /// The sequence.
+    pub id: MqSequenceId,
+    /// 1 when a token was generated; 0 while the prompt is still being processed.
+    pub has_token: u32,
+    /// The generated token.
+    pub token_id: u32,
+    /// Its log-probability (after repetition penalty and temperature).
+    pub logprob: f32,
+    /// `MQ_FINISH_*`; a finished sequence's blocks are already free.
+    pub finish: MqFinish,
+    /// UTF-8 text the token completes (not NUL-terminated; may be empty).
+    pub text: *const u8,
+    /// Bytes of `text`.
+    pub text_len: usize,
+    /// The most likely alternatives, most likely first.
+    pub top_logprobs: *const MqTokenLogprob,
+    /// Number of `top_logprobs`.
+    pub n_top_logprobs: usize,
+}
+
+/// A loaded LoRA adapter (added in 2.2). `target_modules` is owned by the instance and
+/// valid until its next generator call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MqAdapterInfo {
+    /// Rank `r`.
+    pub rank: u32,
+    /// `lora_alpha`.
+    pub alpha: f32,
+    /// 1 when the scale is `alpha / sqrt(r)` (rsLoRA), else `alpha / r`.
+    pub use_rslora: u32,
+    /// The adapted modules, comma-separated, NUL-terminated.
+    pub target_modules: *const c_char,
+}
+
+/// A generator's load (added in 2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MqGeneratorState {
+    /// KV-cache blocks in all.
+    pub kv_blocks: u32,
+    /// KV-cache blocks not held by any sequence.
+    pub kv_blocks_free: u32,
+    /// Live sequences.
+    pub sequences: u32,
+}
+
+/// `apply_chat_template`: see [`MqPluginApi::apply_chat_template`].
+pub type MqApplyChatTemplateFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    messages_json: *const c_char,
+    out: *mut u8,
+    capacity: usize,
+    out_len: *mut usize,
+) -> MqStatus;
+/// `start_sequence`: see [`MqPluginApi::start_sequence`].
+pub type MqStartSequenceFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    start: *const MqSequenceStart,
+    out: *mut MqSequenceStarted,
+) -> MqStatus;
+/// `step`: see [`MqPluginApi::step`].
+pub type MqStepFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    ids: *const MqSequenceId,
+    n_ids: usize,
+    token_budget: u32,
+    results: *mut *const MqStepResult,
+    n_results: *mut usize,
+) -> MqStatus;
+/// `cancel_sequence`: see [`MqPluginApi::cancel_sequence`].
+pub type MqCancelSequenceFn =
+    unsafe extern "C" fn(instance: *const MqInstance, id: MqSequenceId) -> MqStatus;
+/// `load_adapter`: see [`MqPluginApi::load_adapter`].
+pub type MqLoadAdapterFn = unsafe extern "C" fn(
+    instance: *const MqInstance,
+    name: *const c_char,
+    dir: *const c_char,
+    out: *mut MqAdapterInfo,
+) -> MqStatus;
+/// `unload_adapter`: see [`MqPluginApi::unload_adapter`].
+pub type MqUnloadAdapterFn =
+    unsafe extern "C" fn(instance: *const MqInstance, name: *const c_char) -> MqStatus;
+/// `generator_state`: see [`MqPluginApi::generator_state`].
+pub type MqGeneratorStateFn =
+    unsafe extern "C" fn(instance: *const MqInstance, out: *mut MqGeneratorState) -> MqStatus;
+
 /// The table a plugin's entry symbol returns; static for the library's lifetime.
 ///
 /// Required functions are never null; optional ones (`None`) may be null or lie past
@@ -202,7 +393,10 @@ pub type MqTokenStatesFn = unsafe extern "C" fn(
 /// Threading contract: `tokenize`, `model_info` and `last_error` may be called from
 /// any number of threads at once; `embed` and `token_states` are called by one thread
 /// at a time per instance. Strings returned by `last_error` are valid until the
-/// calling thread's next call into the plugin.
+/// calling thread's next call into the plugin. Generators: `apply_chat_template` may
+/// run concurrently with anything; `start_sequence`, `step`, `cancel_sequence`,
+/// `load_adapter`, `unload_adapter` and `generator_state` are called by one thread at a
+/// time per instance.
 #[repr(C)]
 pub struct MqPluginApi {
     /// `size_of::<MqPluginApi>()` as the plugin was built; functions at or past it are
@@ -249,6 +443,33 @@ pub struct MqPluginApi {
     /// `hidden_states[layer]`) for a ragged batch laid out as `embed`'s (`inputs[0]` =
     /// token ids, `inputs[1]` = offsets); the output is F32 `[tokens, token_state_dim]`.
     pub token_states: Option<MqTokenStatesFn>,
+    /// Optional (generators), added in 2.2: renders chat messages (a JSON array of
+    /// `{"role", "content": [{"type": "text", "text"} | {"type": "image"}]}`) with the
+    /// model's chat template and its generation prompt. Writes at most `capacity` bytes
+    /// of UTF-8 to `out` and the full length to `out_len`; the host calls again with a
+    /// larger buffer when that is more than `capacity`.
+    pub apply_chat_template: Option<MqApplyChatTemplateFn>,
+    /// Optional (generators), added in 2.2: admits a sequence, reserving KV-cache
+    /// blocks for its prompt and `max_new_tokens` (`MQ_STATUS_RESOURCE_EXHAUSTED` when
+    /// they are not free; `MQ_STATUS_NOT_FOUND` for an unknown adapter;
+    /// `MQ_STATUS_INVALID_ARGUMENT` for bad images, parameters or a prompt over the
+    /// context). Its prompt is processed by the following steps.
+    pub start_sequence: Option<MqStartSequenceFn>,
+    /// Optional (generators), added in 2.2: one forward pass over the listed live
+    /// sequences, processing at most `token_budget` tokens (0: no limit): every decoding
+    /// sequence its last token, then prompts in the order listed, a chunk at a time.
+    /// `*results` receives one result per listed sequence, in order.
+    pub step: Option<MqStepFn>,
+    /// Optional (generators), added in 2.2: ends a live sequence and frees its blocks.
+    pub cancel_sequence: Option<MqCancelSequenceFn>,
+    /// Optional (generators), added in 2.2: loads a PEFT LoRA adapter directory under
+    /// a name (`MQ_STATUS_INVALID_ARGUMENT` when it does not fit the model).
+    pub load_adapter: Option<MqLoadAdapterFn>,
+    /// Optional (generators), added in 2.2: unloads an adapter; live sequences using
+    /// it keep it until they end.
+    pub unload_adapter: Option<MqUnloadAdapterFn>,
+    /// Optional (generators), added in 2.2: the KV cache's use and the live sequences.
+    pub generator_state: Option<MqGeneratorStateFn>,
 }
 
 /// Signature of the entry symbol: takes the host's major and minor version.

@@ -3,7 +3,10 @@
 
 use crate::abi::*;
 use crate::sdk::Tokens;
-use crate::types::{DType, ModelInfo, PluginKind, Status, TensorSpec};
+use crate::types::{
+    AdapterInfo, DType, Finish, GeneratedToken, GeneratorState, ModelInfo, PluginKind,
+    SequenceStart, SequenceStarted, Status, StepOutput, TensorSpec,
+};
 use libloading::Library;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
@@ -345,6 +348,10 @@ unsafe fn model_info(raw: &MqModelInfo) -> Result<ModelInfo, String> {
         outputs: tensor_specs(raw.outputs, raw.n_outputs)?,
         token_state_dim: raw.token_state_dim,
         token_state_layers: raw.token_state_layers,
+        max_context_tokens: raw.max_context_tokens,
+        kv_block_size: raw.kv_block_size,
+        kv_blocks: raw.kv_blocks,
+        max_images: raw.max_images,
     })
 }
 
@@ -353,7 +360,8 @@ pub struct PluginInstance {
     library: Arc<PluginLibrary>,
     raw: NonNull<MqInstance>,
     info: ModelInfo,
-    /// Serialises `embed` and `token_states`, as the ABI's threading contract asks.
+    /// Serialises `embed` and `token_states`, and the generator calls, as the ABI's
+    /// threading contract asks.
     call_lock: Mutex<()>,
 }
 
@@ -507,6 +515,235 @@ impl PluginInstance {
                 unsafe { token_states(instance, i, n, layer, o) }
             })
         })
+    }
+}
+
+/// The generator calls (ABI 2.2). Each fails with `Unimplemented` when the plugin lacks
+/// the call; results are copied out before the next call can invalidate them.
+impl PluginInstance {
+    fn generator_call<F: Copy>(&self, f: Option<F>, what: &str) -> Result<F, HostError> {
+        let (major, minor) = self.library.abi_version;
+        f.ok_or_else(|| {
+            self.library.error(
+                Status::Unimplemented,
+                format!("it does not generate (it lacks the optional {what} call; plugin ABI {major}.{minor})"),
+            )
+        })
+    }
+
+    fn c_arg(&self, value: &str, what: &str) -> Result<CString, HostError> {
+        CString::new(value).map_err(|_| self.invalid(format!("{what} contains a NUL byte")))
+    }
+
+    /// Renders chat messages (a JSON array, see the ABI) with the model's chat template
+    /// and its generation prompt.
+    pub fn apply_chat_template(&self, messages_json: &str) -> Result<String, HostError> {
+        let render =
+            self.generator_call(self.library.api.apply_chat_template, "apply_chat_template")?;
+        let messages = self.c_arg(messages_json, "messages")?;
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let mut len = 0usize;
+            // SAFETY: live instance, valid string, buffer of the given capacity.
+            self.library.check(unsafe {
+                render(
+                    self.raw.as_ptr(),
+                    messages.as_ptr(),
+                    buffer.as_mut_ptr(),
+                    buffer.len(),
+                    &mut len,
+                )
+            })?;
+            if len <= buffer.len() {
+                buffer.truncate(len);
+                return String::from_utf8(buffer).map_err(|_| {
+                    self.library.error(
+                        Status::Internal,
+                        "the chat template gave invalid UTF-8".into(),
+                    )
+                });
+            }
+            buffer.resize(len, 0);
+        }
+    }
+
+    /// Admits a sequence, reserving its KV-cache blocks.
+    pub fn start_sequence(&self, start: &SequenceStart<'_>) -> Result<SequenceStarted, HostError> {
+        let start_fn = self.generator_call(self.library.api.start_sequence, "start_sequence")?;
+        let mut offsets = Vec::with_capacity(start.images.len() + 1);
+        let mut bytes = Vec::with_capacity(start.images.iter().map(|i| i.len()).sum());
+        offsets.push(0u32);
+        for image in &start.images {
+            bytes.extend_from_slice(image);
+            offsets.push(
+                u32::try_from(bytes.len())
+                    .map_err(|_| self.invalid("the images exceed 4 GiB together".into()))?,
+            );
+        }
+        let adapter = start
+            .adapter
+            .map(|a| self.c_arg(a, "adapter"))
+            .transpose()?;
+        let p = &start.params;
+        let raw = MqSequenceStart {
+            token_ids: start.token_ids.as_ptr(),
+            n_token_ids: start.token_ids.len(),
+            images: bytes.as_ptr(),
+            image_offsets: if start.images.is_empty() {
+                std::ptr::null()
+            } else {
+                offsets.as_ptr()
+            },
+            n_images: start.images.len(),
+            adapter: adapter.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
+            params: MqSamplingParams {
+                max_new_tokens: p.max_new_tokens,
+                min_new_tokens: p.min_new_tokens,
+                temperature: p.temperature,
+                top_k: p.top_k,
+                top_p: p.top_p,
+                repetition_penalty: p.repetition_penalty,
+                seed: p.seed,
+                stop_token_ids: p.stop_token_ids.as_ptr(),
+                n_stop_token_ids: p.stop_token_ids.len(),
+                top_logprobs: p.top_logprobs,
+            },
+        };
+        let mut out = MqSequenceStarted::default();
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: every pointer in `raw` points into buffers alive for the call.
+        self.library
+            .check(unsafe { start_fn(self.raw.as_ptr(), &raw, &mut out) })?;
+        Ok(SequenceStarted {
+            id: out.id,
+            prompt_tokens: out.prompt_tokens,
+            image_tokens: out.image_tokens,
+        })
+    }
+
+    /// One step over the listed sequences within `token_budget` tokens (0: no limit).
+    pub fn step(&self, ids: &[u64], token_budget: u32) -> Result<Vec<StepOutput>, HostError> {
+        let step = self.generator_call(self.library.api.step, "step")?;
+        let mut results: *const MqStepResult = std::ptr::null();
+        let mut n = 0usize;
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: live instance, valid id slice and out-pointers.
+        self.library.check(unsafe {
+            step(
+                self.raw.as_ptr(),
+                ids.as_ptr(),
+                ids.len(),
+                token_budget,
+                &mut results,
+                &mut n,
+            )
+        })?;
+        if n != ids.len() || (n > 0 && results.is_null()) {
+            return Err(self.library.error(
+                Status::Internal,
+                format!("step returned {n} results for {} sequences", ids.len()),
+            ));
+        }
+        // SAFETY: the plugin's results stay valid until the next generator call, which
+        // `call_lock` holds off until they are copied.
+        let raw = if n == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(results, n) }
+        };
+        raw.iter()
+            .map(|r| {
+                // SAFETY: as above.
+                let text = unsafe { raw_slice(r.text, r.text_len) };
+                let top = unsafe { raw_slice(r.top_logprobs, r.n_top_logprobs) };
+                Ok(StepOutput {
+                    id: r.id,
+                    token: (r.has_token != 0).then(|| GeneratedToken {
+                        token_id: r.token_id,
+                        logprob: r.logprob,
+                        top_logprobs: top.to_vec(),
+                    }),
+                    finish: Finish::from_code(r.finish),
+                    text: String::from_utf8(text.to_vec()).map_err(|_| {
+                        self.library
+                            .error(Status::Internal, "step gave invalid UTF-8 text".into())
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends a live sequence, freeing its blocks.
+    pub fn cancel_sequence(&self, id: u64) -> Result<(), HostError> {
+        let cancel = self.generator_call(self.library.api.cancel_sequence, "cancel_sequence")?;
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: live instance.
+        self.library.check(unsafe { cancel(self.raw.as_ptr(), id) })
+    }
+
+    /// Loads a PEFT LoRA adapter directory under `name`.
+    pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<AdapterInfo, HostError> {
+        let load = self.generator_call(self.library.api.load_adapter, "load_adapter")?;
+        let name = self.c_arg(name, "adapter name")?;
+        let dir = self.c_arg(&dir.to_string_lossy(), "adapter path")?;
+        let mut out = MqAdapterInfo {
+            rank: 0,
+            alpha: 0.0,
+            use_rslora: 0,
+            target_modules: std::ptr::null(),
+        };
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: live instance, valid strings and out-struct.
+        self.library
+            .check(unsafe { load(self.raw.as_ptr(), name.as_ptr(), dir.as_ptr(), &mut out) })?;
+        Ok(AdapterInfo {
+            rank: out.rank,
+            alpha: out.alpha,
+            use_rslora: out.use_rslora != 0,
+            target_modules: c_string(out.target_modules)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// Unloads an adapter.
+    pub fn unload_adapter(&self, name: &str) -> Result<(), HostError> {
+        let unload = self.generator_call(self.library.api.unload_adapter, "unload_adapter")?;
+        let name = self.c_arg(name, "adapter name")?;
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: live instance, valid string.
+        self.library
+            .check(unsafe { unload(self.raw.as_ptr(), name.as_ptr()) })
+    }
+
+    /// The KV cache's use and the live sequences.
+    pub fn generator_state(&self) -> Result<GeneratorState, HostError> {
+        let state = self.generator_call(self.library.api.generator_state, "generator_state")?;
+        let mut out = MqGeneratorState::default();
+        let _one_at_a_time = self.call_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: live instance and out-struct.
+        self.library
+            .check(unsafe { state(self.raw.as_ptr(), &mut out) })?;
+        Ok(GeneratorState {
+            kv_blocks: out.kv_blocks,
+            kv_blocks_free: out.kv_blocks_free,
+            sequences: out.sequences,
+        })
+    }
+}
+
+/// A slice from a plugin's pointer and length (empty when the length is 0).
+///
+/// # Safety
+/// `ptr` must point to `len` values when `len > 0`.
+unsafe fn raw_slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 || ptr.is_null() {
+        &[]
+    } else {
+        std::slice::from_raw_parts(ptr, len)
     }
 }
 

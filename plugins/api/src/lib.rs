@@ -17,4 +17,7 @@ mod types;
 pub mod weights;
 
 pub use sdk::{parse_options, Plugin, PluginError, Tensor, TensorMut, Tokens};
-pub use types::{tensor_names, DType, ModelInfo, PluginKind, Status, TensorSpec};
+pub use types::{
+    tensor_names, AdapterInfo, DType, Finish, GeneratedToken, GeneratorState, ModelInfo,
+    PluginKind, SamplingParams, SequenceStart, SequenceStarted, Status, StepOutput, TensorSpec,
+};

@@ -7,12 +7,15 @@
 //! as the thread's last error. [`parse_options`] reads a plugin's JSON options.
 
 use crate::abi::*;
-use crate::types::{DType, ModelInfo, PluginKind, Status, TensorSpec};
+use crate::types::{
+    AdapterInfo, DType, Finish, GeneratorState, ModelInfo, PluginKind, SamplingParams,
+    SequenceStart, SequenceStarted, Status, StepOutput, TensorSpec,
+};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// A failed plugin call: a status class and a message for the caller.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +190,44 @@ pub trait Plugin: Sized + Send + Sync + 'static {
             Self::NAME
         )))
     }
+
+    /// Whether the plugin implements the generator calls below; when false their
+    /// table entries are null.
+    const IS_GENERATOR: bool = false;
+    /// Renders chat messages (the ABI's JSON form) with the model's chat template and
+    /// its generation prompt.
+    fn apply_chat_template(&self, _messages_json: &str) -> Result<String, PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// Admits a sequence (see the ABI's `start_sequence`).
+    fn start_sequence(&self, _start: SequenceStart<'_>) -> Result<SequenceStarted, PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// One forward pass over the listed sequences within `token_budget` tokens (0: no
+    /// limit); one output per listed sequence, in order.
+    fn step(&self, _ids: &[u64], _token_budget: usize) -> Result<Vec<StepOutput>, PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// Ends a live sequence, freeing its blocks.
+    fn cancel_sequence(&self, _id: u64) -> Result<(), PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// Loads a PEFT LoRA adapter directory under `name`.
+    fn load_adapter(&self, _name: &str, _dir: &Path) -> Result<AdapterInfo, PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// Unloads an adapter.
+    fn unload_adapter(&self, _name: &str) -> Result<(), PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+    /// The KV cache's use and the live sequences.
+    fn generator_state(&self) -> Result<GeneratorState, PluginError> {
+        Err(not_a_generator::<Self>())
+    }
+}
+
+fn not_a_generator<P: Plugin>() -> PluginError {
+    PluginError::unimplemented(format!("plugin {} does not generate", P::NAME))
 }
 
 /// Parses a plugin's JSON options: an empty string gives `T::default()`, anything else
@@ -326,6 +367,8 @@ unsafe fn tensor_args<'a>(
 struct Hosted<P> {
     plugin: P,
     info: MqModelInfo,
+    /// What the last generator call handed out, valid until the next one.
+    generator_out: Mutex<GeneratorOutput>,
     // Own the memory `info` points into.
     _inputs: Vec<MqTensorDesc>,
     _outputs: Vec<MqTensorDesc>,
@@ -363,7 +406,12 @@ impl<P: Plugin> Hosted<P> {
                 n_outputs: outputs.len(),
                 token_state_dim: info.token_state_dim,
                 token_state_layers: info.token_state_layers,
+                max_context_tokens: info.max_context_tokens,
+                kv_block_size: info.kv_block_size,
+                kv_blocks: info.kv_blocks,
+                max_images: info.max_images,
             },
+            generator_out: Mutex::new(GeneratorOutput::default()),
             plugin,
             _inputs: inputs,
             _outputs: outputs,
@@ -509,6 +557,233 @@ unsafe extern "C" fn token_states<P: Plugin>(
     })
 }
 
+/// The memory behind the pointers of the last `step` or `load_adapter` results.
+#[derive(Default)]
+struct GeneratorOutput {
+    outputs: Vec<StepOutput>,
+    results: Vec<MqStepResult>,
+    target_modules: CString,
+}
+
+// SAFETY: the raw pointers in `results` point into `outputs`, owned alongside.
+unsafe impl Send for GeneratorOutput {}
+
+/// A slice from an ABI pointer and length (empty when the length is 0).
+///
+/// # Safety
+/// `ptr` must point to `len` values when `len > 0`.
+unsafe fn slice_arg<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], PluginError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(PluginError::invalid_argument(format!("{what} is null")));
+    }
+    Ok(std::slice::from_raw_parts(ptr, len))
+}
+
+/// The safe form of a `start_sequence` argument.
+///
+/// # Safety
+/// The pointers in `start` must be valid as the ABI specifies.
+unsafe fn sequence_start<'a>(start: &'a MqSequenceStart) -> Result<SequenceStart<'a>, PluginError> {
+    let token_ids = slice_arg(start.token_ids, start.n_token_ids, "token_ids")?;
+    let mut images = Vec::with_capacity(start.n_images);
+    if start.n_images > 0 {
+        let offsets = slice_arg(start.image_offsets, start.n_images + 1, "image_offsets")?;
+        let end = offsets[start.n_images] as usize;
+        let bytes = slice_arg(start.images, end, "images")?;
+        for w in offsets.windows(2) {
+            let (a, b) = (w[0] as usize, w[1] as usize);
+            if a > b || b > end {
+                return Err(PluginError::invalid_argument("image offsets out of order"));
+            }
+            images.push(&bytes[a..b]);
+        }
+    }
+    let adapter = if start.adapter.is_null() {
+        None
+    } else {
+        Some(str_arg(start.adapter, "adapter")?)
+    };
+    let p = &start.params;
+    if p.top_logprobs > MQ_MAX_TOP_LOGPROBS {
+        return Err(PluginError::invalid_argument(format!(
+            "top_logprobs is {}, at most {MQ_MAX_TOP_LOGPROBS}",
+            p.top_logprobs
+        )));
+    }
+    Ok(SequenceStart {
+        token_ids,
+        images,
+        adapter,
+        params: SamplingParams {
+            max_new_tokens: p.max_new_tokens,
+            min_new_tokens: p.min_new_tokens,
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            repetition_penalty: p.repetition_penalty,
+            seed: p.seed,
+            stop_token_ids: slice_arg(p.stop_token_ids, p.n_stop_token_ids, "stop_token_ids")?
+                .to_vec(),
+            top_logprobs: p.top_logprobs,
+        },
+    })
+}
+
+unsafe extern "C" fn apply_chat_template<P: Plugin>(
+    instance: *const MqInstance,
+    messages_json: *const c_char,
+    out: *mut u8,
+    capacity: usize,
+    out_len: *mut usize,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        if out_len.is_null() || (out.is_null() && capacity > 0) {
+            return Err(PluginError::invalid_argument("null output pointer"));
+        }
+        let text = p.apply_chat_template(str_arg(messages_json, "messages_json")?)?;
+        std::ptr::copy_nonoverlapping(text.as_ptr(), out, text.len().min(capacity));
+        *out_len = text.len();
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn start_sequence<P: Plugin>(
+    instance: *const MqInstance,
+    start: *const MqSequenceStart,
+    out: *mut MqSequenceStarted,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        let (Some(start), false) = (start.as_ref(), out.is_null()) else {
+            return Err(PluginError::invalid_argument("null pointer argument"));
+        };
+        let started = p.start_sequence(sequence_start(start)?)?;
+        *out = MqSequenceStarted {
+            id: started.id,
+            prompt_tokens: started.prompt_tokens,
+            image_tokens: started.image_tokens,
+        };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn step<P: Plugin>(
+    instance: *const MqInstance,
+    ids: *const MqSequenceId,
+    n_ids: usize,
+    token_budget: u32,
+    results: *mut *const MqStepResult,
+    n_results: *mut usize,
+) -> MqStatus {
+    guard(|| {
+        let hosted = hosted::<P>(instance)?;
+        if results.is_null() || n_results.is_null() {
+            return Err(PluginError::invalid_argument("null output pointer"));
+        }
+        let ids = slice_arg(ids, n_ids, "ids")?;
+        let outputs = hosted.plugin.step(ids, token_budget as usize)?;
+        let mut held = hosted
+            .generator_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        held.outputs = outputs;
+        let results_now: Vec<MqStepResult> = held
+            .outputs
+            .iter()
+            .map(|o| {
+                let token = o.token.as_ref();
+                let top = token.map_or(&[][..], |t| &t.top_logprobs[..]);
+                MqStepResult {
+                    id: o.id,
+                    has_token: token.is_some() as u32,
+                    token_id: token.map_or(0, |t| t.token_id),
+                    logprob: token.map_or(0.0, |t| t.logprob),
+                    finish: Finish::code(o.finish),
+                    text: o.text.as_ptr(),
+                    text_len: o.text.len(),
+                    top_logprobs: top.as_ptr(),
+                    n_top_logprobs: top.len(),
+                }
+            })
+            .collect();
+        held.results = results_now;
+        *results = held.results.as_ptr();
+        *n_results = held.results.len();
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn cancel_sequence<P: Plugin>(
+    instance: *const MqInstance,
+    id: MqSequenceId,
+) -> MqStatus {
+    guard(|| hosted::<P>(instance)?.plugin.cancel_sequence(id))
+}
+
+unsafe extern "C" fn load_adapter<P: Plugin>(
+    instance: *const MqInstance,
+    name: *const c_char,
+    dir: *const c_char,
+    out: *mut MqAdapterInfo,
+) -> MqStatus {
+    guard(|| {
+        let hosted = hosted::<P>(instance)?;
+        let out = out
+            .as_mut()
+            .ok_or_else(|| PluginError::invalid_argument("null output pointer"))?;
+        let info = hosted
+            .plugin
+            .load_adapter(str_arg(name, "name")?, Path::new(str_arg(dir, "dir")?))?;
+        let mut held = hosted
+            .generator_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        held.target_modules =
+            CString::new(info.target_modules.join(",").replace('\0', " ")).unwrap_or_default();
+        *out = MqAdapterInfo {
+            rank: info.rank,
+            alpha: info.alpha,
+            use_rslora: info.use_rslora as u32,
+            target_modules: held.target_modules.as_ptr(),
+        };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn unload_adapter<P: Plugin>(
+    instance: *const MqInstance,
+    name: *const c_char,
+) -> MqStatus {
+    guard(|| {
+        hosted::<P>(instance)?
+            .plugin
+            .unload_adapter(str_arg(name, "name")?)
+    })
+}
+
+unsafe extern "C" fn generator_state<P: Plugin>(
+    instance: *const MqInstance,
+    out: *mut MqGeneratorState,
+) -> MqStatus {
+    guard(|| {
+        let p = &hosted::<P>(instance)?.plugin;
+        let out = out
+            .as_mut()
+            .ok_or_else(|| PluginError::invalid_argument("null output pointer"))?;
+        let state = p.generator_state()?;
+        *out = MqGeneratorState {
+            kv_blocks: state.kv_blocks,
+            kv_blocks_free: state.kv_blocks_free,
+            sequences: state.sequences,
+        };
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
@@ -562,6 +837,16 @@ pub fn entry<P: Plugin>(
                 embed: embed::<P>,
                 last_error,
                 token_states: P::HAS_TOKEN_STATES.then_some(token_states::<P> as MqTokenStatesFn),
+                apply_chat_template: P::IS_GENERATOR
+                    .then_some(apply_chat_template::<P> as MqApplyChatTemplateFn),
+                start_sequence: P::IS_GENERATOR.then_some(start_sequence::<P> as MqStartSequenceFn),
+                step: P::IS_GENERATOR.then_some(step::<P> as MqStepFn),
+                cancel_sequence: P::IS_GENERATOR
+                    .then_some(cancel_sequence::<P> as MqCancelSequenceFn),
+                load_adapter: P::IS_GENERATOR.then_some(load_adapter::<P> as MqLoadAdapterFn),
+                unload_adapter: P::IS_GENERATOR.then_some(unload_adapter::<P> as MqUnloadAdapterFn),
+                generator_state: P::IS_GENERATOR
+                    .then_some(generator_state::<P> as MqGeneratorStateFn),
             },
             _name: name,
             _version: version,

@@ -176,6 +176,14 @@ pub struct ModelInfo {
     pub token_state_dim: u32,
     /// `L`: per-token hidden states exist for layers `0..=L`.
     pub token_state_layers: u32,
+    /// Generators: most tokens one sequence may hold, prompt and generated.
+    pub max_context_tokens: u32,
+    /// Generators: tokens per KV-cache block.
+    pub kv_block_size: u32,
+    /// Generators: KV-cache blocks in all.
+    pub kv_blocks: u32,
+    /// Generators: most images per prompt, 0 without vision.
+    pub max_images: u32,
 }
 
 impl ModelInfo {
@@ -230,6 +238,22 @@ impl ModelInfo {
         )
     }
 
+    /// A generator: no vector output; its context, KV cache and image limits.
+    pub fn generator(
+        max_context_tokens: u32,
+        kv_block_size: u32,
+        kv_blocks: u32,
+        max_images: u32,
+    ) -> Self {
+        Self {
+            max_context_tokens,
+            kv_block_size,
+            kv_blocks,
+            max_images,
+            ..Self::default()
+        }
+    }
+
     /// The same, also offering per-token hidden states `dim` wide for layers `0..=layers`.
     pub fn with_token_states(self, dim: u32, layers: u32) -> Self {
         Self {
@@ -250,4 +274,145 @@ impl ModelInfo {
         let width = |name| self.input(name).map(|t| t.width as usize);
         Some((width(tensor_names::TEXT)?, width(tensor_names::POSTER)?))
     }
+}
+
+/// How a generated sequence chooses its tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// Most tokens to generate (at least 1).
+    pub max_new_tokens: u32,
+    /// End tokens are suppressed until this many tokens are generated.
+    pub min_new_tokens: u32,
+    /// Softmax temperature; 0 = greedy.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 = all.
+    pub top_k: u32,
+    /// Nucleus mass in (0, 1]; 1 = all.
+    pub top_p: f32,
+    /// Repetition penalty; 1 = off.
+    pub repetition_penalty: f32,
+    /// Seed of the sequence's random generator.
+    pub seed: u64,
+    /// End tokens besides the model's.
+    pub stop_token_ids: Vec<u32>,
+    /// Alternatives to report per token (at most `MQ_MAX_TOP_LOGPROBS`).
+    pub top_logprobs: u32,
+}
+
+impl Default for SamplingParams {
+    /// Greedy, 16 tokens.
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 16,
+            min_new_tokens: 0,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+            stop_token_ids: Vec::new(),
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// A sequence to start on a generator.
+#[derive(Clone, Debug)]
+pub struct SequenceStart<'a> {
+    /// The prompt's token ids, one image placeholder per image.
+    pub token_ids: &'a [u32],
+    /// The encoded images, in prompt order.
+    pub images: Vec<&'a [u8]>,
+    /// A loaded adapter's name, or `None`.
+    pub adapter: Option<&'a str>,
+    /// Token choice.
+    pub params: SamplingParams,
+}
+
+/// A started sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequenceStarted {
+    /// Its id within the instance.
+    pub id: u64,
+    /// Prompt tokens after image expansion.
+    pub prompt_tokens: u32,
+    /// Of those, the tokens standing for images.
+    pub image_tokens: u32,
+}
+
+/// Why a sequence ended inside the plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// `max_new_tokens` reached, or the context is full.
+    Length,
+    /// An end token was generated.
+    Eos,
+}
+
+impl Finish {
+    /// The ABI code (`MQ_FINISH_*`) of an optional finish.
+    pub fn code(finish: Option<Finish>) -> MqFinish {
+        match finish {
+            None => MQ_FINISH_NONE,
+            Some(Finish::Length) => MQ_FINISH_LENGTH,
+            Some(Finish::Eos) => MQ_FINISH_EOS,
+        }
+    }
+
+    /// The finish of an ABI code; unknown codes read as `Length`.
+    pub fn from_code(code: MqFinish) -> Option<Finish> {
+        match code {
+            MQ_FINISH_NONE => None,
+            MQ_FINISH_EOS => Some(Finish::Eos),
+            _ => Some(Finish::Length),
+        }
+    }
+}
+
+/// A generated token with its log-probability and the most likely alternatives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GeneratedToken {
+    /// The token.
+    pub token_id: u32,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The most likely alternatives, most likely first.
+    pub top_logprobs: Vec<MqTokenLogprob>,
+}
+
+/// One sequence's outcome of a generator step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutput {
+    /// The sequence.
+    pub id: u64,
+    /// The token generated, `None` while the prompt is still being processed.
+    pub token: Option<GeneratedToken>,
+    /// Set when the sequence ended (its blocks are then free).
+    pub finish: Option<Finish>,
+    /// The text the token completes (may be empty).
+    pub text: String,
+}
+
+/// A loaded LoRA adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterInfo {
+    /// Rank `r`.
+    pub rank: u32,
+    /// `lora_alpha`.
+    pub alpha: f32,
+    /// Whether the scale is `alpha / sqrt(r)`.
+    pub use_rslora: bool,
+    /// The adapted modules.
+    pub target_modules: Vec<String>,
+}
+
+/// A generator's load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeneratorState {
+    /// KV-cache blocks in all.
+    pub kv_blocks: u32,
+    /// KV-cache blocks free.
+    pub kv_blocks_free: u32,
+    /// Live sequences.
+    pub sequences: u32,
 }

@@ -40,6 +40,10 @@ fn rust_side() -> BTreeMap<String, u64> {
         ("MQ_DTYPE_F32", MQ_DTYPE_F32),
         ("MQ_DTYPE_U32", MQ_DTYPE_U32),
         ("MQ_DTYPE_U8", MQ_DTYPE_U8),
+        ("MQ_MAX_TOP_LOGPROBS", MQ_MAX_TOP_LOGPROBS),
+        ("MQ_FINISH_NONE", MQ_FINISH_NONE),
+        ("MQ_FINISH_LENGTH", MQ_FINISH_LENGTH),
+        ("MQ_FINISH_EOS", MQ_FINISH_EOS),
     ] {
         m.insert(k.to_string(), v as u64);
     }
@@ -73,6 +77,77 @@ fn rust_side() -> BTreeMap<String, u64> {
             n_outputs,
             token_state_dim,
             token_state_layers,
+            max_context_tokens,
+            kv_block_size,
+            kv_blocks,
+            max_images,
+        }
+    );
+    layout!(
+        m,
+        MqSamplingParams {
+            max_new_tokens,
+            min_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+            stop_token_ids,
+            n_stop_token_ids,
+            top_logprobs,
+        }
+    );
+    layout!(
+        m,
+        MqSequenceStart {
+            token_ids,
+            n_token_ids,
+            images,
+            image_offsets,
+            n_images,
+            adapter,
+            params,
+        }
+    );
+    layout!(
+        m,
+        MqSequenceStarted {
+            id,
+            prompt_tokens,
+            image_tokens
+        }
+    );
+    layout!(m, MqTokenLogprob { token_id, logprob });
+    layout!(
+        m,
+        MqStepResult {
+            id,
+            has_token,
+            token_id,
+            logprob,
+            finish,
+            text,
+            text_len,
+            top_logprobs,
+            n_top_logprobs,
+        }
+    );
+    layout!(
+        m,
+        MqAdapterInfo {
+            rank,
+            alpha,
+            use_rslora,
+            target_modules
+        }
+    );
+    layout!(
+        m,
+        MqGeneratorState {
+            kv_blocks,
+            kv_blocks_free,
+            sequences
         }
     );
     layout!(
@@ -92,6 +167,13 @@ fn rust_side() -> BTreeMap<String, u64> {
             embed,
             last_error,
             token_states,
+            apply_chat_template,
+            start_sequence,
+            step,
+            cancel_sequence,
+            load_adapter,
+            unload_adapter,
+            generator_state,
         }
     );
     m

@@ -6,7 +6,8 @@
 //! (`Qwen2VLImageProcessor`), [`vision`] (the vision tower), [`rope`] (M-RoPE and
 //! `get_rope_index`), [`text`] (the Qwen2 decoder), [`kv_cache`] (paged), [`lora`]
 //! (PEFT adapters applied unmerged), [`tokenizer`] and [`chat_template`], [`sampling`]
-//! and [`generate`] (prefill and batched decode over sequences of different lengths).
+//! and [`generate`] (prefill and batched decode over sequences of different lengths);
+//! [`plugin`] serves it through the plugin ABI's generator calls.
 //! The decoder ops (RMSNorm, rotary, SwiGLU, attention) come from
 //! `marquee_kernels::cpu::decoder`.
 
@@ -16,6 +17,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod lora;
 pub mod model;
+pub mod plugin;
 pub mod preprocess;
 pub mod rope;
 pub mod sampling;
@@ -23,6 +25,8 @@ pub mod text;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;
+
+marquee_plugin_api::export_plugin!(plugin::QwenGenerator);
 
 /// Errors of the Qwen2.5-VL plugin.
 #[derive(Debug, thiserror::Error)]

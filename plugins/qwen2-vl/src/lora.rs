@@ -140,11 +140,36 @@ struct LoraPair {
     scale: f32,
 }
 
+/// PEFT's `target_modules`: module names, or one regular expression.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TargetModules {
+    Names(Vec<String>),
+    Pattern(String),
+}
+
+impl Default for TargetModules {
+    fn default() -> Self {
+        TargetModules::Names(Vec::new())
+    }
+}
+
+impl TargetModules {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            TargetModules::Names(names) => names,
+            TargetModules::Pattern(pattern) => vec![pattern],
+        }
+    }
+}
+
 /// `adapter_config.json` fields that decide how an adapter applies.
 #[derive(Debug, Deserialize)]
 struct AdapterConfig {
     r: usize,
     lora_alpha: f32,
+    #[serde(default)]
+    target_modules: TargetModules,
     #[serde(default)]
     use_rslora: bool,
     #[serde(default)]
@@ -167,6 +192,14 @@ pub struct LoraAdapter {
     pairs: Vec<Option<LoraPair>>,
     /// Layers the adapter changes.
     pub adapted_layers: usize,
+    /// Rank `r`.
+    pub rank: usize,
+    /// `lora_alpha`.
+    pub alpha: f32,
+    /// Whether the scale is `alpha / sqrt(r)` (rsLoRA).
+    pub use_rslora: bool,
+    /// `target_modules` of the adapter's configuration.
+    pub target_modules: Vec<String>,
 }
 
 impl LoraAdapter {
@@ -265,6 +298,10 @@ impl LoraAdapter {
         Ok(Self {
             pairs,
             adapted_layers,
+            rank: config.r,
+            alpha: config.lora_alpha,
+            use_rslora: config.use_rslora,
+            target_modules: config.target_modules.into_list(),
         })
     }
 

@@ -55,9 +55,8 @@ impl QwenTokenizer {
 /// Turns generated ids into text pieces as they arrive: each piece is the text the new
 /// ids add, held back while it would end in an incomplete UTF-8 character (decoded as
 /// U+FFFD), so the pieces concatenate to the decoding of all ids.
-#[derive(Debug)]
-pub struct IncrementalDecoder<'t> {
-    tokenizer: &'t QwenTokenizer,
+#[derive(Debug, Default)]
+pub struct IncrementalDecoder {
     ids: Vec<u32>,
     /// Start of the ids decoded for context (so merges across the boundary are seen).
     prefix_start: usize,
@@ -66,11 +65,10 @@ pub struct IncrementalDecoder<'t> {
     skip_special_tokens: bool,
 }
 
-impl<'t> IncrementalDecoder<'t> {
+impl IncrementalDecoder {
     /// A decoder with no ids yet.
-    pub fn new(tokenizer: &'t QwenTokenizer, skip_special_tokens: bool) -> Self {
+    pub fn new(skip_special_tokens: bool) -> Self {
         Self {
-            tokenizer,
             ids: Vec::new(),
             prefix_start: 0,
             emitted_until: 0,
@@ -78,16 +76,13 @@ impl<'t> IncrementalDecoder<'t> {
         }
     }
 
-    /// Adds one id; returns the new text it completes (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
+    /// Adds one id; returns the new text it completes (possibly empty), decoding with
+    /// `tokenizer` (always the same one).
+    pub fn push(&mut self, tokenizer: &QwenTokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
         let skip = self.skip_special_tokens;
-        let prefix = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_start..self.emitted_until], skip)?;
-        let full = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_start..], skip)?;
+        let prefix = tokenizer.decode(&self.ids[self.prefix_start..self.emitted_until], skip)?;
+        let full = tokenizer.decode(&self.ids[self.prefix_start..], skip)?;
         if full.len() > prefix.len()
             && !full.ends_with('\u{FFFD}')
             && full.is_char_boundary(prefix.len())

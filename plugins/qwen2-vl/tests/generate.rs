@@ -23,6 +23,8 @@ fn request(
         max_new_tokens,
         sampling,
         stop_tokens,
+        min_new_tokens: 0,
+        top_logprobs: 0,
     }
 }
 

@@ -122,10 +122,10 @@ fn tokenizer_matches_transformers_and_streams_whole_characters() {
             tok.decode(&want, true).unwrap(),
             case["decoded_skip_special"].as_str().unwrap()
         );
-        let mut stream = IncrementalDecoder::new(&tok, false);
+        let mut stream = IncrementalDecoder::new(false);
         let mut pieces = String::new();
         for &id in &want {
-            let piece = stream.push(id).unwrap();
+            let piece = stream.push(&tok, id).unwrap();
             assert!(
                 !piece.contains('\u{FFFD}'),
                 "{text:?}: a piece split a character"
@@ -263,18 +263,35 @@ fn greedy_request(
         max_new_tokens: 32,
         sampling: SamplingParams::default(),
         stop_tokens: Vec::new(),
+        min_new_tokens: 0,
+        top_logprobs: 0,
     }
 }
 
 /// Runs `requests` together, one step for all per token, in a cache of small blocks.
 fn generate_batch(model: &Qwen2VlModel, requests: Vec<GenerationRequest>) -> Vec<Vec<u32>> {
+    generate_chunked(model, requests, usize::MAX)
+}
+
+/// Runs `requests` together with at most `budget` new tokens per step, so prompts are
+/// processed a chunk at a time beside the others' decoding.
+fn generate_chunked(
+    model: &Qwen2VlModel,
+    requests: Vec<GenerationRequest>,
+    budget: usize,
+) -> Vec<Vec<u32>> {
     let mut generator = Generator::new(model, 4, 256);
     let seqs: Vec<_> = requests
         .into_iter()
         .map(|r| generator.add(r).unwrap())
         .collect();
     while generator.has_work() {
-        generator.step().unwrap();
+        let live: Vec<_> = seqs
+            .iter()
+            .copied()
+            .filter(|&s| generator.is_live(s))
+            .collect();
+        generator.step_sequences(&live, budget).unwrap();
     }
     let out = seqs
         .iter()
@@ -315,6 +332,16 @@ fn greedy_tokens_match_transformers_alone_and_batched() {
                 "{name}: prompt {i} in the batch"
             );
         }
+        // The same with prompts cut into chunks of at most 7 tokens per step (images
+        // span chunks), decoding sequences served first.
+        let chunked = generate_chunked(
+            &model,
+            runs.iter()
+                .map(|r| greedy_request(r, &images, None))
+                .collect(),
+            7,
+        );
+        assert_eq!(chunked, batch, "{name}: chunked prefill");
     }
 }
 

@@ -7,14 +7,13 @@
 //! torchvision's exact evaluation preprocessing.
 
 pub mod config;
-pub mod decode;
 pub mod preprocess;
 pub mod resnet;
 pub mod weights;
 
 use anyhow::Context;
 use config::{Preprocessing, ResNetConfig};
-use decode::{decode_rgb, DecodeError};
+use marquee_imaging::{decode_rgb, DecodeError};
 use marquee_kernels::device::placement;
 use marquee_kernels::{Backend, CpuBackend, CudaBackend, ImageShape, KernelError, ResolvedDevice};
 use marquee_plugin_api::{

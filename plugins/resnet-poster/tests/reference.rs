@@ -4,11 +4,11 @@
 //!
 //! Relative error of a feature vector: `max |got − want| / max |want|`.
 
+use marquee_imaging::decode_rgb;
 use marquee_kernels::ImageShape;
 use marquee_plugin_api::abi::*;
 use marquee_plugin_api::{Plugin, Status};
 use marquee_resnet_poster::config::Preprocessing;
-use marquee_resnet_poster::decode::decode_rgb;
 use marquee_resnet_poster::preprocess::{normalize_into, resize_and_crop};
 use marquee_resnet_poster::{ResNetPoster, DEFAULT_MAX_IMAGE_PIXELS};
 use safetensors::SafeTensors;
@@ -685,7 +685,7 @@ fn damaged_images_never_panic() {
                 }
             }
             let outcome = std::panic::catch_unwind(|| {
-                marquee_resnet_poster::decode::decode_rgb(&bytes, 40_000_000).is_ok()
+                marquee_imaging::decode_rgb(&bytes, 40_000_000).is_ok()
             });
             match outcome {
                 Ok(true) => decoded += 1,

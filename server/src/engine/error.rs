@@ -91,18 +91,24 @@ impl EngineError {
     }
 }
 
-impl From<HostError> for EngineError {
-    /// A plugin failure, classed by the status the plugin reported (load failures are
-    /// internal).
-    fn from(error: HostError) -> Self {
-        let message = error.to_string();
-        match error.status() {
+impl EngineError {
+    /// A plugin failure of status class `status` with `message`.
+    pub fn from_plugin(status: PluginStatus, message: String) -> EngineError {
+        match status {
             PluginStatus::InvalidArgument => EngineError::Invalid(message),
             PluginStatus::NotFound => EngineError::NotFound(message),
             PluginStatus::ResourceExhausted => EngineError::Exhausted(message),
             PluginStatus::Unimplemented => EngineError::Unsupported(message),
             PluginStatus::Internal => EngineError::Internal(message),
         }
+    }
+}
+
+impl From<HostError> for EngineError {
+    /// A plugin failure, classed by the status the plugin reported (load failures are
+    /// internal).
+    fn from(error: HostError) -> Self {
+        EngineError::from_plugin(error.status(), error.to_string())
     }
 }
 

@@ -15,7 +15,9 @@
 //! 5. [`executor`]: one batch through the plugin's C ABI (`marquee_plugin_api`).
 //!
 //! Beside the path: [`registry`] (plugins, models and pipelines loaded and unloaded)
-//! and [`model`] (one served model: plugin instance, batcher, widths).
+//! and [`model`] (one served model: plugin instance, batcher, widths). Generator
+//! models take their own path: [`generation`] (prompt, scheduler with continuous
+//! batching, streamed tokens).
 
 pub mod batcher;
 pub mod deadline;
@@ -23,6 +25,7 @@ pub mod embedder;
 pub mod error;
 pub mod estimate;
 pub mod executor;
+pub mod generation;
 pub mod inputs;
 pub mod model;
 pub mod pipeline;

@@ -5,7 +5,9 @@ use super::batcher::Batcher;
 use super::deadline::{check_can_finish, Deadline};
 use super::error::EngineError;
 use super::estimate::Estimate;
-use crate::config::Batching;
+use super::generation::scheduler::{Scheduler, SchedulerLimits};
+use super::generation::GeneratorServing;
+use crate::config::{Batching, GenerationSettings};
 use crate::metrics::ModelMetrics;
 use marquee_plugin_api::host::PluginInstance;
 use marquee_plugin_api::PluginKind;
@@ -41,16 +43,19 @@ pub struct LoadedModel {
     pub metrics: Arc<ModelMetrics>,
     /// Its queue and inference thread.
     pub batcher: Batcher<PluginInstance>,
+    /// For a generator: its scheduler, settings and adapters.
+    pub generation: Option<GeneratorServing>,
 }
 
 impl LoadedModel {
     /// Starts serving `instance` (loaded from `path`) as `name`: its batcher's
-    /// inference thread starts at once.
+    /// inference thread starts at once, and for a generator its scheduler thread.
     pub fn start(
         name: &str,
         instance: Arc<PluginInstance>,
         path: &Path,
         batching: Batching,
+        generation: GenerationSettings,
     ) -> Result<Self, EngineError> {
         let estimate = Arc::new(Estimate::default());
         let metrics = Arc::new(ModelMetrics::new(name));
@@ -65,6 +70,15 @@ impl LoadedModel {
             .then(|| instance.info().fusion_widths())
             .flatten()
             .map(|(text, image)| FusionDims { text, image });
+        let generation = if instance.library().kind() == PluginKind::Generator {
+            let limits = SchedulerLimits {
+                max_step_tokens: generation.max_step_tokens,
+            };
+            let scheduler = Scheduler::start(name, Arc::clone(&instance), limits)?;
+            Some(GeneratorServing::new(scheduler, generation))
+        } else {
+            None
+        };
         Ok(Self {
             name: name.to_string(),
             instance,
@@ -74,6 +88,7 @@ impl LoadedModel {
             fusion_dims,
             metrics,
             batcher,
+            generation,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::error::EngineError;
 use super::model::{kind_name, FusionDims, LoadedModel};
-use crate::config::{Batching, PipelineConfig};
+use crate::config::{Batching, GenerationSettings, PipelineConfig};
 use crate::names::is_plain_name;
 use dashmap::DashMap;
 use marquee_plugin_api::host::PluginLibrary;
@@ -150,6 +150,7 @@ impl Registry {
         path: &Path,
         options_json: &str,
         batching: Batching,
+        generation: GenerationSettings,
     ) -> Result<Arc<LoadedModel>, EngineError> {
         if !is_plain_name(name) {
             return Err(EngineError::Invalid(format!(
@@ -169,7 +170,9 @@ impl Registry {
         }
         let library = self.plugin_for(plugin, path)?;
         let instance = Arc::new(library.create(path, options_json)?);
-        let model = Arc::new(LoadedModel::start(name, instance, path, batching)?);
+        let model = Arc::new(LoadedModel::start(
+            name, instance, path, batching, generation,
+        )?);
         match self.models.entry(name.to_string()) {
             dashmap::Entry::Occupied(_) => {
                 return Err(EngineError::AlreadyExists(format!(

@@ -258,8 +258,8 @@ impl ModelRunner {
             PluginKind::ImageEncoder => self.images(model, inputs)?,
             PluginKind::Fusion => Inputs::Fusion(self.fusion_rows(model, inputs)?),
             PluginKind::Generator => {
-                return Err(EngineError::Unsupported(format!(
-                    "model {} is {}; generation has no RPC yet",
+                return Err(EngineError::Invalid(format!(
+                    "model {} is {}: it does not embed; call GenerationService",
                     model.name,
                     kind_name(PluginKind::Generator)
                 )))

@@ -4,6 +4,7 @@
 pub mod deadline;
 pub mod embedding;
 pub mod evaluation;
+pub mod generation;
 pub mod models;
 pub mod retrieval;
 pub mod status;

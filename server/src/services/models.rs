@@ -1,6 +1,6 @@
 //! `marquee.v1.ModelService`: listing, loading and unloading models at run time.
 
-use crate::config::Batching;
+use crate::config::{Batching, GenerationSettings};
 use crate::engine::deadline::Deadline;
 use crate::engine::model::LoadedModel;
 use crate::engine::registry::{Pipeline, Registry};
@@ -20,14 +20,21 @@ use tonic::{Request, Response, Status};
 pub struct ModelApi {
     registry: Arc<Registry>,
     default_batching: Batching,
+    default_generation: GenerationSettings,
 }
 
 impl ModelApi {
-    /// A service over the registry; models loaded at run time get `default_batching`.
-    pub fn new(registry: Arc<Registry>, default_batching: Batching) -> Self {
+    /// A service over the registry; models loaded at run time get `default_batching`
+    /// and, generators, `default_generation`.
+    pub fn new(
+        registry: Arc<Registry>,
+        default_batching: Batching,
+        default_generation: GenerationSettings,
+    ) -> Self {
         Self {
             registry,
             default_batching,
+            default_generation,
         }
     }
 
@@ -140,6 +147,7 @@ impl ModelService for ModelApi {
             }
             let registry = Arc::clone(&self.registry);
             let batching = self.default_batching.clone();
+            let generation = self.default_generation.clone();
             let model = tokio::task::spawn_blocking(move || {
                 registry.load_model(
                     &r.name,
@@ -147,6 +155,7 @@ impl ModelService for ModelApi {
                     &PathBuf::from(&r.path),
                     &r.config_json,
                     batching,
+                    generation,
                 )
             })
             .await
