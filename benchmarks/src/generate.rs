@@ -60,6 +60,8 @@ fn timed_generation(
         max_new_tokens: new_tokens,
         sampling: SamplingParams::default(),
         stop_tokens: Vec::new(),
+        min_new_tokens: 0,
+        top_logprobs: 0,
     })?;
     let mut steps = Vec::with_capacity(new_tokens);
     let mut last = start;
