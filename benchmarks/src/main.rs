@@ -9,10 +9,14 @@
 //!   gRPC, as `embed_throughput.py` uses it.
 //! - `search` measures the server's collection search in-process on vectors written by
 //!   `benchmarks/search_bench.py`.
+//! - `generate` times prefill and batch-1 decode of the Qwen2.5-VL model crate
+//!   in-process, as `benchmarks/generation_bench.py` uses it.
 //!
-//! `embed`, `search` and `inprocess-embed` print one JSON object; `load` prints tables.
+//! `embed`, `search`, `generate` and `inprocess-embed` print one JSON object; `load`
+//! prints tables.
 
 mod embed;
+mod generate;
 mod inprocess;
 mod inputs;
 mod load;
@@ -55,6 +59,8 @@ enum Command {
     Embed(embed::Args),
     /// In-process search over `corpus.f32` / `queries.f32` / `gt.i32` in a directory.
     Search(search::Args),
+    /// Prefill and batch-1 decode of a Qwen2.5-VL directory, in-process.
+    Generate(generate::Args),
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
@@ -96,6 +102,10 @@ fn main() -> Result<()> {
         }
         Command::Search(args) => {
             println!("{}", search::run(args)?);
+            Ok(())
+        }
+        Command::Generate(args) => {
+            println!("{}", generate::run(args)?);
             Ok(())
         }
     }

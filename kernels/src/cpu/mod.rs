@@ -3,11 +3,13 @@
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
 //! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`], choosing
-//! tokens from logits in [`sampling`].
+//! tokens from logits in [`sampling`]; linear layers on a few rows (decode steps, short
+//! prompts) are matrix-vector products in [`matvec`].
 
 mod conv;
 pub mod decoder;
 mod gemm;
+pub mod matvec;
 pub mod sampling;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
@@ -55,6 +57,54 @@ pub struct CpuBackend;
 /// scheduling and small enough to spread over the cores.
 pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
+}
+
+/// `(rows, in, out)` of a linear layer `x·Wᵀ + b`, after checking the shapes agree.
+fn linear_dims(
+    x: &Matrix,
+    weight: &Matrix,
+    bias: Option<&Matrix>,
+) -> Result<(usize, usize, usize)> {
+    shapes::linear(
+        x.cols,
+        (weight.rows, weight.cols),
+        bias.map(|b| b.data.len()),
+    )?;
+    Ok((x.rows, x.cols, weight.rows))
+}
+
+/// A linear layer's `m × n` product `data` as a matrix, with its epilogue applied:
+/// `+ bias` on every row, then `activation`.
+fn finish_linear(
+    m: usize,
+    n: usize,
+    data: Vec<f32>,
+    bias: Option<&Matrix>,
+    activation: Activation,
+) -> Matrix {
+    let mut out = Matrix {
+        rows: m,
+        cols: n,
+        data,
+    };
+    if bias.is_none() && activation == Activation::Identity {
+        return out;
+    }
+    let width = n.max(1);
+    let bias = bias.map(|b| b.data.as_slice());
+    out.data
+        .par_chunks_mut(width * rows_per_task(width))
+        .for_each(|rows| {
+            if let Some(b) = bias {
+                simd::add_bias_rows(rows, b);
+            }
+            match activation {
+                Activation::Identity => {}
+                Activation::Gelu => simd::gelu_in_place(rows),
+                Activation::Tanh => simd::tanh_in_place(rows),
+            }
+        });
+    out
 }
 
 impl Backend for CpuBackend {
@@ -121,12 +171,7 @@ impl Backend for CpuBackend {
         bias: Option<&Matrix>,
         activation: Activation,
     ) -> Result<Matrix> {
-        shapes::linear(
-            x.cols,
-            (weight.rows, weight.cols),
-            bias.map(|b| b.data.len()),
-        )?;
-        let (m, k, n) = (x.rows, x.cols, weight.rows);
+        let (m, k, n) = linear_dims(x, weight, bias)?;
         // gemm overwrites every element (read_dst is false), so the output is not zeroed.
         let mut data: Vec<f32> = Vec::with_capacity(m * n);
         if m > 0 && n > 0 {
@@ -157,27 +202,7 @@ impl Backend for CpuBackend {
         } else {
             data.resize(m * n, 0.0);
         }
-        let mut out = Matrix {
-            rows: m,
-            cols: n,
-            data,
-        };
-        if bias.is_some() || activation != Activation::Identity {
-            let bias = bias.map(|b| b.data.as_slice());
-            out.data
-                .par_chunks_mut(n * rows_per_task(n))
-                .for_each(|rows| {
-                    if let Some(b) = bias {
-                        simd::add_bias_rows(rows, b);
-                    }
-                    match activation {
-                        Activation::Identity => {}
-                        Activation::Gelu => simd::gelu_in_place(rows),
-                        Activation::Tanh => simd::tanh_in_place(rows),
-                    }
-                });
-        }
-        Ok(out)
+        Ok(finish_linear(m, n, data, bias, activation))
     }
 
     fn add_layer_norm(

@@ -115,16 +115,129 @@ multiversion! {
     /// Dot product of two equally long vectors (extra elements of the longer are ignored).
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut acc = [0f32; LANES];
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-        for (x, y) in ca.zip(cb) {
-            for i in 0..LANES {
-                acc[i] = x[i].mul_add(y[i], acc[i]);
+        lane_dot(&a[..n], &b[..n])
+    }
+}
+
+/// Dot product with `LANES` independent accumulators (inlined into its caller's features).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Dot products of four rows as long as `x` with `x`, in one pass over `x` (four
+/// independent accumulator sets, each summed as [`lane_dot`] sums, so the results are
+/// [`lane_dot`]'s bit for bit).
+#[inline(always)]
+fn lane_dot4(w: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    let (xs, x_tail) = x.as_chunks::<LANES>();
+    let body = xs.len() * LANES;
+    let [r0, r1, r2, r3] = w.map(|row| row[..body].as_chunks::<LANES>().0);
+    let mut acc = [[0f32; LANES]; 4];
+    let [a0, a1, a2, a3] = &mut acc;
+    for ((((xc, w0), w1), w2), w3) in xs.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+        for i in 0..LANES {
+            a0[i] = w0[i].mul_add(xc[i], a0[i]);
+            a1[i] = w1[i].mul_add(xc[i], a1[i]);
+            a2[i] = w2[i].mul_add(xc[i], a2[i]);
+            a3[i] = w3[i].mul_add(xc[i], a3[i]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), row) in out.iter_mut().zip(&acc).zip(w) {
+        let tail: f32 = row[body..].iter().zip(x_tail).map(|(p, q)| p * q).sum();
+        *o = a.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+/// [`lane_dot4`] for two input rows at once: the weight rows are loaded once for both,
+/// eight independent accumulator sets; `out[r][i]` is row `i` of `w` dotted with
+/// `x[r]`, [`lane_dot`]'s result bit for bit.
+#[inline(always)]
+fn lane_dot4x2(w: [&[f32]; 4], x: [&[f32]; 2]) -> [[f32; 4]; 2] {
+    let (xa, _) = x[0].as_chunks::<LANES>();
+    let (xb, _) = x[1].as_chunks::<LANES>();
+    let body = xa.len() * LANES;
+    let [r0, r1, r2, r3] = w.map(|row| row[..body].as_chunks::<LANES>().0);
+    let mut acc = [[0f32; LANES]; 8];
+    let [a0, a1, a2, a3, b0, b1, b2, b3] = &mut acc;
+    for (((((xc, yc), w0), w1), w2), w3) in xa.iter().zip(xb).zip(r0).zip(r1).zip(r2).zip(r3) {
+        for i in 0..LANES {
+            a0[i] = w0[i].mul_add(xc[i], a0[i]);
+            a1[i] = w1[i].mul_add(xc[i], a1[i]);
+            a2[i] = w2[i].mul_add(xc[i], a2[i]);
+            a3[i] = w3[i].mul_add(xc[i], a3[i]);
+            b0[i] = w0[i].mul_add(yc[i], b0[i]);
+            b1[i] = w1[i].mul_add(yc[i], b1[i]);
+            b2[i] = w2[i].mul_add(yc[i], b2[i]);
+            b3[i] = w3[i].mul_add(yc[i], b3[i]);
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    for (r, (o, sets)) in out.iter_mut().zip(acc.chunks_exact(4)).enumerate() {
+        for ((v, a), row) in o.iter_mut().zip(sets).zip(w) {
+            let tail: f32 = row[body..]
+                .iter()
+                .zip(&x[r][body..])
+                .map(|(p, q)| p * q)
+                .sum();
+            *v = a.iter().sum::<f32>() + tail;
+        }
+    }
+    out
+}
+
+multiversion! {
+    /// One block of a linear layer on few rows: for every row `i` of the `rows × k`
+    /// weights `w` and every row `r` of the `m × k` input `x`,
+    /// `out[i·m + r] = w_i · x_r` (so `out` is the block's output transposed,
+    /// `rows × m`). Each weight row is read once, four at a time, and dotted with every
+    /// row of `x` (two at a time) while it is in cache.
+    pub fn dot_block(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let m = x.len() / k;
+        let mut blocks = w.chunks_exact(4 * k);
+        let mut outs = out.chunks_exact_mut(4 * m);
+        for (w4, o4) in (&mut blocks).zip(&mut outs) {
+            let rows = [&w4[..k], &w4[k..2 * k], &w4[2 * k..3 * k], &w4[3 * k..]];
+            let pairs = x.chunks_exact(2 * k);
+            let single = pairs.remainder();
+            for (p, xs) in pairs.enumerate() {
+                let d = lane_dot4x2(rows, [&xs[..k], &xs[k..]]);
+                for (r, dr) in d.into_iter().enumerate() {
+                    for (i, v) in dr.into_iter().enumerate() {
+                        o4[i * m + 2 * p + r] = v;
+                    }
+                }
+            }
+            if !single.is_empty() {
+                for (i, v) in lane_dot4(rows, single).into_iter().enumerate() {
+                    o4[i * m + m - 1] = v;
+                }
             }
         }
-        acc.iter().sum::<f32>() + tail
+        for (row, o) in blocks
+            .remainder()
+            .chunks_exact(k)
+            .zip(outs.into_remainder().chunks_exact_mut(m))
+        {
+            for (v, xr) in o.iter_mut().zip(x.chunks_exact(k)) {
+                *v = lane_dot(row, xr);
+            }
+        }
     }
 }
 

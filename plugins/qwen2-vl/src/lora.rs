@@ -4,6 +4,7 @@
 
 use crate::weights::{canonical_name, read_safetensors, Checkpoint};
 use crate::{read_to_string, Error, Result};
+use marquee_kernels::cpu::matvec;
 use marquee_kernels::{Activation, Backend, CpuBackend, Matrix};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -71,7 +72,7 @@ impl Linear {
     }
 
     /// `activation(x·Wᵀ + b)` plus the LoRA deltas of `adapters`, whose deltas are added
-    /// before the activation.
+    /// before the activation. A few rows (decode steps) take the matrix-vector path.
     pub fn forward(
         &self,
         x: &Matrix,
@@ -102,9 +103,14 @@ impl Linear {
             })
             .collect::<Result<_>>()?;
         if deltas.is_empty() {
-            return Ok(cpu.linear(x, &self.weight, self.bias.as_ref(), activation)?);
+            return Ok(matvec::linear(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                activation,
+            )?);
         }
-        let mut y = cpu.linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
+        let mut y = matvec::linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
         for (start, delta) in deltas {
             let at = start * y.cols;
             y.data[at..at + delta.data.len()]

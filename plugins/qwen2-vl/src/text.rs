@@ -16,7 +16,8 @@ use crate::{Error, Result};
 use marquee_kernels::cpu::decoder::{
     add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul,
 };
-use marquee_kernels::{Activation, Backend, CpuBackend, Matrix};
+use marquee_kernels::cpu::matvec;
+use marquee_kernels::{Activation, Matrix};
 use rayon::prelude::*;
 
 /// One decoder layer.
@@ -260,7 +261,12 @@ impl TextDecoder {
     pub fn logits(&self, hidden: &Matrix, adapters: &AdapterRows<'_>) -> Result<Matrix> {
         match &self.lm_head {
             Some(head) => head.forward(hidden, adapters, Activation::Identity),
-            None => Ok(CpuBackend.linear(hidden, &self.embed, None, Activation::Identity)?),
+            None => Ok(matvec::linear(
+                hidden,
+                &self.embed,
+                None,
+                Activation::Identity,
+            )?),
         }
     }
 
