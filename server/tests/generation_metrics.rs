@@ -57,6 +57,23 @@ fn items(corpus: &Value) -> Vec<GenerationEvalItem> {
         .collect()
 }
 
+/// Writes a fixture corpus as the CLI's JSONL (`{"id", "candidate", "references"}`);
+/// returns the number of items.
+fn write_items(path: &std::path::Path, corpus: &Value) -> usize {
+    let lines: Vec<String> = corpus["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            serde_json::json!({"id": i, "candidate": item["candidate"], "references": item["references"]})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+    lines.len()
+}
+
 async fn evaluate(
     client: &mut Client,
     options: GenerationEvalOptions,
@@ -243,17 +260,7 @@ async fn candidates_generated_by_the_server_are_scored_and_the_cli_prints_json()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("items.jsonl");
-    let lines: Vec<String> = corpus["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            serde_json::json!({"id": i, "candidate": item["candidate"], "references": item["references"]})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
+    write_items(&file, corpus);
     let out = std::process::Command::new(common::plugin_dir().join("marquee"))
         .args(["--addr", &server.url, "--json", "eval", "generation"])
         .arg(&file)
@@ -400,6 +407,41 @@ options = {{ max_seq_length = 512 }}
             }
         }
     }
+    // The CLI's JSON: the means of bert-score's first run (layer 3, no IDF).
+    let corpus = &fixture["corpora"][0];
+    let run = &corpus["runs"][0];
+    assert_eq!(
+        (run["layer"].as_u64(), run["idf"].as_bool()),
+        (Some(3), Some(false))
+    );
+    let file = data.path().join("items.jsonl");
+    let lines = write_items(&file, corpus);
+    let out = std::process::Command::new(common::plugin_dir().join("marquee"))
+        .args(["--addr", &server.url, "--json", "eval", "generation"])
+        .arg(&file)
+        .args([
+            "--bertscore-model",
+            "minilm512",
+            "--bertscore-layer",
+            "3",
+            "--per-item",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (k, key) in ["bertscore_precision", "bertscore_recall", "bertscore_f1"]
+        .into_iter()
+        .enumerate()
+    {
+        bertscore_close(key, printed[key].as_f64().unwrap(), &run["mean"][k]);
+    }
+    assert_eq!(printed["per_item"].as_array().unwrap().len(), lines);
+
     // A layer beyond the model's depth, an unknown encoder, a missing baseline file.
     let one = || items(&fixture["corpora"][0])[..1].to_vec();
     let cases = [

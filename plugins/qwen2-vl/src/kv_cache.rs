@@ -45,6 +45,16 @@ impl PagedKvCache {
         }
     }
 
+    /// Bytes of key and value storage, all layers: fixed at creation (blocks × block
+    /// size × width × 2 × 4 bytes per layer).
+    pub fn memory_bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|layer| layer.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// Blocks not held by any sequence.
     pub fn free_blocks(&self) -> usize {
         self.free.len()
@@ -159,6 +169,21 @@ impl<'a> SeqView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_what_the_configuration_bounds_it_to() {
+        // 24 layers, 2 KV heads × 64, 2,048 blocks of 16 tokens (32,768 tokens).
+        let mut cache = PagedKvCache::new(24, 128, 16, 2048);
+        let bound = 32_768 * 24 * 2 * 128 * 4;
+        assert_eq!(cache.memory_bytes(), bound);
+        cache.reserve(SeqId(0), 32_768).unwrap();
+        assert!(cache.reserve(SeqId(1), 1).is_err());
+        assert_eq!(
+            cache.memory_bytes(),
+            bound,
+            "a full cache allocates nothing more"
+        );
+    }
 
     #[test]
     fn blocks_come_from_the_free_list_and_go_back() {
