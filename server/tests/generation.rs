@@ -295,6 +295,38 @@ async fn lora_adapters_load_per_request_and_unload() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
+    // Adapters that do not fit the model, or that PEFT made with DoRA, are refused.
+    let bad_dir = tempfile::tempdir().unwrap();
+    for (name, field, value, needle) in [
+        ("wrong-rank", "r", serde_json::json!(8), "rank"),
+        ("dora", "use_dora", serde_json::json!(true), "DoRA"),
+    ] {
+        let dir = bad_dir.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let source = fixtures().join("lora-a");
+        std::fs::copy(
+            source.join("adapter_model.safetensors"),
+            dir.join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        let mut config: Value = serde_json::from_str(
+            &std::fs::read_to_string(source.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        config[field] = value;
+        std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+        let err = client
+            .generation
+            .load_adapter(LoadAdapterRequest {
+                model: String::new(),
+                name: name.into(),
+                path: dir.display().to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
     let listed = client
         .generation
         .list_adapters(ListAdaptersRequest::default())
@@ -420,6 +452,15 @@ async fn deadlines_cut_generation_and_free_blocks() {
     assert!(eventually(|| kv_blocks_in_use(&server) == 0.0).await);
 }
 
+/// The first bytes of a PNG whose header declares 50,000 × 50,000 RGB pixels.
+fn png_bomb() -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend(50_000u32.to_be_bytes());
+    png.extend(50_000u32.to_be_bytes());
+    png.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    png
+}
+
 #[tokio::test]
 async fn recall_inputs_and_bad_requests() {
     let expected = expected();
@@ -475,6 +516,12 @@ async fn recall_inputs_and_bad_requests() {
             recall(vec![b"\x89PNG\r\n\x1a\n broken".to_vec()]),
             Code::InvalidArgument,
             "image 0",
+        ),
+        (
+            // A PNG header declaring 50,000 × 50,000 pixels: refused before decoding.
+            recall(vec![png_bomb()]),
+            Code::InvalidArgument,
+            "exceeds the limit",
         ),
         (
             GenerateRequest {

@@ -543,6 +543,20 @@ async fn a_generator_written_in_c_serves_through_the_abi_generator_calls() {
         "{}",
         over.message()
     );
+    // An image to a generator without vision.
+    let mut with_image = request(8);
+    if let Some(generate_request::Input::Chat(chat)) = &mut with_image.input {
+        chat.messages[0].content.push(ContentPart {
+            part: Some(content_part::Part::Image(vec![1, 2, 3])),
+        });
+    }
+    let err = client.generation.generate(with_image).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("takes no images"),
+        "{}",
+        err.message()
+    );
     // An embedding request to a generator is refused with a reason.
     let embed = client.embed_texts("parrot", &["x"]).await.unwrap_err();
     assert!(embed.to_string().contains("generator"), "{embed}");
