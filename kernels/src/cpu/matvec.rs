@@ -94,8 +94,16 @@ mod tests {
     #[test]
     fn few_rows_match_a_float64_product_for_odd_shapes() {
         // Output features not a multiple of 4 or of a task, inputs not a multiple of
-        // the vector width, 1 to 8 rows.
-        for (m, k, n) in [(1, 37, 5), (3, 896, 131), (8, 19, 1030), (2, 4864, 7)] {
+        // the vector width, 1 to 8 rows (quads, pairs and a single row of the input).
+        for (m, k, n) in [
+            (1, 37, 5),
+            (3, 896, 131),
+            (8, 19, 1030),
+            (2, 4864, 7),
+            (7, 37, 9),
+            (6, 70, 13),
+            (5, 16, 8),
+        ] {
             let (x, w, b) = (matrix(m, k, 0.3), matrix(n, k, 1.1), matrix(1, n, 2.0));
             let ours = linear(&x, &w, Some(&b), Activation::Identity).unwrap();
             assert_eq!((ours.rows, ours.cols), (m, n));

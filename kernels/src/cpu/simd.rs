@@ -201,25 +201,92 @@ fn lane_dot4x2(w: [&[f32]; 4], x: [&[f32]; 2]) -> [[f32; 4]; 2] {
     out
 }
 
+/// [`lane_dot4x2`] for four vectors `x` at once: sixteen accumulator sets (a register
+/// each with AVX-512), so each weight load feeds four FMAs; results as [`lane_dot`]'s
+/// bit for bit.
+#[inline(always)]
+fn lane_dot4x4(w: [&[f32]; 4], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    let (xa, _) = x[0].as_chunks::<LANES>();
+    let (xb, _) = x[1].as_chunks::<LANES>();
+    let (xc, _) = x[2].as_chunks::<LANES>();
+    let (xd, _) = x[3].as_chunks::<LANES>();
+    let body = xa.len() * LANES;
+    let [r0, r1, r2, r3] = w.map(|row| row[..body].as_chunks::<LANES>().0);
+    let mut acc = [[0f32; LANES]; 16];
+    let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3] = &mut acc;
+    for (((((((x0, x1), x2), x3), w0), w1), w2), w3) in xa
+        .iter()
+        .zip(xb)
+        .zip(xc)
+        .zip(xd)
+        .zip(r0)
+        .zip(r1)
+        .zip(r2)
+        .zip(r3)
+    {
+        for i in 0..LANES {
+            a0[i] = w0[i].mul_add(x0[i], a0[i]);
+            a1[i] = w1[i].mul_add(x0[i], a1[i]);
+            a2[i] = w2[i].mul_add(x0[i], a2[i]);
+            a3[i] = w3[i].mul_add(x0[i], a3[i]);
+            b0[i] = w0[i].mul_add(x1[i], b0[i]);
+            b1[i] = w1[i].mul_add(x1[i], b1[i]);
+            b2[i] = w2[i].mul_add(x1[i], b2[i]);
+            b3[i] = w3[i].mul_add(x1[i], b3[i]);
+            c0[i] = w0[i].mul_add(x2[i], c0[i]);
+            c1[i] = w1[i].mul_add(x2[i], c1[i]);
+            c2[i] = w2[i].mul_add(x2[i], c2[i]);
+            c3[i] = w3[i].mul_add(x2[i], c3[i]);
+            d0[i] = w0[i].mul_add(x3[i], d0[i]);
+            d1[i] = w1[i].mul_add(x3[i], d1[i]);
+            d2[i] = w2[i].mul_add(x3[i], d2[i]);
+            d3[i] = w3[i].mul_add(x3[i], d3[i]);
+        }
+    }
+    let mut out = [[0f32; 4]; 4];
+    for (r, (o, sets)) in out.iter_mut().zip(acc.chunks_exact(4)).enumerate() {
+        for ((v, a), row) in o.iter_mut().zip(sets).zip(w) {
+            let tail: f32 = row[body..]
+                .iter()
+                .zip(&x[r][body..])
+                .map(|(p, q)| p * q)
+                .sum();
+            *v = a.iter().sum::<f32>() + tail;
+        }
+    }
+    out
+}
+
 multiversion! {
     /// One block of a linear layer on few rows: for every row `i` of the `rows × k`
     /// weights `w` and every row `r` of the `m × k` input `x`,
     /// `out[i·m + r] = w_i · x_r` (so `out` is the block's output transposed,
     /// `rows × m`). Each weight row is read once, four at a time, and dotted with every
-    /// row of `x` (two at a time) while it is in cache.
+    /// row of `x` (four at a time, then a pair, then one) while it is in cache.
     pub fn dot_block(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
         let m = x.len() / k;
         let mut blocks = w.chunks_exact(4 * k);
         let mut outs = out.chunks_exact_mut(4 * m);
         for (w4, o4) in (&mut blocks).zip(&mut outs) {
             let rows = [&w4[..k], &w4[k..2 * k], &w4[2 * k..3 * k], &w4[3 * k..]];
-            let pairs = x.chunks_exact(2 * k);
+            let quads = x.chunks_exact(4 * k);
+            let rest = quads.remainder();
+            for (q, xs) in quads.enumerate() {
+                let four = [&xs[..k], &xs[k..2 * k], &xs[2 * k..3 * k], &xs[3 * k..]];
+                for (r, dr) in lane_dot4x4(rows, four).into_iter().enumerate() {
+                    for (i, v) in dr.into_iter().enumerate() {
+                        o4[i * m + 4 * q + r] = v;
+                    }
+                }
+            }
+            let done = m - rest.len() / k;
+            let pairs = rest.chunks_exact(2 * k);
             let single = pairs.remainder();
             for (p, xs) in pairs.enumerate() {
                 let d = lane_dot4x2(rows, [&xs[..k], &xs[k..]]);
                 for (r, dr) in d.into_iter().enumerate() {
                     for (i, v) in dr.into_iter().enumerate() {
-                        o4[i * m + 2 * p + r] = v;
+                        o4[i * m + done + 2 * p + r] = v;
                     }
                 }
             }
