@@ -164,6 +164,30 @@ fn lane_dot4(w: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
     out
 }
 
+/// The dot products of [`lane_dot4x2`] and [`lane_dot4x4`] from their accumulator sets
+/// (four per input row, in row order): each set's lanes summed, plus the scalar tail
+/// past `body`, as [`lane_dot`] finishes.
+#[inline(always)]
+fn finish_sets<const R: usize>(
+    w: [&[f32]; 4],
+    x: [&[f32]; R],
+    acc: &[[f32; LANES]],
+    body: usize,
+) -> [[f32; 4]; R] {
+    let mut out = [[0f32; 4]; R];
+    for (r, (o, sets)) in out.iter_mut().zip(acc.chunks_exact(4)).enumerate() {
+        for ((v, a), row) in o.iter_mut().zip(sets).zip(w) {
+            let tail: f32 = row[body..]
+                .iter()
+                .zip(&x[r][body..])
+                .map(|(p, q)| p * q)
+                .sum();
+            *v = a.iter().sum::<f32>() + tail;
+        }
+    }
+    out
+}
+
 /// [`lane_dot4`] for two input rows at once: the weight rows are loaded once for both,
 /// eight independent accumulator sets; `out[r][i]` is row `i` of `w` dotted with
 /// `x[r]`, [`lane_dot`]'s result bit for bit.
@@ -187,18 +211,7 @@ fn lane_dot4x2(w: [&[f32]; 4], x: [&[f32]; 2]) -> [[f32; 4]; 2] {
             b3[i] = w3[i].mul_add(yc[i], b3[i]);
         }
     }
-    let mut out = [[0f32; 4]; 2];
-    for (r, (o, sets)) in out.iter_mut().zip(acc.chunks_exact(4)).enumerate() {
-        for ((v, a), row) in o.iter_mut().zip(sets).zip(w) {
-            let tail: f32 = row[body..]
-                .iter()
-                .zip(&x[r][body..])
-                .map(|(p, q)| p * q)
-                .sum();
-            *v = a.iter().sum::<f32>() + tail;
-        }
-    }
-    out
+    finish_sets(w, x, &acc, body)
 }
 
 /// [`lane_dot4x2`] for four vectors `x` at once: sixteen accumulator sets (a register
@@ -243,18 +256,7 @@ fn lane_dot4x4(w: [&[f32]; 4], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
             d3[i] = w3[i].mul_add(x3[i], d3[i]);
         }
     }
-    let mut out = [[0f32; 4]; 4];
-    for (r, (o, sets)) in out.iter_mut().zip(acc.chunks_exact(4)).enumerate() {
-        for ((v, a), row) in o.iter_mut().zip(sets).zip(w) {
-            let tail: f32 = row[body..]
-                .iter()
-                .zip(&x[r][body..])
-                .map(|(p, q)| p * q)
-                .sum();
-            *v = a.iter().sum::<f32>() + tail;
-        }
-    }
-    out
+    finish_sets(w, x, &acc, body)
 }
 
 multiversion! {

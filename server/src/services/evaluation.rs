@@ -38,7 +38,8 @@ pub struct EvaluationApi {
     max_bytes: usize,
 }
 
-type Events = mpsc::Sender<Result<EvaluationEvent, Status>>;
+/// The sending side of an evaluation's response stream.
+pub(crate) type Events = mpsc::Sender<Result<EvaluationEvent, Status>>;
 
 /// The response stream of both RPCs.
 type EventStream = Bounded<ReceiverStream<Result<EvaluationEvent, Status>>>;
@@ -51,7 +52,8 @@ fn client_present(events: &Events) -> Result<(), Status> {
     Ok(())
 }
 
-async fn progress(events: &Events, done: usize, total: usize) {
+/// Sends a progress message (nothing when the client has gone).
+pub(crate) async fn progress(events: &Events, done: usize, total: usize) {
     let _ = events
         .send(Ok(EvaluationEvent {
             event: Some(Event::Progress(EvaluationProgress {

@@ -9,35 +9,21 @@ use crate::evaluation::bertscore::{Baseline, Scores};
 use crate::evaluation::bleu::{bleu, BleuScore};
 use crate::evaluation::generation_input::{GenerationInputError, GenerationItem};
 use crate::evaluation::rouge::{rouge, RougeScores, Stemming};
+use crate::services::evaluation::{progress, Events};
 use crate::services::generation::request_parts;
-use marquee_proto::v1::evaluation_event::Event;
 use marquee_proto::v1::generation_eval_item::CandidateSource;
 use marquee_proto::v1::{
-    BertScoreResult, BleuResult, EvaluationEvent, EvaluationProgress, GenerationEvalItem,
-    GenerationEvalOptions, GenerationItemResult, GenerationReport, RougeResult,
+    BertScoreResult, BleuResult, GenerationEvalItem, GenerationEvalOptions, GenerationItemResult,
+    GenerationReport, RougeResult,
 };
 use std::collections::HashMap;
-use tokio::sync::mpsc;
 use tonic::Status;
 
 /// Candidates generated at once while an evaluation generates its own.
 const GENERATE_AT_ONCE: usize = 8;
 
-type Events = mpsc::Sender<Result<EvaluationEvent, Status>>;
-
 fn input_error(e: GenerationInputError) -> Status {
     Status::invalid_argument(e.to_string())
-}
-
-async fn progress(events: &Events, done: usize, total: usize) {
-    let _ = events
-        .send(Ok(EvaluationEvent {
-            event: Some(Event::Progress(EvaluationProgress {
-                done: done as u64,
-                total: total as u64,
-            })),
-        }))
-        .await;
 }
 
 fn bleu_result(score: &BleuScore, signature: String) -> BleuResult {
