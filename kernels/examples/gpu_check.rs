@@ -199,7 +199,8 @@ fn parity(precision: Precision, rng: &mut Rng, report: &mut Report) {
         ] {
             let w = p.host(out, hidden, rng.vec(out * hidden));
             let b = p.host(1, out, rng.vec(out));
-            let want = cpu.linear(&x, &w, bias.then_some(&b), act).unwrap();
+            let packed = cpu.upload_weight(w.rows, w.cols, &w.data).unwrap();
+            let want = cpu.linear(&x, &packed, bias.then_some(&b), act).unwrap();
             let (gx, gw, gb) = (p.up(&x), p.up(&w), p.up(&b));
             let got = p.gpu.linear(&gx, &gw, bias.then_some(&gb), act).unwrap();
             report.parity(

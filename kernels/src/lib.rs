@@ -161,6 +161,8 @@ pub type SeqOffsets = [usize];
 pub trait Backend: Send + Sync + 'static {
     /// A matrix on this backend's device.
     type Tensor: Send + Sync;
+    /// A linear layer's weight, in the layout this backend multiplies fastest.
+    type Weight: Send + Sync;
 
     /// Human-readable device name, e.g. `cpu`.
     fn device_name(&self) -> String;
@@ -170,6 +172,8 @@ pub trait Backend: Send + Sync + 'static {
     fn download(&self, tensor: &Self::Tensor) -> Result<Vec<f32>>;
     /// `(rows, cols)` of a tensor.
     fn shape(&self, tensor: &Self::Tensor) -> (usize, usize);
+    /// Prepares a host `out × in` weight (PyTorch's layout) for [`Backend::linear`].
+    fn upload_weight(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Self::Weight>;
 
     /// Embedding lookup for BERT-style encoders: for every token,
     /// `word[token_ids[t]] + position[position_ids[t]] + token_type[0]`, then layer norm.
@@ -188,7 +192,7 @@ pub trait Backend: Send + Sync + 'static {
     fn linear(
         &self,
         x: &Self::Tensor,
-        weight: &Self::Tensor,
+        weight: &Self::Weight,
         bias: Option<&Self::Tensor>,
         activation: Activation,
     ) -> Result<Self::Tensor>;

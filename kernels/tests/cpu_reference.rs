@@ -46,8 +46,9 @@ fn linear_with_bias_and_activations() {
     let x = matrix(m, k, 1);
     let w = matrix(n, k, 2);
     let b = matrix(1, n, 3);
+    let packed = cpu.upload_weight(n, k, &w.data).unwrap();
     for act in [Activation::Identity, Activation::Gelu, Activation::Tanh] {
-        let got = cpu.linear(&x, &w, Some(&b), act).unwrap();
+        let got = cpu.linear(&x, &packed, Some(&b), act).unwrap();
         let mut want = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -64,9 +65,10 @@ fn linear_with_bias_and_activations() {
         }
         assert_close(&got.data, &want, 1e-5);
     }
-    assert!(cpu
-        .linear(&x, &matrix(n, k + 1, 4), None, Activation::Identity)
-        .is_err());
+    let wrong = cpu
+        .upload_weight(n, k + 1, &matrix(n, k + 1, 4).data)
+        .unwrap();
+    assert!(cpu.linear(&x, &wrong, None, Activation::Identity).is_err());
 }
 
 #[test]

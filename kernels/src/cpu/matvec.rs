@@ -4,10 +4,10 @@
 //! few rows cannot repay (from 2 to 32 rows the `gemm` crate spends most of its time
 //! packing); such a layer is bound by reading the weights, which this path does once,
 //! in order. [`linear`] picks it for up to [`FEW_ROWS`] rows and the GEMM
-//! ([`CpuBackend::linear`]) above.
+//! ([`linear_unpacked`]) above.
 
-use super::{finish_linear, linear_dims, simd, CpuBackend, Matrix};
-use crate::{Activation, Backend, Result};
+use super::{finish_linear, linear_dims, linear_unpacked, simd, Matrix};
+use crate::{Activation, Result};
 use rayon::prelude::*;
 
 /// Most rows [`linear`] sends to the matrix-vector path.
@@ -26,7 +26,7 @@ pub fn linear(
     activation: Activation,
 ) -> Result<Matrix> {
     if x.rows > FEW_ROWS {
-        return CpuBackend.linear(x, weight, bias, activation);
+        return linear_unpacked(x, weight, bias, activation);
     }
     linear_few_rows(x, weight, bias, activation)
 }
@@ -40,7 +40,7 @@ pub fn linear_few_rows(
 ) -> Result<Matrix> {
     let (m, k, n) = linear_dims(x, weight, bias)?;
     if m == 0 || k == 0 || n == 0 {
-        return CpuBackend.linear(x, weight, bias, activation);
+        return linear_unpacked(x, weight, bias, activation);
     }
     let per_task = (VALUES_PER_TASK / k).max(4) / 4 * 4;
     // Output features × rows: each task writes its features' block contiguously.
@@ -126,9 +126,7 @@ mod tests {
             matrix(1, 70, 0.1),
         );
         let ours = linear_few_rows(&x, &w, Some(&b), Activation::Gelu).unwrap();
-        let gemm = CpuBackend
-            .linear(&x, &w, Some(&b), Activation::Gelu)
-            .unwrap();
+        let gemm = linear_unpacked(&x, &w, Some(&b), Activation::Gelu).unwrap();
         for (o, g) in ours.data.iter().zip(&gemm.data) {
             assert!((o - g).abs() < 1e-4, "{o} vs {g}");
         }
@@ -137,9 +135,7 @@ mod tests {
         let routed = linear(&many, &w, None, Activation::Identity).unwrap();
         assert_eq!(
             routed,
-            CpuBackend
-                .linear(&many, &w, None, Activation::Identity)
-                .unwrap()
+            linear_unpacked(&many, &w, None, Activation::Identity).unwrap()
         );
     }
 

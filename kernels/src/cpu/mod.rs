@@ -6,20 +6,22 @@
 //! tokens from logits in [`sampling`]; linear layers on a few rows (decode steps, short
 //! prompts) are matrix-vector products in [`matvec`].
 
+mod attention;
 mod conv;
 pub mod decoder;
 mod gemm;
 pub mod matvec;
+pub mod packed;
 pub mod sampling;
 pub(crate) mod shortlist;
 pub(crate) mod simd;
 mod topk;
 
-use self::gemm::{gemm_parallelism, matmul, SharedMut, View};
+use self::gemm::{gemm_parallelism, matmul, View};
+use self::packed::{matmul_packed, PackedWeight, Rows};
 use crate::search::{Hit, TopKOptions};
 use crate::shapes;
 use crate::{Activation, Backend, ImageShape, LayerNorm, Pooling, Result, SeqOffsets, Window2d};
-use ::gemm::Parallelism;
 use rayon::prelude::*;
 
 /// A row-major `rows × cols` matrix in host memory.
@@ -107,8 +109,52 @@ fn finish_linear(
     out
 }
 
+/// `activation(x·Wᵀ + b)` with an unpacked `out × in` weight, through the `gemm`
+/// crate (which packs it on every call): for weights used once or a few times, such as
+/// a LoRA adapter's or a prompt's, where packing once at load does not apply.
+pub fn linear_unpacked(
+    x: &Matrix,
+    weight: &Matrix,
+    bias: Option<&Matrix>,
+    activation: Activation,
+) -> Result<Matrix> {
+    let (m, k, n) = linear_dims(x, weight, bias)?;
+    // gemm overwrites every element (read_dst is false), so the output is not zeroed.
+    let mut data: Vec<f32> = Vec::with_capacity(m * n);
+    if m > 0 && n > 0 {
+        // SAFETY: sizes and strides describe exactly the three buffers; the output
+        // is the vector's spare capacity, fully written before `set_len`.
+        unsafe {
+            matmul(
+                m,
+                n,
+                k,
+                data.spare_capacity_mut().as_mut_ptr().cast(),
+                n as isize,
+                View {
+                    ptr: x.data.as_ptr(),
+                    row_stride: k as isize,
+                    col_stride: 1,
+                },
+                // weightᵀ: element (i, j) is weight[j][i].
+                View {
+                    ptr: weight.data.as_ptr(),
+                    row_stride: 1,
+                    col_stride: k as isize,
+                },
+                gemm_parallelism(m, n, k),
+            );
+            data.set_len(m * n);
+        }
+    } else {
+        data.resize(m * n, 0.0);
+    }
+    Ok(finish_linear(m, n, data, bias, activation))
+}
+
 impl Backend for CpuBackend {
     type Tensor = Matrix;
+    type Weight = PackedWeight;
 
     fn device_name(&self) -> String {
         "cpu".to_string()
@@ -164,45 +210,50 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
+    fn upload_weight(&self, rows: usize, cols: usize, data: &[f32]) -> Result<PackedWeight> {
+        shapes::upload(data.len(), rows, cols)?;
+        Ok(PackedWeight::pack(rows, cols, data))
+    }
+
     fn linear(
         &self,
         x: &Matrix,
-        weight: &Matrix,
+        weight: &PackedWeight,
         bias: Option<&Matrix>,
         activation: Activation,
     ) -> Result<Matrix> {
-        let (m, k, n) = linear_dims(x, weight, bias)?;
-        // gemm overwrites every element (read_dst is false), so the output is not zeroed.
+        shapes::linear(
+            x.cols,
+            (weight.out_features(), weight.in_features()),
+            bias.map(|b| b.data.len()),
+        )?;
+        let (m, n) = (x.rows, weight.out_features());
         let mut data: Vec<f32> = Vec::with_capacity(m * n);
-        if m > 0 && n > 0 {
-            // SAFETY: sizes and strides describe exactly the three buffers; the output
-            // is the vector's spare capacity, fully written before `set_len`.
-            unsafe {
-                matmul(
-                    m,
-                    n,
-                    k,
-                    data.spare_capacity_mut().as_mut_ptr().cast(),
-                    n as isize,
-                    View {
-                        ptr: x.data.as_ptr(),
-                        row_stride: k as isize,
-                        col_stride: 1,
-                    },
-                    // weightᵀ: element (i, j) is weight[j][i].
-                    View {
-                        ptr: weight.data.as_ptr(),
-                        row_stride: 1,
-                        col_stride: k as isize,
-                    },
-                    gemm_parallelism(m, n, k),
-                );
-                data.set_len(m * n);
-            }
-        } else {
-            data.resize(m * n, 0.0);
+        // SAFETY: the shapes were checked; the product writes every one of the `m × n`
+        // values of the spare capacity before `set_len`.
+        unsafe {
+            matmul_packed(
+                m,
+                Rows {
+                    ptr: x.data.as_ptr(),
+                    row_stride: x.cols,
+                },
+                weight,
+                bias.map(|b| b.data.as_slice()),
+                activation,
+                Rows {
+                    ptr: data.as_mut_ptr(),
+                    row_stride: n,
+                },
+                true,
+            );
+            data.set_len(m * n);
         }
-        Ok(finish_linear(m, n, data, bias, activation))
+        Ok(Matrix {
+            rows: m,
+            cols: n,
+            data,
+        })
     }
 
     fn add_layer_norm(
@@ -224,67 +275,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, qkv: &Matrix, offsets: &SeqOffsets, heads: usize) -> Result<Matrix> {
-        let (hidden, head_dim) = shapes::attention((qkv.rows, qkv.cols), offsets, heads)?;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let stride = qkv.cols as isize;
-        let mut out = Matrix::zeros(qkv.rows, hidden);
-        let out_ptr = SharedMut(out.data.as_mut_ptr());
-        let base = qkv.data.as_ptr() as usize;
-        let tasks: Vec<(usize, usize, usize)> = offsets
-            .windows(2)
-            .filter(|w| w[1] > w[0])
-            .flat_map(|w| (0..heads).map(move |h| (w[0], w[1] - w[0], h)))
-            .collect();
-        tasks
-            .into_par_iter()
-            .for_each_init(Vec::new, |scores, (start, len, h)| {
-                let q = (base as *const f32).wrapping_add(start * qkv.cols + h * head_dim);
-                let k = q.wrapping_add(hidden);
-                let v = q.wrapping_add(2 * hidden);
-                scores.resize(len * len, 0.0);
-                // SAFETY: every view stays inside `qkv`, and each task writes its own
-                // (sequence, head) block of `out`.
-                unsafe {
-                    matmul(
-                        len,
-                        len,
-                        head_dim,
-                        scores.as_mut_ptr(),
-                        len as isize,
-                        View {
-                            ptr: q,
-                            row_stride: stride,
-                            col_stride: 1,
-                        },
-                        View {
-                            ptr: k,
-                            row_stride: 1,
-                            col_stride: stride,
-                        },
-                        Parallelism::None,
-                    );
-                    simd::softmax_rows(scores, len, scale);
-                    matmul(
-                        len,
-                        head_dim,
-                        len,
-                        out_ptr.get().add(start * hidden + h * head_dim),
-                        hidden as isize,
-                        View {
-                            ptr: scores.as_ptr(),
-                            row_stride: len as isize,
-                            col_stride: 1,
-                        },
-                        View {
-                            ptr: v,
-                            row_stride: stride,
-                            col_stride: 1,
-                        },
-                        Parallelism::None,
-                    );
-                }
-            });
-        Ok(out)
+        attention::attention(qkv, offsets, heads)
     }
 
     fn pool(&self, x: &Matrix, offsets: &SeqOffsets, pooling: Pooling) -> Result<Matrix> {

@@ -99,7 +99,8 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
     p = r.mul_add(p, 1.0 / 24.0);
@@ -107,7 +108,9 @@ pub fn exp(x: f32) -> f32 {
     p = r.mul_add(p, 0.5);
     p = r.mul_add(p, 1.0);
     p = r.mul_add(p, 1.0);
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // The rounded integer sits in the low mantissa bits of `shifted`: no conversion.
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     p * scale
 }
 

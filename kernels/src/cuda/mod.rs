@@ -335,6 +335,7 @@ fn set_math_mode(blas: &CudaBlas, tf32: bool) -> Result<()> {
 
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;
+    type Weight = CudaTensor;
 
     fn device_name(&self) -> String {
         format!("cuda:{} {}", self.ordinal, self.gpu.description)
@@ -410,6 +411,10 @@ impl Backend for CudaBackend {
             ],
         )?;
         Ok(out)
+    }
+
+    fn upload_weight(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CudaTensor> {
+        self.upload(rows, cols, data)
     }
 
     fn linear(

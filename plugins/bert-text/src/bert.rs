@@ -6,18 +6,18 @@ use crate::weights::Weights;
 use anyhow::{bail, Result};
 use marquee_kernels::{Activation, Backend, LayerNorm, SeqOffsets};
 
-struct Layer<T> {
+struct Layer<B: Backend> {
     /// Query, key and value projections stacked: `3·hidden × hidden`.
-    qkv_weight: T,
-    qkv_bias: T,
-    attention_output_weight: T,
-    attention_output_bias: T,
-    attention_norm: LayerNorm<T>,
-    intermediate_weight: T,
-    intermediate_bias: T,
-    output_weight: T,
-    output_bias: T,
-    output_norm: LayerNorm<T>,
+    qkv_weight: B::Weight,
+    qkv_bias: B::Tensor,
+    attention_output_weight: B::Weight,
+    attention_output_bias: B::Tensor,
+    attention_norm: LayerNorm<B::Tensor>,
+    intermediate_weight: B::Weight,
+    intermediate_bias: B::Tensor,
+    output_weight: B::Weight,
+    output_bias: B::Tensor,
+    output_norm: LayerNorm<B::Tensor>,
 }
 
 /// A BERT encoder's weights on a backend.
@@ -28,7 +28,7 @@ pub struct Bert<B: Backend> {
     position_embeddings: B::Tensor,
     token_type_embeddings: B::Tensor,
     embeddings_norm: LayerNorm<B::Tensor>,
-    layers: Vec<Layer<B::Tensor>>,
+    layers: Vec<Layer<B>>,
 }
 
 fn layer_norm<B: Backend>(
@@ -86,9 +86,9 @@ impl<B: Backend> Bert<B> {
                     .collect::<Vec<_>>()
             };
             layers.push(Layer {
-                qkv_weight: weights.stacked(b, &qkv("weight"), [h, h])?,
-                qkv_bias: weights.stacked(b, &qkv("bias"), [1, h])?,
-                attention_output_weight: weights.matrix(
+                qkv_weight: b.upload_weight(3 * h, h, &weights.stacked(&qkv("weight"), [h, h])?)?,
+                qkv_bias: b.upload(1, 3 * h, &weights.stacked(&qkv("bias"), [1, h])?)?,
+                attention_output_weight: weights.linear_weight(
                     b,
                     &format!("{p}.attention.output.dense.weight"),
                     [h, h],
@@ -105,7 +105,7 @@ impl<B: Backend> Bert<B> {
                     h,
                     eps,
                 )?,
-                intermediate_weight: weights.matrix(
+                intermediate_weight: weights.linear_weight(
                     b,
                     &format!("{p}.intermediate.dense.weight"),
                     [inter, h],
@@ -115,7 +115,7 @@ impl<B: Backend> Bert<B> {
                     &format!("{p}.intermediate.dense.bias"),
                     [1, inter],
                 )?,
-                output_weight: weights.matrix(
+                output_weight: weights.linear_weight(
                     b,
                     &format!("{p}.output.dense.weight"),
                     [h, inter],

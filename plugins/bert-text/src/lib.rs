@@ -42,9 +42,9 @@ pub struct Options {
 }
 
 /// A projection applied after pooling.
-struct Dense<T> {
-    weight: T,
-    bias: Option<T>,
+struct Dense<B: Backend> {
+    weight: B::Weight,
+    bias: Option<B::Tensor>,
     activation: Activation,
 }
 
@@ -52,7 +52,7 @@ struct Dense<T> {
 struct Encoder<B: Backend> {
     bert: Bert<B>,
     pooling: Pooling,
-    dense: Vec<Dense<B::Tensor>>,
+    dense: Vec<Dense<B>>,
     normalize: bool,
 }
 
@@ -79,7 +79,7 @@ impl<B: Backend> Encoder<B> {
                 .context("Dense weights must be in model.safetensors")?;
             let (o, i) = (dense_config.out_features, dense_config.in_features);
             dense.push(Dense {
-                weight: w.matrix(&backend, "linear.weight", [o, i])?,
+                weight: w.linear_weight(&backend, "linear.weight", [o, i])?,
                 bias: if dense_config.bias {
                     Some(w.matrix(&backend, "linear.bias", [1, o])?)
                 } else {

@@ -40,15 +40,9 @@ impl Weights {
         Ok((view.shape().to_vec(), values))
     }
 
-    /// The tensor `name` as a `rows × cols` matrix on `backend`; 1-D tensors become one row.
-    pub fn matrix<B: Backend>(
-        &self,
-        backend: &B,
-        name: &str,
-        shape: [usize; 2],
-    ) -> Result<B::Tensor> {
+    /// The tensor `name`'s values after checking it is `rows × cols` (1-D when `rows` is 1).
+    fn checked(&self, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
         let (got, values) = self.tensor(name)?;
-        let flat: usize = got.iter().product();
         let expected_dims = if shape[0] == 1 {
             vec![shape[1]]
         } else {
@@ -57,35 +51,36 @@ impl Weights {
         if got != expected_dims && got != shape.to_vec() {
             bail!("tensor {name} has shape {got:?}, expected {shape:?}");
         }
-        debug_assert_eq!(flat, shape[0] * shape[1]);
-        Ok(backend.upload(shape[0], shape[1], &values)?)
+        Ok(values)
     }
 
-    /// Several same-shape tensors stacked into one matrix (e.g. fused Q, K, V): matrices
-    /// row-wise, vectors (`shape[0] == 1`) concatenated into one row.
-    pub fn stacked<B: Backend>(
+    /// The tensor `name` as a `rows × cols` matrix on `backend`; 1-D tensors become one row.
+    pub fn matrix<B: Backend>(
         &self,
         backend: &B,
-        names: &[String],
+        name: &str,
         shape: [usize; 2],
     ) -> Result<B::Tensor> {
+        Ok(backend.upload(shape[0], shape[1], &self.checked(name, shape)?)?)
+    }
+
+    /// The `out × in` weight `name` of a linear layer, prepared for `backend`'s products.
+    pub fn linear_weight<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<B::Weight> {
+        Ok(backend.upload_weight(shape[0], shape[1], &self.checked(name, shape)?)?)
+    }
+
+    /// Several same-shape tensors' values back to back (e.g. fused Q, K, V: matrices
+    /// stacked row-wise, vectors concatenated).
+    pub fn stacked(&self, names: &[String], shape: [usize; 2]) -> Result<Vec<f32>> {
         let mut all = Vec::with_capacity(names.len() * shape[0] * shape[1]);
         for name in names {
-            let (got, values) = self.tensor(name)?;
-            let expected_dims = if shape[0] == 1 {
-                vec![shape[1]]
-            } else {
-                shape.to_vec()
-            };
-            if got != expected_dims {
-                bail!("tensor {name} has shape {got:?}, expected {shape:?}");
-            }
-            all.extend(values);
+            all.extend(self.checked(name, shape)?);
         }
-        if shape[0] == 1 {
-            Ok(backend.upload(1, shape[1] * names.len(), &all)?)
-        } else {
-            Ok(backend.upload(shape[0] * names.len(), shape[1], &all)?)
-        }
+        Ok(all)
     }
 }

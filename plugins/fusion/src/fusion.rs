@@ -31,12 +31,12 @@ pub struct Inputs<'a> {
 pub struct Fusion<B: Backend> {
     backend: B,
     config: FusionConfig,
-    w_q: B::Tensor,
+    w_q: B::Weight,
     b_q: Option<B::Tensor>,
     /// `W_K` over `W_V`: `2d × image_dim`.
-    w_kv: B::Tensor,
+    w_kv: B::Weight,
     b_kv: Option<B::Tensor>,
-    w_p: B::Tensor,
+    w_p: B::Weight,
     b_p: B::Tensor,
 }
 
@@ -73,11 +73,11 @@ impl<B: Backend> Fusion<B> {
             (None, None)
         };
         Ok(Self {
-            w_q: b.upload(d, dt, &weights.tensor("W_Q.weight", &[d, dt])?)?,
+            w_q: b.upload_weight(d, dt, &weights.tensor("W_Q.weight", &[d, dt])?)?,
             b_q,
-            w_kv: b.upload(2 * d, di, &kv)?,
+            w_kv: b.upload_weight(2 * d, di, &kv)?,
             b_kv,
-            w_p: b.upload(dout, d, &weights.tensor("W_p.weight", &[dout, d])?)?,
+            w_p: b.upload_weight(dout, d, &weights.tensor("W_p.weight", &[dout, d])?)?,
             b_p: b.upload(1, dout, &weights.tensor("W_p.bias", &[dout])?)?,
             config,
             backend,

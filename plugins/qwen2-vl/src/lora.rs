@@ -5,7 +5,7 @@
 use crate::weights::{canonical_name, read_safetensors, Checkpoint};
 use crate::{read_to_string, Error, Result};
 use marquee_kernels::cpu::matvec;
-use marquee_kernels::{Activation, Backend, CpuBackend, Matrix};
+use marquee_kernels::{Activation, Matrix};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -79,7 +79,6 @@ impl Linear {
         adapters: &AdapterRows<'_>,
         activation: Activation,
     ) -> Result<Matrix> {
-        let cpu = CpuBackend;
         let deltas: Vec<(usize, Matrix)> = adapters
             .spans
             .iter()
@@ -96,8 +95,8 @@ impl Linear {
                     cols: x.cols,
                     data: x.data[start * x.cols..end * x.cols].to_vec(),
                 };
-                let down = cpu.linear(&rows, &pair.a, None, Activation::Identity)?;
-                let mut up = cpu.linear(&down, &pair.b, None, Activation::Identity)?;
+                let down = matvec::linear(&rows, &pair.a, None, Activation::Identity)?;
+                let mut up = matvec::linear(&down, &pair.b, None, Activation::Identity)?;
                 up.data.iter_mut().for_each(|v| *v *= pair.scale);
                 Ok((start, up))
             })

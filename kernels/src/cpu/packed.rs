@@ -1,0 +1,560 @@
+//! Matrix products against weights packed once, at load: a linear layer's `out × in`
+//! weight is stored as panels of [`PANEL`] output features, each panel `in × PANEL`
+//! values k-major, so the inner loop reads one contiguous stream of weights and never
+//! repacks them (the `gemm` crate repacks its right-hand side on every call, which for a
+//! single document's ~100 rows costs as much as the product). The product is tiled in
+//! registers (up to [`TILE_ROWS`] rows × one panel, AVX-512 when the CPU has it),
+//! blocked over the inputs ([`DEPTH_BLOCK`]) and rows ([`ROWS_BYTES`]) to stay in cache,
+//! with the bias added in the tile's store and the activation applied while the block
+//! is still in cache. Rayon tasks take disjoint (row block, panel range) pieces.
+
+use super::gemm::SharedMut;
+use super::simd;
+use crate::Activation;
+use rayon::prelude::*;
+
+/// Output features per packed panel (two AVX-512 registers of f32).
+pub const PANEL: usize = 32;
+/// Most rows of one register tile.
+const TILE_ROWS: usize = 12;
+/// Inputs accumulated per pass over a panel (a 48 KiB slice of it, kept in L1/L2).
+const DEPTH_BLOCK: usize = 256;
+/// Bytes of packed inputs per row block (a quarter of an L2 cache).
+const ROWS_BYTES: usize = 384 << 10;
+/// Bytes of packed weights one piece of a product works through (half an L2 cache).
+const PANELS_BYTES: usize = 512 << 10;
+/// f32 values in a 64-byte cache line.
+const CACHE_LINE_FLOATS: usize = 16;
+/// Pieces per thread when a product has fewer row blocks than threads.
+const SPLITS_PER_THREAD: usize = 1;
+/// Products below this many multiply-adds run on the calling thread.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// A linear layer's weight (`out × in`, PyTorch's layout) packed for [`matmul_packed`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedWeight {
+    out_features: usize,
+    in_features: usize,
+    /// `ceil(out / PANEL)` panels of `in × PANEL` values from `start` on (a 64-byte
+    /// boundary, so no load splits a cache line); features past `out` are zero.
+    panels: Vec<f32>,
+    start: usize,
+}
+
+impl PackedWeight {
+    /// Packs a row-major `out × in` weight.
+    ///
+    /// # Panics
+    /// When `weight.len() != out * in`.
+    pub fn pack(out_features: usize, in_features: usize, weight: &[f32]) -> Self {
+        assert_eq!(weight.len(), out_features * in_features);
+        Self::from_rows(out_features, in_features, |j| {
+            &weight[j * in_features..][..in_features]
+        })
+    }
+
+    /// Packs an `out × in` weight given row by row (`row(j)`: `in` values).
+    pub(crate) fn from_rows<'a>(
+        out_features: usize,
+        in_features: usize,
+        row: impl Fn(usize) -> &'a [f32] + Sync,
+    ) -> Self {
+        Self::build(out_features, in_features, |p, panel| {
+            for j in 0..PANEL.min(out_features - p * PANEL) {
+                for (i, &v) in row(p * PANEL + j)[..in_features].iter().enumerate() {
+                    panel[i * PANEL + j] = v;
+                }
+            }
+        })
+    }
+
+    /// Packs the transpose of an `in × out` matrix given row by row (`row(i)`: `out`
+    /// values): the weight of `x · M`, e.g. attention's values.
+    pub(crate) fn from_transposed_rows<'a>(
+        out_features: usize,
+        in_features: usize,
+        row: impl Fn(usize) -> &'a [f32] + Sync,
+    ) -> Self {
+        Self::build(out_features, in_features, |p, panel| {
+            let cols = PANEL.min(out_features - p * PANEL);
+            for i in 0..in_features {
+                panel[i * PANEL..][..cols].copy_from_slice(&row(i)[p * PANEL..][..cols]);
+            }
+        })
+    }
+
+    /// Allocates the aligned panels and fills each with `fill(p, panel)` (in parallel
+    /// for large weights).
+    fn build(
+        out_features: usize,
+        in_features: usize,
+        fill: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Self {
+        let panels = out_features.div_ceil(PANEL);
+        let len = panels * in_features * PANEL;
+        let mut packed = vec![0f32; len + CACHE_LINE_FLOATS];
+        let start = packed.as_ptr().align_offset(64).min(CACHE_LINE_FLOATS);
+        let chunks = packed[start..start + len].chunks_mut((in_features * PANEL).max(1));
+        if len >= PARALLEL_WORK {
+            chunks
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(p, panel)| fill(p, panel));
+        } else {
+            chunks.enumerate().for_each(|(p, panel)| fill(p, panel));
+        }
+        Self {
+            out_features,
+            in_features,
+            panels: packed,
+            start,
+        }
+    }
+
+    /// Output features (the weight's rows).
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Input features (the weight's columns).
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Bytes the packed values take.
+    pub fn memory_bytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<f32>()
+    }
+
+    /// Panel `p`'s inputs from `depth` on.
+    fn panel_from(&self, p: usize, depth: usize) -> *const f32 {
+        self.panels[self.start + (p * self.in_features + depth) * PANEL..].as_ptr()
+    }
+}
+
+/// A row-major operand in memory: row `r` starts at `ptr + r * row_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<P> {
+    pub(crate) ptr: P,
+    pub(crate) row_stride: usize,
+}
+
+/// `dst[m × out] = activation(x[m × in] · Wᵀ + bias)`.
+///
+/// # Safety
+/// `x` must be valid for `m` rows of `weight.in_features()` values and `dst` for `m`
+/// rows of `weight.out_features()`, not overlapping `x`; `bias`, when given, holds
+/// `out_features` values.
+pub(crate) unsafe fn matmul_packed(
+    m: usize,
+    x: Rows<*const f32>,
+    weight: &PackedWeight,
+    bias: Option<&[f32]>,
+    activation: Activation,
+    dst: Rows<*mut f32>,
+    parallel: bool,
+) {
+    let (k, n) = (weight.in_features, weight.out_features);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: the bias alone.
+        for r in 0..m {
+            let row = std::slice::from_raw_parts_mut(dst.ptr.add(r * dst.row_stride), n);
+            match bias {
+                Some(bias) => row.copy_from_slice(bias),
+                None => row.fill(0.0),
+            }
+            apply(activation, row);
+        }
+        return;
+    }
+    let panels = n.div_ceil(PANEL);
+    // Rows per block: as many whole tiles as keep the block's packed inputs within
+    // ROWS_BYTES.
+    let block_rows = (ROWS_BYTES / (k * 4) / TILE_ROWS).max(1) * TILE_ROWS;
+    let row_blocks = m.div_ceil(block_rows);
+    let job = Job {
+        x: Rows {
+            ptr: x.ptr as usize,
+            row_stride: x.row_stride,
+        },
+        dst: SharedMut(dst.ptr),
+        dst_stride: dst.row_stride,
+        weight,
+        bias,
+        activation,
+        k,
+        n,
+    };
+    // Pieces: row blocks, split by panels when the threads need more pieces (twice as
+    // many as threads, for balance).
+    let threads = if parallel && m * n * k >= PARALLEL_WORK {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let splits = (SPLITS_PER_THREAD * threads)
+        .div_ceil(row_blocks)
+        .clamp(1, panels);
+    let per_split = panels.div_ceil(splits);
+    let piece = |t: usize| {
+        let (rb, g) = (t / splits, t % splits);
+        let rows = rb * block_rows..m.min((rb + 1) * block_rows);
+        let panel_range = g * per_split..panels.min((g + 1) * per_split);
+        if !panel_range.is_empty() {
+            job.run(rows, panel_range);
+        }
+    };
+    if threads == 1 {
+        (0..row_blocks * splits).for_each(piece);
+    } else {
+        (0..row_blocks * splits).into_par_iter().for_each(piece);
+    }
+}
+
+/// Applies an activation in place.
+fn apply(activation: Activation, values: &mut [f32]) {
+    match activation {
+        Activation::Identity => {}
+        Activation::Gelu => simd::gelu_in_place(values),
+        Activation::Tanh => simd::tanh_in_place(values),
+    }
+}
+
+/// One product's operands, shared by its tasks.
+struct Job<'a> {
+    x: Rows<usize>,
+    dst: SharedMut,
+    dst_stride: usize,
+    weight: &'a PackedWeight,
+    bias: Option<&'a [f32]>,
+    activation: Activation,
+    k: usize,
+    n: usize,
+}
+
+// SAFETY: tasks only read `x` and write disjoint blocks of `dst`.
+unsafe impl Sync for Job<'_> {}
+
+impl Job<'_> {
+    /// Computes `rows × panels` of the output, bias and activation included: the rows'
+    /// inputs packed once, then the panels in groups whose weights stay in L2, each
+    /// group's outputs accumulated over the depth blocks while they stay in cache.
+    fn run(&self, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+        let tile = tile_kernel();
+        let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
+        PACKED_ROWS.with_borrow_mut(|packed| {
+            self.pack_rows(rows.clone(), packed);
+            for first in panels.clone().step_by(group) {
+                let group = first..panels.end.min(first + group);
+                for depth in (0..self.k).step_by(DEPTH_BLOCK) {
+                    let depth_len = DEPTH_BLOCK.min(self.k - depth);
+                    let block = &packed[depth * rows.len()..];
+                    for p in group.clone() {
+                        self.panel(tile, p, depth, depth_len, rows.clone(), block);
+                    }
+                }
+            }
+        });
+        if self.activation == Activation::Identity {
+            return;
+        }
+        let (start, end) = (panels.start * PANEL, self.n.min(panels.end * PANEL));
+        for r in rows {
+            // SAFETY: this task's block of `dst`, finished above.
+            apply(self.activation, unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.dst.get().add(r * self.dst_stride + start),
+                    end - start,
+                )
+            });
+        }
+    }
+
+    /// Panel `p` over one depth block, for every tile of `rows` (`block`: the rows'
+    /// packed inputs of this depth block).
+    fn panel(
+        &self,
+        tile: unsafe fn(Tile),
+        p: usize,
+        depth: usize,
+        depth_len: usize,
+        rows: std::ops::Range<usize>,
+        block: &[f32],
+    ) {
+        let b = self.weight.panel_from(p, depth);
+        let cols = PANEL.min(self.n - p * PANEL);
+        let bias = match (depth, self.bias) {
+            (0, Some(bias)) => bias[p * PANEL..].as_ptr(),
+            _ => std::ptr::null(),
+        };
+        let mut r = rows.start;
+        while r < rows.end {
+            let tile_rows = TILE_ROWS.min(rows.end - r);
+            // SAFETY: the tile lies inside the packed rows, the panel and this task's
+            // block of `dst` (the caller's contract).
+            unsafe {
+                tile(Tile {
+                    rows: tile_rows,
+                    a: block[(r - rows.start) * depth_len..].as_ptr(),
+                    b,
+                    depth: depth_len,
+                    c: self.dst.get().add(r * self.dst_stride + p * PANEL),
+                    ldc: self.dst_stride,
+                    cols,
+                    accumulate: depth > 0,
+                    bias,
+                });
+            }
+            r += tile_rows;
+        }
+    }
+
+    /// Copies the inputs of `rows` into `packed`: depth block after depth block, within
+    /// one tile after tile, each tile's values input-major (`a[p * tile_rows + r]`) so
+    /// a tile reads one stream.
+    fn pack_rows(&self, rows: std::ops::Range<usize>, packed: &mut Vec<f32>) {
+        packed.resize(rows.len() * self.k, 0.0);
+        for depth in (0..self.k).step_by(DEPTH_BLOCK) {
+            let len = DEPTH_BLOCK.min(self.k - depth);
+            let block = &mut packed[depth * rows.len()..][..len * rows.len()];
+            let mut r = rows.start;
+            while r < rows.end {
+                let tile_rows = TILE_ROWS.min(rows.end - r);
+                let out = &mut block[(r - rows.start) * len..][..tile_rows * len];
+                let x = self.x.ptr as *const f32;
+                let first = r * self.x.row_stride + depth;
+                for (p, out) in out.chunks_exact_mut(tile_rows).enumerate() {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        // SAFETY: rows `r..r + tile_rows` of `x` hold `depth + len` values.
+                        *o = unsafe { *x.add(first + i * self.x.row_stride + p) };
+                    }
+                }
+                r += tile_rows;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's buffer for [`Job::pack_rows`].
+    static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One register tile: `c[rows × cols] (+)= a[rows × depth] · b[depth × PANEL]`, plus
+/// `bias[..cols]` when `bias` is not null; `c` is added to when `accumulate`. `a` is
+/// packed input-major: element `(r, p)` at `a[p * rows + r]`.
+struct Tile {
+    rows: usize,
+    a: *const f32,
+    b: *const f32,
+    depth: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+    bias: *const f32,
+}
+
+/// The widest tile kernel this CPU runs.
+fn tile_kernel() -> unsafe fn(Tile) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return avx512::tile;
+    }
+    portable::tile
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// [`Tile`] with AVX-512: `rows × 2` accumulators, the panel's two registers loaded
+    /// once per input, each row's input broadcast.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the tile's pointers are valid for its extents.
+    pub(super) unsafe fn tile(t: Tile) {
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match t.rows {
+                    $($r => tile_rows::<$r>(&t),)*
+                    _ => unreachable!("tile of {} rows", t.rows),
+                }
+            };
+        }
+        const _: () = assert!(TILE_ROWS <= 14 && PANEL == 32);
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_rows<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for p in 0..t.depth {
+            let b0 = _mm512_loadu_ps(t.b.add(p * PANEL));
+            let b1 = _mm512_loadu_ps(t.b.add(p * PANEL + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*t.a.add(p * R + r));
+                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+            }
+        }
+        let low: __mmask16 = if t.cols >= 16 {
+            0xffff
+        } else {
+            (1u16 << t.cols) - 1
+        };
+        let high: __mmask16 = if t.cols >= PANEL {
+            0xffff
+        } else if t.cols > 16 {
+            (1u16 << (t.cols - 16)) - 1
+        } else {
+            0
+        };
+        let (mut add0, mut add1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        if !t.bias.is_null() {
+            add0 = _mm512_maskz_loadu_ps(low, t.bias);
+            add1 = _mm512_maskz_loadu_ps(high, t.bias.add(16));
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let c = t.c.add(r * t.ldc);
+            let (mut v0, mut v1) = (_mm512_add_ps(acc[0], add0), _mm512_add_ps(acc[1], add1));
+            if t.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(low, c));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(high, c.add(16)));
+            }
+            _mm512_mask_storeu_ps(c, low, v0);
+            _mm512_mask_storeu_ps(c.add(16), high, v1);
+        }
+    }
+}
+
+mod portable {
+    use super::{Tile, PANEL};
+
+    /// Rows per register tile without AVX-512 (4 × 32 accumulators: 16 AVX2 registers).
+    const ROWS: usize = 4;
+
+    /// [`Tile`] as plain loops LLVM vectorizes (AVX2+FMA when the CPU has them).
+    ///
+    /// # Safety
+    /// The tile's pointers are valid for its extents.
+    pub(super) unsafe fn tile(t: Tile) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return tile_avx2(t);
+        }
+        tile_any(t)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2(t: Tile) {
+        tile_any(t)
+    }
+
+    #[inline(always)]
+    unsafe fn tile_any(t: Tile) {
+        let mut r = 0;
+        while r < t.rows {
+            let rows = ROWS.min(t.rows - r);
+            let mut acc = [[0f32; PANEL]; ROWS];
+            for p in 0..t.depth {
+                let b = std::slice::from_raw_parts(t.b.add(p * PANEL), PANEL);
+                for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let a = *t.a.add(p * t.rows + r + i);
+                    for j in 0..PANEL {
+                        acc[j] = a.mul_add(b[j], acc[j]);
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate().take(rows) {
+                let c = t.c.add((r + i) * t.ldc);
+                for (j, &v) in acc.iter().enumerate().take(t.cols) {
+                    let mut v = v;
+                    if !t.bias.is_null() {
+                        v += *t.bias.add(j);
+                    }
+                    if t.accumulate {
+                        v += *c.add(j);
+                    }
+                    *c.add(j) = v;
+                }
+            }
+            r += rows;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.731 + seed).sin() * 1.3)
+            .collect()
+    }
+
+    /// `x·Wᵀ + b` in f64.
+    fn reference(m: usize, k: usize, n: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(m * n);
+        for r in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[j * k + i] as f64)
+                    .sum();
+                out.push(dot + b[j] as f64);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn packed_products_match_float64_for_ragged_shapes() {
+        // Rows not a multiple of the tile or the row block, outputs not a multiple of the
+        // panel, inputs past one depth block; serial and parallel.
+        for (m, k, n) in [
+            (1, 5, 3),
+            (13, 37, 33),
+            (25, 384, 64),
+            (200, 800, 70),
+            (7, 1536, 384),
+        ] {
+            let (x, w, b) = (values(m * k, 0.2), values(n * k, 1.7), values(n, 3.1));
+            let packed = PackedWeight::pack(n, k, &w);
+            let want = reference(m, k, n, &x, &w, &b);
+            for parallel in [false, true] {
+                let mut got = vec![f32::NAN; m * n];
+                unsafe {
+                    matmul_packed(
+                        m,
+                        Rows {
+                            ptr: x.as_ptr(),
+                            row_stride: k,
+                        },
+                        &packed,
+                        Some(&b),
+                        Activation::Identity,
+                        Rows {
+                            ptr: got.as_mut_ptr(),
+                            row_stride: n,
+                        },
+                        parallel,
+                    );
+                }
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
+                    .fold(0.0, f64::max);
+                assert!(worst < 1e-5, "{m}x{k}x{n}: relative error {worst}");
+            }
+        }
+    }
+}
