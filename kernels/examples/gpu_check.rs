@@ -138,7 +138,7 @@ fn parity(precision: Precision, rng: &mut Rng, report: &mut Report) {
         .with_tf32(false)
         .with_poisoned_outputs(true);
     let p = Pair { gpu, precision };
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
 
     for hidden in [384usize, 100] {
         let word = p.host(517, hidden, rng.vec(517 * hidden));
@@ -562,7 +562,7 @@ fn ids(hits: &[Vec<Hit>]) -> Vec<Vec<u32>> {
 }
 
 fn top_k_parity(p: &Pair, rng: &mut Rng, report: &mut Report) {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let dim = 384;
     for (n, nq, k) in [
         (10_007usize, 1usize, 10usize),

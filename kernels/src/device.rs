@@ -84,19 +84,14 @@ impl DeviceRequest {
     }
 }
 
-/// Resolves a model's `device` and `precision` options (`auto` and `fp32` when absent);
-/// bf16 needs a GPU.
+/// Resolves a model's `device` and `precision` options (`auto` and `fp32` when absent).
 pub fn placement(
     device: Option<&str>,
     precision: Option<&str>,
 ) -> Result<(ResolvedDevice, crate::Precision), String> {
     let request: DeviceRequest = device.unwrap_or("auto").parse()?;
     let precision: crate::Precision = precision.unwrap_or("fp32").parse()?;
-    let resolved = request.resolve()?;
-    if matches!(resolved, ResolvedDevice::Cpu { .. }) && precision != crate::Precision::F32 {
-        return Err("precision bf16 needs a GPU; this model runs on the CPU".into());
-    }
-    Ok((resolved, precision))
+    Ok((request.resolve()?, precision))
 }
 
 #[cfg(test)]
@@ -136,12 +131,13 @@ mod tests {
     }
 
     #[test]
-    fn placement_defaults_and_refuses_bf16_on_the_cpu() {
+    fn placement_defaults_to_fp32_and_takes_bf16_on_the_cpu() {
         let (device, precision) = placement(Some("cpu"), None).unwrap();
         assert!(matches!(device, ResolvedDevice::Cpu { .. }));
         assert_eq!(precision, crate::Precision::F32);
-        let err = placement(Some("cpu"), Some("bf16")).unwrap_err();
-        assert!(err.contains("bf16 needs a GPU"), "{err}");
+        let (device, precision) = placement(Some("cpu"), Some("bf16")).unwrap();
+        assert!(matches!(device, ResolvedDevice::Cpu { .. }));
+        assert_eq!(precision, crate::Precision::Bf16);
         assert!(placement(Some("cpu"), Some("fp8"))
             .unwrap_err()
             .contains("fp32 or bf16"));

@@ -41,7 +41,7 @@ fn gelu(x: f64) -> f64 {
 
 #[test]
 fn linear_with_bias_and_activations() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let (m, k, n) = (37, 129, 67);
     let x = matrix(m, k, 1);
     let w = matrix(n, k, 2);
@@ -73,7 +73,7 @@ fn linear_with_bias_and_activations() {
 
 #[test]
 fn add_layer_norm_and_embeddings() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let (rows, h) = (9, 33);
     let norm = LayerNorm {
         gamma: matrix(1, h, 5),
@@ -119,7 +119,7 @@ fn add_layer_norm_and_embeddings() {
 
 #[test]
 fn ragged_attention_matches_per_sequence_softmax_attention() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let (heads, head_dim) = (3, 5);
     let hidden = heads * head_dim;
     let offsets = [0usize, 1, 8, 21];
@@ -155,7 +155,7 @@ fn ragged_attention_matches_per_sequence_softmax_attention() {
 
 #[test]
 fn pooling_and_normalisation() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let x = matrix(7, 4, 13);
     let offsets = [0usize, 3, 7];
     let mean = cpu.pool(&x, &offsets, Pooling::Mean).unwrap();
@@ -192,7 +192,7 @@ fn pooling_and_normalisation() {
 
 #[test]
 fn top_k_matches_a_full_sort_with_index_tiebreak() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let dim = 8;
     // Duplicated rows create exact ties; a NaN row must never rank.
     let mut corpus = matrix(40_000, dim, 14);
@@ -247,7 +247,7 @@ fn top_k_matches_a_full_sort_with_index_tiebreak() {
 
 #[test]
 fn top_k_options_bias_masks_exclusions_and_tie_ranks() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // Four identical rows: every score ties.
     let corpus = Matrix {
         rows: 4,
@@ -324,7 +324,7 @@ fn top_k_options_bias_masks_exclusions_and_tie_ranks() {
 /// The tiled path (many queries) returns exactly what each query alone returns.
 #[test]
 fn batched_top_k_equals_one_query_at_a_time() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let dim = 16;
     let mut corpus = matrix(9_000, dim, 21);
     // Exact ties across tile and block boundaries.
@@ -370,9 +370,11 @@ fn fused_pool_and_normalise_equals_the_two_steps() {
     let x = matrix(23, 40, 11);
     let offsets = [0usize, 5, 6, 23];
     for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
-        let mut want = CpuBackend.pool(&x, &offsets, pooling).unwrap();
-        CpuBackend.l2_normalize(&mut want).unwrap();
-        let got = CpuBackend.pool_normalized(&x, &offsets, pooling).unwrap();
+        let mut want = CpuBackend::default().pool(&x, &offsets, pooling).unwrap();
+        CpuBackend::default().l2_normalize(&mut want).unwrap();
+        let got = CpuBackend::default()
+            .pool_normalized(&x, &offsets, pooling)
+            .unwrap();
         assert_eq!(got, want);
         for row in got.data.chunks(40) {
             let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -439,7 +441,7 @@ fn naive_conv(
 
 #[test]
 fn conv2d_matches_direct_convolution_with_fused_epilogue() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     // (batch, height, width, in, out, kernel, stride, padding): ResNet's stem, 3x3 and
     // 1x1 convolutions with and without stride, on odd sizes, windows partly or wholly
     // in the padding; the big ones take the parallel-block path, the small ones one GEMM.
@@ -505,7 +507,7 @@ fn conv2d_matches_direct_convolution_with_fused_epilogue() {
 
 #[test]
 fn conv2d_rejects_mismatched_operands() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let shape = ImageShape {
         batch: 1,
         height: 4,
@@ -551,7 +553,7 @@ fn conv2d_rejects_mismatched_operands() {
 
 #[test]
 fn max_pool_matches_window_maxima() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     for (batch, h, w, c, kernel, stride, padding) in [
         (2, 112, 111, 8, 3, 2, 1),
         (1, 7, 6, 3, 3, 2, 1),
@@ -603,7 +605,7 @@ fn max_pool_matches_window_maxima() {
 
 #[test]
 fn mean_pool_over_whole_images_is_global_average_pooling() {
-    let cpu = CpuBackend;
+    let cpu = CpuBackend::default();
     let (batch, hw, c) = (3, 7 * 5, 11);
     let x = matrix(batch * hw, c, 5);
     let offsets: Vec<usize> = (0..=batch).map(|b| b * hw).collect();

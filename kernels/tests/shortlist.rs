@@ -123,7 +123,9 @@ fn shortlist_equals_brute_force_f32_ranking() {
                     shortlist: Some(&copy),
                     ..plain
                 };
-                let got = CpuBackend.top_k_dot(&queries, &corpus, k, &fast).unwrap();
+                let got = CpuBackend::default()
+                    .top_k_dot(&queries, &corpus, k, &fast)
+                    .unwrap();
                 for (q, hits) in got.iter().enumerate() {
                     let none = Vec::new();
                     let excluded = plain.excluded.map_or(&none, |e| &e[q]);
@@ -172,5 +174,7 @@ fn a_copy_of_another_corpus_is_rejected() {
         shortlist: Some(&other),
         ..Default::default()
     };
-    assert!(CpuBackend.top_k_dot(&corpus, &corpus, 1, &options).is_err());
+    assert!(CpuBackend::default()
+        .top_k_dot(&corpus, &corpus, 1, &options)
+        .is_err());
 }

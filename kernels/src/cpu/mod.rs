@@ -6,6 +6,7 @@
 //! tokens from logits in [`sampling`]; linear layers on a few rows (decode steps, short
 //! prompts) are matrix-vector products in [`matvec`].
 
+mod amx;
 mod attention;
 mod conv;
 pub mod decoder;
@@ -21,7 +22,9 @@ use self::gemm::{gemm_parallelism, matmul, View};
 use self::packed::{matmul_packed, PackedWeight, Rows};
 use crate::search::{Hit, TopKOptions};
 use crate::shapes;
-use crate::{Activation, Backend, ImageShape, LayerNorm, Pooling, Result, SeqOffsets, Window2d};
+use crate::{
+    Activation, Backend, ImageShape, LayerNorm, Pooling, Precision, Result, SeqOffsets, Window2d,
+};
 use rayon::prelude::*;
 
 /// A row-major `rows × cols` matrix in host memory.
@@ -51,9 +54,19 @@ impl Matrix {
     }
 }
 
-/// Runs every op on the host CPU.
+/// Runs every op on the host CPU; its precision chooses how linear layers' weights are
+/// stored and multiplied (`Default`: f32).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    precision: Precision,
+}
+
+impl CpuBackend {
+    /// A CPU backend whose linear layers run at `precision`.
+    pub fn new(precision: Precision) -> Self {
+        Self { precision }
+    }
+}
 
 /// Rows handed to one rayon task by row-wise ops: about 16k values, enough to amortise
 /// scheduling and small enough to spread over the cores.
@@ -212,7 +225,10 @@ impl Backend for CpuBackend {
 
     fn upload_weight(&self, rows: usize, cols: usize, data: &[f32]) -> Result<PackedWeight> {
         shapes::upload(data.len(), rows, cols)?;
-        Ok(PackedWeight::pack(rows, cols, data))
+        Ok(match self.precision {
+            Precision::F32 => PackedWeight::pack(rows, cols, data),
+            Precision::Bf16 => PackedWeight::pack_bf16(rows, cols, data),
+        })
     }
 
     fn linear(

@@ -8,10 +8,12 @@
 //! with the bias added in the tile's store and the activation applied while the block
 //! is still in cache. Rayon tasks take disjoint (row block, panel range) pieces.
 
+use super::amx::{self, AmxPanels};
 use super::gemm::SharedMut;
 use super::simd;
 use crate::Activation;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Output features per packed panel (two AVX-512 registers of f32).
 pub const PANEL: usize = 32;
@@ -35,10 +37,23 @@ const PARALLEL_WORK: usize = 1 << 18;
 pub struct PackedWeight {
     out_features: usize,
     in_features: usize,
-    /// `ceil(out / PANEL)` panels of `in × PANEL` values from `start` on (a 64-byte
-    /// boundary, so no load splits a cache line); features past `out` are zero.
-    panels: Vec<f32>,
-    start: usize,
+    values: Values,
+}
+
+/// How a [`PackedWeight`] stores its values.
+#[derive(Clone, Debug, PartialEq)]
+enum Values {
+    /// `ceil(out / PANEL)` f32 panels of `in × PANEL` values from `start` on (a 64-byte
+    /// boundary, so no load splits a cache line); features past `out` are zero. With
+    /// `round_inputs`, the values are bf16-rounded and so are the inputs they meet
+    /// (the bf16 precision where AMX is missing: the same products, in f32 registers).
+    F32 {
+        panels: Vec<f32>,
+        start: usize,
+        round_inputs: bool,
+    },
+    /// bf16 in AMX tile layout.
+    Amx(AmxPanels),
 }
 
 impl PackedWeight {
@@ -51,6 +66,26 @@ impl PackedWeight {
         Self::from_rows(out_features, in_features, |j| {
             &weight[j * in_features..][..in_features]
         })
+    }
+
+    /// Packs a row-major `out × in` weight as bf16, for products with bf16 inputs and
+    /// f32 sums: on AMX tiles where the CPU has them, else on bf16-rounded f32 panels.
+    pub fn pack_bf16(out_features: usize, in_features: usize, weight: &[f32]) -> Self {
+        assert_eq!(weight.len(), out_features * in_features);
+        let row = |j: usize| &weight[j * in_features..][..in_features];
+        if amx::available() {
+            return Self {
+                out_features,
+                in_features,
+                values: Values::Amx(AmxPanels::pack(out_features, in_features, row)),
+            };
+        }
+        let rounded: Vec<f32> = weight.iter().map(|&v| round_bf16(v)).collect();
+        let mut packed = Self::pack(out_features, in_features, &rounded);
+        if let Values::F32 { round_inputs, .. } = &mut packed.values {
+            *round_inputs = true;
+        }
+        packed
     }
 
     /// Packs an `out × in` weight given row by row (`row(j)`: `in` values).
@@ -107,8 +142,11 @@ impl PackedWeight {
         Self {
             out_features,
             in_features,
-            panels: packed,
-            start,
+            values: Values::F32 {
+                panels: packed,
+                start,
+                round_inputs: false,
+            },
         }
     }
 
@@ -124,13 +162,16 @@ impl PackedWeight {
 
     /// Bytes the packed values take.
     pub fn memory_bytes(&self) -> usize {
-        self.panels.len() * std::mem::size_of::<f32>()
+        match &self.values {
+            Values::F32 { panels, .. } => panels.len() * std::mem::size_of::<f32>(),
+            Values::Amx(panels) => panels.memory_bytes(),
+        }
     }
+}
 
-    /// Panel `p`'s inputs from `depth` on.
-    fn panel_from(&self, p: usize, depth: usize) -> *const f32 {
-        self.panels[self.start + (p * self.in_features + depth) * PANEL..].as_ptr()
-    }
+/// `v` rounded to the nearest bf16 (ties to even), as f32.
+fn round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
 }
 
 /// A row-major operand in memory: row `r` starts at `ptr + r * row_stride`.
@@ -171,11 +212,19 @@ pub(crate) unsafe fn matmul_packed(
         }
         return;
     }
-    let panels = n.div_ceil(PANEL);
+    let (panels, start, round_inputs) = match &weight.values {
+        Values::F32 {
+            panels,
+            start,
+            round_inputs,
+        } => (panels, *start, *round_inputs),
+        Values::Amx(panels) => {
+            return amx::matmul(m, x, k, panels, n, bias, activation, dst, parallel);
+        }
+    };
     // Rows per block: as many whole tiles as keep the block's packed inputs within
     // ROWS_BYTES.
     let block_rows = (ROWS_BYTES / (k * 4) / TILE_ROWS).max(1) * TILE_ROWS;
-    let row_blocks = m.div_ceil(block_rows);
     let job = Job {
         x: Rows {
             ptr: x.ptr as usize,
@@ -183,14 +232,31 @@ pub(crate) unsafe fn matmul_packed(
         },
         dst: SharedMut(dst.ptr),
         dst_stride: dst.row_stride,
-        weight,
+        panels: &panels[start..],
+        round_inputs,
         bias,
         activation,
         k,
         n,
     };
-    // Pieces: row blocks, split by panels when the threads need more pieces (twice as
-    // many as threads, for balance).
+    for_each_piece(m, n, k, block_rows, parallel, |rows, panels| {
+        job.run(rows, panels)
+    });
+}
+
+/// Splits an `m × n × k` product into pieces of `block_rows` rows × a range of panels
+/// and runs `piece` on each: one piece per row block, each split by panels when the
+/// threads need more pieces; on the rayon pool when `parallel` and the work pays.
+pub(crate) fn for_each_piece(
+    m: usize,
+    n: usize,
+    k: usize,
+    block_rows: usize,
+    parallel: bool,
+    piece: impl Fn(Range<usize>, Range<usize>) + Sync,
+) {
+    let panels = n.div_ceil(PANEL);
+    let row_blocks = m.div_ceil(block_rows);
     let threads = if parallel && m * n * k >= PARALLEL_WORK {
         rayon::current_num_threads()
     } else {
@@ -200,23 +266,23 @@ pub(crate) unsafe fn matmul_packed(
         .div_ceil(row_blocks)
         .clamp(1, panels);
     let per_split = panels.div_ceil(splits);
-    let piece = |t: usize| {
+    let run = |t: usize| {
         let (rb, g) = (t / splits, t % splits);
         let rows = rb * block_rows..m.min((rb + 1) * block_rows);
         let panel_range = g * per_split..panels.min((g + 1) * per_split);
         if !panel_range.is_empty() {
-            job.run(rows, panel_range);
+            piece(rows, panel_range);
         }
     };
     if threads == 1 {
-        (0..row_blocks * splits).for_each(piece);
+        (0..row_blocks * splits).for_each(run);
     } else {
-        (0..row_blocks * splits).into_par_iter().for_each(piece);
+        (0..row_blocks * splits).into_par_iter().for_each(run);
     }
 }
 
 /// Applies an activation in place.
-fn apply(activation: Activation, values: &mut [f32]) {
+pub(crate) fn apply(activation: Activation, values: &mut [f32]) {
     match activation {
         Activation::Identity => {}
         Activation::Gelu => simd::gelu_in_place(values),
@@ -229,7 +295,9 @@ struct Job<'a> {
     x: Rows<usize>,
     dst: SharedMut,
     dst_stride: usize,
-    weight: &'a PackedWeight,
+    /// The f32 panels, from the first on.
+    panels: &'a [f32],
+    round_inputs: bool,
     bias: Option<&'a [f32]>,
     activation: Activation,
     k: usize,
@@ -243,7 +311,7 @@ impl Job<'_> {
     /// Computes `rows × panels` of the output, bias and activation included: the rows'
     /// inputs packed once, then the panels in groups whose weights stay in L2, each
     /// group's outputs accumulated over the depth blocks while they stay in cache.
-    fn run(&self, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+    fn run(&self, rows: Range<usize>, panels: Range<usize>) {
         let tile = tile_kernel();
         let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
         PACKED_ROWS.with_borrow_mut(|packed| {
@@ -282,10 +350,10 @@ impl Job<'_> {
         p: usize,
         depth: usize,
         depth_len: usize,
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         block: &[f32],
     ) {
-        let b = self.weight.panel_from(p, depth);
+        let b = self.panels[(p * self.k + depth) * PANEL..].as_ptr();
         let cols = PANEL.min(self.n - p * PANEL);
         let bias = match (depth, self.bias) {
             (0, Some(bias)) => bias[p * PANEL..].as_ptr(),
@@ -316,7 +384,7 @@ impl Job<'_> {
     /// Copies the inputs of `rows` into `packed`: depth block after depth block, within
     /// one tile after tile, each tile's values input-major (`a[p * tile_rows + r]`) so
     /// a tile reads one stream.
-    fn pack_rows(&self, rows: std::ops::Range<usize>, packed: &mut Vec<f32>) {
+    fn pack_rows(&self, rows: Range<usize>, packed: &mut Vec<f32>) {
         packed.resize(rows.len() * self.k, 0.0);
         for depth in (0..self.k).step_by(DEPTH_BLOCK) {
             let len = DEPTH_BLOCK.min(self.k - depth);
@@ -330,7 +398,8 @@ impl Job<'_> {
                 for (p, out) in out.chunks_exact_mut(tile_rows).enumerate() {
                     for (i, o) in out.iter_mut().enumerate() {
                         // SAFETY: rows `r..r + tile_rows` of `x` hold `depth + len` values.
-                        *o = unsafe { *x.add(first + i * self.x.row_stride + p) };
+                        let v = unsafe { *x.add(first + i * self.x.row_stride + p) };
+                        *o = if self.round_inputs { round_bf16(v) } else { v };
                     }
                 }
                 r += tile_rows;
@@ -513,6 +582,43 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn bf16_products_are_the_products_of_bf16_rounded_operands() {
+        // Whichever path this CPU takes (AMX tiles or f32 registers), the result is
+        // the f32-summed product of the bf16-rounded inputs and weights.
+        for (m, k, n) in [(1, 5, 3), (45, 70, 33), (70, 384, 100)] {
+            let (x, w, b) = (values(m * k, 0.4), values(n * k, 2.3), values(n, 0.7));
+            let packed = PackedWeight::pack_bf16(n, k, &w);
+            let rx: Vec<f32> = x.iter().map(|&v| round_bf16(v)).collect();
+            let rw: Vec<f32> = w.iter().map(|&v| round_bf16(v)).collect();
+            let want = reference(m, k, n, &rx, &rw, &b);
+            let mut got = vec![f32::NAN; m * n];
+            unsafe {
+                matmul_packed(
+                    m,
+                    Rows {
+                        ptr: x.as_ptr(),
+                        row_stride: k,
+                    },
+                    &packed,
+                    Some(&b),
+                    Activation::Identity,
+                    Rows {
+                        ptr: got.as_mut_ptr(),
+                        row_stride: n,
+                    },
+                    true,
+                );
+            }
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-5, "{m}x{k}x{n}: relative error {worst}");
+        }
     }
 
     #[test]

@@ -353,6 +353,32 @@ multiversion! {
 }
 
 multiversion! {
+    /// `dst = src + bias` (`bias` as long as `dst`), or a copy without a bias.
+    pub fn copy_with_bias(dst: &mut [f32], src: &[f32], bias: Option<&[f32]>) {
+        match bias {
+            Some(bias) => {
+                for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
+                    *d = s + b;
+                }
+            }
+            None => dst.copy_from_slice(&src[..dst.len()]),
+        }
+    }
+}
+
+multiversion! {
+    /// `src` rounded to bf16 (to nearest, ties to even; NaN stays NaN), as bits.
+    pub fn to_bf16_bits(dst: &mut [u16], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            let bits = s.to_bits();
+            let rounded = (bits + 0x7fff + ((bits >> 16) & 1)) >> 16;
+            let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+            *d = if nan { ((bits >> 16) | 0x40) as u16 } else { rounded as u16 };
+        }
+    }
+}
+
+multiversion! {
     /// Adds `bias` to every row of a `rows × bias.len()` matrix.
     pub fn add_bias_rows(data: &mut [f32], bias: &[f32]) {
         for row in data.chunks_exact_mut(bias.len()) {

@@ -32,11 +32,13 @@ use std::sync::Arc;
 use topk::DeviceRules;
 
 /// Element type of a backend's tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// f32 storage; GEMMs on TF32 tensor cores.
+    /// f32 storage (on CUDA, GEMMs on TF32 tensor cores; on the CPU, exact f32).
+    #[default]
     F32,
-    /// bf16 storage, f32 accumulation; GEMMs on bf16 tensor cores.
+    /// bf16 weights and GEMM inputs, f32 sums (bf16 tensor cores on CUDA; AMX tiles on
+    /// the CPU where it has them, else f32 registers on bf16-rounded values).
     Bf16,
 }
 

@@ -125,7 +125,7 @@ pub fn search(
     match corpus {
         Corpus::Cuda { device, .. } if k <= MAX_K => device.search(&queries.data, k, filter),
         Corpus::Cpu(host) | Corpus::Cuda { host, .. } => {
-            CpuBackend.top_k_dot(queries, host.rows, k, &host.options(filter))
+            CpuBackend::default().top_k_dot(queries, host.rows, k, &host.options(filter))
         }
     }
 }

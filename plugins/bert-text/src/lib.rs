@@ -36,8 +36,8 @@ pub struct Options {
     pub threads: Option<usize>,
     /// `auto` (the GPU when CUDA is usable, else the CPU), `cpu` or `cuda:N`.
     pub device: Option<String>,
-    /// `fp32` (default) or `bf16` (GPU only: bf16 weights and activations, f32
-    /// accumulation).
+    /// `fp32` (default) or `bf16` (bf16 weights and linear-layer inputs, f32 sums: on
+    /// the GPU's tensor cores, or on the CPU's AMX tiles where it has them).
     pub precision: Option<String>,
 }
 
@@ -161,7 +161,8 @@ impl BertText {
                 (Engine::Cuda(Box::new(encoder)), width)
             }
             ResolvedDevice::Cpu { .. } => {
-                let (encoder, width) = Encoder::load(CpuBackend, dir, &config, &pipeline)?;
+                let (encoder, width) =
+                    Encoder::load(CpuBackend::new(precision), dir, &config, &pipeline)?;
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(options.threads.unwrap_or(0))
                     .thread_name(|i| format!("bert-text-{i}"))

@@ -49,9 +49,10 @@ fn token_ids_and_lengths_match_the_hugging_face_tokenizer() {
     }
 }
 
-#[test]
-fn embeddings_match_in_process() {
-    let model = BertText::create(&minilm_dir(), "{\"threads\": 2}").unwrap();
+/// The fixture's texts embedded by a model made with `options`, and the
+/// sentence-transformers embeddings, each `texts × 384`.
+fn fixture_embeddings(options: &str) -> (Vec<f32>, Vec<f64>) {
+    let model = BertText::create(&minilm_dir(), options).unwrap();
     let items = fixture()["items"].as_array().unwrap().clone();
     let mut ids = Vec::new();
     let mut offsets = vec![0usize];
@@ -64,13 +65,49 @@ fn embeddings_match_in_process() {
         );
         offsets.push(ids.len());
     }
-    let got = model.embed_batch(&ids, &offsets).unwrap();
-    for (i, item) in items.iter().enumerate() {
-        for (j, want) in item["embedding"].as_array().unwrap().iter().enumerate() {
-            let diff = (got[i * 384 + j] as f64 - want.as_f64().unwrap()).abs();
-            assert!(diff <= 1e-4, "text {i} component {j}: off by {diff}");
-        }
+    let want = items
+        .iter()
+        .flat_map(|item| item["embedding"].as_array().unwrap().clone())
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    (model.embed_batch(&ids, &offsets).unwrap(), want)
+}
+
+/// The smallest cosine between matching rows of two `rows × 384` matrices.
+fn min_cosine(got: &[f32], want: &[f64]) -> f64 {
+    got.chunks(384)
+        .zip(want.chunks(384))
+        .map(|(g, w)| {
+            let dot: f64 = g.iter().zip(w).map(|(a, b)| *a as f64 * b).sum();
+            let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+            dot / (norm(&mut g.iter().map(|&x| x as f64)) * norm(&mut w.iter().copied()))
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn embeddings_match_in_process() {
+    let (got, want) = fixture_embeddings("{\"threads\": 2}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let diff = (*g as f64 - w).abs();
+        assert!(
+            diff <= 1e-4,
+            "text {} component {}: off by {diff}",
+            i / 384,
+            i % 384
+        );
     }
+    let cosine = min_cosine(&got, &want);
+    eprintln!("f32: smallest cosine to sentence-transformers {cosine:.7}");
+    assert!(cosine >= 0.99999, "f32 cosine {cosine}");
+}
+
+#[test]
+fn bf16_embeddings_stay_close_to_sentence_transformers() {
+    let (got, want) = fixture_embeddings("{\"precision\": \"bf16\", \"device\": \"cpu\"}");
+    let cosine = min_cosine(&got, &want);
+    eprintln!("bf16: smallest cosine to sentence-transformers {cosine:.7}");
+    assert!((0.999..0.99999).contains(&cosine), "bf16 cosine {cosine}");
 }
 
 #[test]

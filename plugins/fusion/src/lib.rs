@@ -60,7 +60,7 @@ impl FusionPlugin {
         let config = FusionConfig::load(&dir.join("config.json"))?;
         let weights = Weights::open(&dir.join("model.safetensors"))?;
         Ok(Self {
-            module: Fusion::load(CpuBackend, config, &weights)?,
+            module: Fusion::load(CpuBackend::default(), config, &weights)?,
         })
     }
 

@@ -131,8 +131,8 @@ impl ResNetPoster {
                 Network::Cuda(Box::new(network))
             }
             ResolvedDevice::Cpu { .. } => {
-                let network =
-                    ResNet::load(CpuBackend, &config, &checkpoint).with_context(loading)?;
+                let network = ResNet::load(CpuBackend::default(), &config, &checkpoint)
+                    .with_context(loading)?;
                 Network::Cpu(Box::new(network))
             }
         };
