@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """Embedding throughput and latency: Marquee over gRPC against sentence-transformers
-in-process, same model, same documents, same batch size and max length, in one run.
+and ONNX Runtime in-process, same model, same documents, same batch size and max length,
+in one run.
 
     python3 benchmarks/embed_throughput.py [--movies PATH] [--n 1024] [--batch 32]
+        [--precisions fp32,bf16] [--rounds 3]
 
 Needs: `cargo build --release --workspace` done, the model fetched
-(scripts/fetch-model.sh), and `pip install sentence-transformers`. The two sides run one
-after the other (never at once) so each has every core. Prints a Markdown table with the
-ratios (target: gRPC docs/s >= 1.2x sentence-transformers'; gRPC single-document p50 <=
-sentence-transformers' in-process single-document p50).
+(scripts/fetch-model.sh), and `pip install sentence-transformers onnxruntime onnx`. Every
+side orders the throughput documents longest first (sentence-transformers' own order):
+sentence-transformers by itself, ONNX Runtime (`ort_embed_baseline.py`, the model
+exported with `torch.onnx`, 2 threads) and Marquee (`marquee-bench embed
+--sort-by-length`, one request of BATCH documents in flight). Marquee runs once per
+precision in --precisions: `fp32` (the default model) and `bf16` (the same directory
+loaded again with `{"precision": "bf16"}`). Then 200 single documents, one at a time.
+Targets (issue 14): fp32 throughput >= 1.5x both peers; single-document p50 over gRPC
+<= ONNX Runtime's in-process p50; bf16 throughput >= 2.5x sentence-transformers'.
 
-This machine's speed drifts by up to 2x between minutes, so the two sides alternate over
---rounds rounds; each round's ratio compares runs made seconds apart, and the table
-reports medians.
+This machine's speed drifts between minutes, so the sides alternate over --rounds rounds
+(never at once, so each has every core); each round's ratio compares runs made seconds
+apart, and the table reports medians.
 """
 
 from __future__ import annotations
@@ -41,25 +48,34 @@ def run_json(cmd: list[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def marquee(args: argparse.Namespace) -> dict:
+def marquee(args: argparse.Namespace) -> dict[str, dict]:
+    """Marquee's figures per precision, from one server."""
     server = subprocess.Popen(
         [os.path.join(RELEASE, "marquee-server"), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", "--model", f"minilm={MODEL_DIR}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()
-        addr = next(w.split("=", 1)[1] for w in line.split() if w.startswith("grpc="))
-        return run_json([
-            os.path.join(RELEASE, "marquee-bench"), "--addr", f"http://{addr}", "embed",
-            "--movies", args.movies, "--model", "minilm", "--n", str(args.n),
-            "--batch", str(args.batch), "--concurrency", str(args.concurrency)])
+        addr = "http://" + next(w.split("=", 1)[1] for w in line.split() if w.startswith("grpc="))
+        results = {}
+        for precision in args.precisions:
+            model = "minilm" if precision == "fp32" else f"minilm-{precision}"
+            if model != "minilm":
+                subprocess.run([os.path.join(RELEASE, "marquee"), "models", "load", "--addr", addr,
+                                model, MODEL_DIR, "--options", json.dumps({"precision": precision})],
+                               check=True, stdout=subprocess.DEVNULL)
+            results[precision] = run_json([
+                os.path.join(RELEASE, "marquee-bench"), "--addr", addr, "embed",
+                "--movies", args.movies, "--model", model, "--n", str(args.n),
+                "--batch", str(args.batch), "--concurrency", "1", "--sort-by-length"])
+        return results
     finally:
         server.terminate()
         server.wait()
 
 
-def sentence_transformers(args: argparse.Namespace) -> dict:
-    return run_json([sys.executable, os.path.join(REPO, "benchmarks", "st_embed_baseline.py"),
+def peer(script: str, args: argparse.Namespace) -> dict:
+    return run_json([sys.executable, os.path.join(REPO, "benchmarks", script),
                      "--model-dir", MODEL_DIR, "--movies", args.movies, "--n", str(args.n),
                      "--batch", str(args.batch), "--max-len", "256"])
 
@@ -69,39 +85,56 @@ def main() -> None:
     p.add_argument("--movies", default=default_movies())
     p.add_argument("--n", type=int, default=1024)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="requests in flight during Marquee's throughput run")
+    p.add_argument("--precisions", default="fp32,bf16",
+                   help="Marquee precisions to run, comma-separated")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
+    args.precisions = args.precisions.split(",")
     if not os.path.isfile(args.movies):
         sys.exit(f"no movie corpus at {args.movies}: pass --movies or set MARQUEE_SHARED_DATA")
 
     rounds = []
     for i in range(args.rounds):
-        st, mq = sentence_transformers(args), marquee(args)
-        rounds.append({"sentence_transformers": st, "marquee": mq})
+        st = peer("st_embed_baseline.py", args)
+        ort = peer("ort_embed_baseline.py", args)
+        mq = marquee(args)
+        rounds.append({"sentence_transformers": st, "onnxruntime": ort, "marquee": mq})
         print(f"round {i + 1}: sentence-transformers {st['docs_per_s']:.1f} docs/s, "
-              f"p50 {st['single_p50_ms']:.2f} ms; Marquee {mq['docs_per_s']:.1f} docs/s, "
-              f"p50 {mq['single_p50_ms']:.2f} ms", file=sys.stderr)
+              f"p50 {st['single_p50_ms']:.2f} ms; onnxruntime {ort['docs_per_s']:.1f} docs/s, "
+              f"p50 {ort['single_p50_ms']:.2f} ms; " + "; ".join(
+                  f"Marquee {p} {r['docs_per_s']:.1f} docs/s, p50 {r['single_p50_ms']:.2f} ms"
+                  for p, r in mq.items()), file=sys.stderr)
+
+    def figure(r: dict, side: str, key: str) -> float:
+        return r["marquee"][side][key] if side in args.precisions else r[side][key]
 
     def med(side: str, key: str) -> float:
-        return statistics.median(r[side][key] for r in rounds)
+        return statistics.median(figure(r, side, key) for r in rounds)
 
-    st0 = rounds[0]["sentence_transformers"]
+    st0, ort0 = rounds[0]["sentence_transformers"], rounds[0]["onnxruntime"]
     print(f"Embedding benchmark, {datetime.date.today()}, {platform.machine()}, "
-          f"{os.cpu_count()} cores; first {args.n} movies, batch {args.batch}, max length 256, "
-          f"all-MiniLM-L6-v2; sentence-transformers {st0.get('sentence_transformers')}, "
-          f"torch {st0.get('torch')} ({st0.get('threads')} threads); Marquee with "
-          f"{args.concurrency} request(s) in flight; median of {args.rounds} alternating rounds\n")
-    print("| figure | sentence-transformers in-process | Marquee over gRPC | ratio (Marquee / ST) | per-round ratios |")
-    print("|---|---|---|---|---|")
-    for key, label, better in [("docs_per_s", "throughput, docs/s", "higher"),
-                               ("single_p50_ms", "single-document p50, ms", "lower"),
-                               ("single_p99_ms", "single-document p99, ms", "lower")]:
-        per_round = ", ".join(f"{r['marquee'][key] / r['sentence_transformers'][key]:.2f}" for r in rounds)
-        print(f"| {label} ({better} is better) | {med('sentence_transformers', key):.2f} | "
-              f"{med('marquee', key):.2f} | "
-              f"{med('marquee', key) / med('sentence_transformers', key):.2f} | {per_round} |")
+          f"{os.cpu_count()} cores; first {args.n} movies, batches of {args.batch} sorted by "
+          f"length, max length 256, all-MiniLM-L6-v2; sentence-transformers "
+          f"{st0.get('sentence_transformers')} on torch {st0.get('torch')}, onnxruntime "
+          f"{ort0.get('onnxruntime')} ({ort0.get('threads')} threads); Marquee over gRPC, one "
+          f"request in flight; median of {args.rounds} alternating rounds\n")
+    sides = ["sentence_transformers", "onnxruntime"] + args.precisions
+    print("| figure | " + " | ".join(f"Marquee {s}" if s in args.precisions else s.replace("_", "-")
+                                   for s in sides) + " |")
+    print("|---" * (len(sides) + 1) + "|")
+    for key, label in [("docs_per_s", "throughput, docs/s"),
+                       ("single_p50_ms", "single-document p50, ms"),
+                       ("single_p99_ms", "single-document p99, ms")]:
+        print(f"| {label} | " + " | ".join(f"{med(s, key):.2f}" for s in sides) + " |")
+    print("\n| Marquee ratio | to sentence-transformers | to onnxruntime | per-round, to ST / to ORT |")
+    print("|---|---|---|---|")
+    for precision in args.precisions:
+        for key, label in [("docs_per_s", "throughput"), ("single_p50_ms", "single p50")]:
+            per_round = ", ".join(
+                f"{figure(r, precision, key) / r['sentence_transformers'][key]:.2f} / "
+                f"{figure(r, precision, key) / r['onnxruntime'][key]:.2f}" for r in rounds)
+            print(f"| {precision} {label} | {med(precision, key) / med('sentence_transformers', key):.2f} | "
+                  f"{med(precision, key) / med('onnxruntime', key):.2f} | {per_round} |")
     print("\nraw:", json.dumps(rounds))
 
 

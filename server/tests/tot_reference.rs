@@ -1,17 +1,19 @@
 //! Reproduces the reference retrieval figures of `shared/data/README.md`: the 7,290
 //! movies embedded with all-MiniLM-L6-v2 as `"{title} ({year}). {overview or plot}"`
 //! (max 256 tokens), exact inner-product search, the 288 Reddit tip-of-the-tongue
-//! validation queries. Needs the shared data (`MARQUEE_SHARED_DATA`, default
+//! validation queries; then the same with the model at bf16 precision, whose figures
+//! must stay within 0.005 of f32's. Needs the shared data (`MARQUEE_SHARED_DATA`, default
 //! `../shared/data` beside the repository); skips with a message when it is absent.
 
 mod common;
 
 use common::Server;
 use marquee_client::proto::evaluation_service_client::EvaluationServiceClient;
+use marquee_client::proto::model_service_client::ModelServiceClient;
 use marquee_client::proto::retrieval_service_client::RetrievalServiceClient;
 use marquee_client::proto::{
     eval_query, evaluation_event::Event, item, CreateCollectionRequest, EvalQuery,
-    EvaluateRetrievalRequest, Item, Metric, UpsertRequest,
+    EvaluateRetrievalRequest, Item, LoadModelRequest, Metric, UpsertRequest,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -63,25 +65,84 @@ async fn tip_of_the_tongue_figures_match_the_reference() {
         .connect()
         .await
         .unwrap();
-    let mut retrieval =
-        RetrievalServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20);
-    let mut evaluation = EvaluationServiceClient::new(channel);
-    retrieval
-        .create_collection(CreateCollectionRequest {
-            name: "movies".into(),
-            dimension: 384,
-            metric: Metric::InnerProduct as i32,
-            model: "minilm".into(),
+    // The same model at bf16 precision, beside the f32 one.
+    ModelServiceClient::new(channel.clone())
+        .load_model(LoadModelRequest {
+            name: "minilm-bf16".into(),
+            path: common::minilm_dir().to_string_lossy().into_owned(),
+            config_json: r#"{"precision": "bf16"}"#.into(),
             ..Default::default()
         })
         .await
         .unwrap();
     let movies = lines(data.join("movies.jsonl.gz"));
     assert_eq!(movies.len(), 7290);
+    let queries: Vec<EvalQuery> = lines(data.join("tot/reddit_validation.jsonl"))
+        .iter()
+        .map(|q| EvalQuery {
+            query_id: q["query_id"].as_str().unwrap().to_string(),
+            query: Some(eval_query::Query::Text(
+                q["query"].as_str().unwrap().to_string(),
+            )),
+            relevant: q["relevant"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect(),
+        })
+        .collect();
+    assert_eq!(queries.len(), 288);
+    let f32_figures = figures(&channel, "minilm", &movies, &queries).await;
+    let bf16_figures = figures(&channel, "minilm-bf16", &movies, &queries).await;
+    for (key, reference) in [
+        ("recall@1", 0.0451),
+        ("recall@5", 0.1146),
+        ("recall@10", 0.1528),
+        ("recall@25", 0.2188),
+        ("mrr", 0.0838),
+        ("mrr@10", 0.0752),
+    ] {
+        assert!(
+            (f32_figures[key] - reference).abs() <= 0.005,
+            "{key}: {} vs reference {reference}",
+            f32_figures[key]
+        );
+        assert!(
+            (bf16_figures[key] - f32_figures[key]).abs() <= 0.005,
+            "{key}: bf16 {} vs f32 {}",
+            bf16_figures[key],
+            f32_figures[key]
+        );
+    }
+}
+
+/// The movies embedded by `model` into a collection of their own, then the queries'
+/// retrieval figures.
+async fn figures(
+    channel: &tonic::transport::Channel,
+    model: &str,
+    movies: &[Value],
+    queries: &[EvalQuery],
+) -> std::collections::HashMap<String, f64> {
+    let mut retrieval =
+        RetrievalServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+    let mut evaluation = EvaluationServiceClient::new(channel.clone());
+    let collection = format!("movies-{model}");
+    retrieval
+        .create_collection(CreateCollectionRequest {
+            name: collection.clone(),
+            dimension: 384,
+            metric: Metric::InnerProduct as i32,
+            model: model.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let messages: Vec<UpsertRequest> = movies
         .chunks(256)
         .map(|chunk| UpsertRequest {
-            collection: "movies".into(),
+            collection: collection.clone(),
             items: chunk
                 .iter()
                 .map(|m| Item {
@@ -100,30 +161,13 @@ async fn tip_of_the_tongue_figures_match_the_reference() {
         .into_inner()
         .upserted;
     eprintln!(
-        "ingested {stored} movies in {:.1} s",
+        "{model}: ingested {stored} movies in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-
-    let queries: Vec<EvalQuery> = lines(data.join("tot/reddit_validation.jsonl"))
-        .iter()
-        .map(|q| EvalQuery {
-            query_id: q["query_id"].as_str().unwrap().to_string(),
-            query: Some(eval_query::Query::Text(
-                q["query"].as_str().unwrap().to_string(),
-            )),
-            relevant: q["relevant"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string())
-                .collect(),
-        })
-        .collect();
-    assert_eq!(queries.len(), 288);
     let request = EvaluateRetrievalRequest {
-        collection: "movies".into(),
+        collection,
         cutoffs: vec![1, 5, 10, 25],
-        queries,
+        queries: queries.to_vec(),
         ..Default::default()
     };
     let mut events = evaluation
@@ -137,21 +181,7 @@ async fn tip_of_the_tongue_figures_match_the_reference() {
             report = Some(r);
         }
     }
-    let report = report.unwrap();
-    let m = report.metrics.unwrap().values;
-    eprintln!("{m:?}");
-    for (key, reference) in [
-        ("recall@1", 0.0451),
-        ("recall@5", 0.1146),
-        ("recall@10", 0.1528),
-        ("recall@25", 0.2188),
-        ("mrr", 0.0838),
-        ("mrr@10", 0.0752),
-    ] {
-        assert!(
-            (m[key] - reference).abs() <= 0.005,
-            "{key}: {} vs reference {reference}",
-            m[key]
-        );
-    }
+    let values = report.unwrap().metrics.unwrap().values;
+    eprintln!("{model}: {values:?}");
+    values.into_iter().collect()
 }
