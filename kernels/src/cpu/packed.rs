@@ -584,6 +584,40 @@ mod tests {
         out
     }
 
+    /// The largest relative error of `x · Wᵀ + b` through [`matmul_packed`] against `want`.
+    fn worst_error(
+        m: usize,
+        x: &[f32],
+        packed: &PackedWeight,
+        b: &[f32],
+        want: &[f64],
+        parallel: bool,
+    ) -> f64 {
+        let (k, n) = (packed.in_features(), packed.out_features());
+        let mut got = vec![f32::NAN; m * n];
+        unsafe {
+            matmul_packed(
+                m,
+                Rows {
+                    ptr: x.as_ptr(),
+                    row_stride: k,
+                },
+                packed,
+                Some(b),
+                Activation::Identity,
+                Rows {
+                    ptr: got.as_mut_ptr(),
+                    row_stride: n,
+                },
+                parallel,
+            );
+        }
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn bf16_products_are_the_products_of_bf16_rounded_operands() {
         // Whichever path this CPU takes (AMX tiles or f32 registers), the result is
@@ -594,29 +628,7 @@ mod tests {
             let rx: Vec<f32> = x.iter().map(|&v| round_bf16(v)).collect();
             let rw: Vec<f32> = w.iter().map(|&v| round_bf16(v)).collect();
             let want = reference(m, k, n, &rx, &rw, &b);
-            let mut got = vec![f32::NAN; m * n];
-            unsafe {
-                matmul_packed(
-                    m,
-                    Rows {
-                        ptr: x.as_ptr(),
-                        row_stride: k,
-                    },
-                    &packed,
-                    Some(&b),
-                    Activation::Identity,
-                    Rows {
-                        ptr: got.as_mut_ptr(),
-                        row_stride: n,
-                    },
-                    true,
-                );
-            }
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
-                .fold(0.0, f64::max);
+            let worst = worst_error(m, &x, &packed, &b, &want, true);
             assert!(worst < 1e-5, "{m}x{k}x{n}: relative error {worst}");
         }
     }
@@ -636,29 +648,7 @@ mod tests {
             let packed = PackedWeight::pack(n, k, &w);
             let want = reference(m, k, n, &x, &w, &b);
             for parallel in [false, true] {
-                let mut got = vec![f32::NAN; m * n];
-                unsafe {
-                    matmul_packed(
-                        m,
-                        Rows {
-                            ptr: x.as_ptr(),
-                            row_stride: k,
-                        },
-                        &packed,
-                        Some(&b),
-                        Activation::Identity,
-                        Rows {
-                            ptr: got.as_mut_ptr(),
-                            row_stride: n,
-                        },
-                        parallel,
-                    );
-                }
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
-                    .fold(0.0, f64::max);
+                let worst = worst_error(m, &x, &packed, &b, &want, parallel);
                 assert!(worst < 1e-5, "{m}x{k}x{n}: relative error {worst}");
             }
         }
