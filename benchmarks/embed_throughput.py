@@ -52,7 +52,7 @@ def marquee(args: argparse.Namespace) -> dict[str, dict]:
     """Marquee's figures per precision, from one server."""
     server = subprocess.Popen(
         [os.path.join(RELEASE, "marquee-server"), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--model", f"minilm={MODEL_DIR}"],
+         "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--model", f"minilm={MODEL_DIR}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()

@@ -132,7 +132,7 @@ def generation_server(model_dir: str, work: str, threads: int):
     log_path = os.path.join(work, "server.log")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [exe("marquee-server"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            [exe("marquee-server"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
              "--data-dir", work, "--model", f"qwen={model_dir}"],
             stdout=subprocess.PIPE, stderr=log, text=True, env=peer_env(threads))
         try:

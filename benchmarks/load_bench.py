@@ -68,7 +68,7 @@ def run_json(cmd: list[str]) -> dict:
 def server(data_dir: str):
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
-        [exe("marquee-server"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+        [exe("marquee-server"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
          "--data-dir", data_dir, "--model", f"{MODEL}=bert-text:{MODEL_DIR}"],
         stdout=subprocess.PIPE, stderr=log, text=True)
     try:

@@ -85,7 +85,7 @@ def start_server(work, config):
     log = open(os.path.join(work, "server.log"), "w")
     server = subprocess.Popen(
         [os.path.join(BIN, "marquee-server"), "--config", config, "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
+         "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
          "--plugin-dir", BIN],
         stdout=subprocess.PIPE, stderr=log, text=True)
     line = server.stdout.readline()

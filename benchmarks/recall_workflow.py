@@ -82,7 +82,7 @@ options = {{ max_seq_length = 512 }}
 [models.recall]
 path = "{os.path.abspath(generator_dir)}"
 """)
-    server = subprocess.Popen([os.path.join(BIN, "marquee-server"), "--config", config],
+    server = subprocess.Popen([os.path.join(BIN, "marquee-server"), "--config", config, "--http-listen", ""],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = server.stdout.readline()
     addr = next((w.split("=", 1)[1] for w in line.split() if w.startswith("grpc=")), None)

@@ -61,7 +61,14 @@ impl Server {
         }
         let log = data_dir.join("server.log");
         let mut child = Command::new(server)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--plugin-dir")

@@ -36,6 +36,17 @@ impl AdmissionLayer {
         }
     }
 
+    /// A place for one call, held until the permit is dropped; `None` when all are
+    /// taken. The HTTP API takes its places here too, so the limit covers both.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.places).try_acquire_owned().ok()
+    }
+
+    /// The most calls in progress at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Calls in progress now.
     pub fn in_progress(&self) -> usize {
         self.limit - self.places.available_permits()

@@ -18,10 +18,12 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 /// Paths of the RPCs that need an admin token.
-pub const ADMIN_RPCS: [&str; 3] = [
+pub const ADMIN_RPCS: [&str; 5] = [
     "/marquee.v1.ModelService/LoadModel",
     "/marquee.v1.ModelService/UnloadModel",
     "/marquee.v1.RetrievalService/DeleteCollection",
+    "/marquee.v1.GenerationService/LoadAdapter",
+    "/marquee.v1.GenerationService/UnloadAdapter",
 ];
 
 /// Path prefixes open without a token.
@@ -106,33 +108,62 @@ impl Tokens {
         }
     }
 
-    /// Whether a call to `path` with these headers may go on.
-    pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
-        if !self.enabled() || OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+    /// Whether a request with these headers may go on, `needs_admin` for the admin
+    /// calls. Shared by the gRPC layer and the HTTP API.
+    pub fn authorize(&self, headers: &http::HeaderMap, needs_admin: bool) -> Result<(), Denied> {
+        if !self.enabled() {
             return Ok(());
         }
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "missing credentials: send the metadata `authorization: Bearer <token>`",
-            ));
-        };
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or(Denied::Missing)?;
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization metadata is not `Bearer <token>`")
-            })?;
+            .ok_or(Denied::Malformed)?;
         match self.role(token.as_bytes()) {
-            None => Err(Status::unauthenticated("invalid token")),
-            Some(Role::User) if ADMIN_RPCS.contains(&path) => Err(Status::permission_denied(
-                format!("{} needs an admin token", path.trim_start_matches('/')),
-            )),
+            None => Err(Denied::Invalid),
+            Some(Role::User) if needs_admin => Err(Denied::NeedsAdmin),
             Some(_) => Ok(()),
         }
     }
+
+    /// Whether a call to `path` with these headers may go on.
+    pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
+        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return Ok(());
+        }
+        self.authorize(headers, ADMIN_RPCS.contains(&path))
+            .map_err(|denied| match denied {
+                Denied::Missing => Status::unauthenticated(
+                    "missing credentials: send the metadata `authorization: Bearer <token>`",
+                ),
+                Denied::Malformed => {
+                    Status::unauthenticated("the authorization metadata is not `Bearer <token>`")
+                }
+                Denied::Invalid => Status::unauthenticated("invalid token"),
+                Denied::NeedsAdmin => Status::permission_denied(format!(
+                    "{} needs an admin token",
+                    path.trim_start_matches('/')
+                )),
+            })
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No `authorization` header.
+    Missing,
+    /// An `authorization` header that is not `Bearer <token>`.
+    Malformed,
+    /// A token that is not configured.
+    Invalid,
+    /// A user token on an admin call.
+    NeedsAdmin,
 }
 
 /// The layer checking tokens.

@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_eval_queries: usize,
     /// Largest query set one EvaluateRetrieval call may carry, in encoded bytes.
     pub max_eval_bytes: usize,
+    /// How long an HTTP client may take to send its request head and then its body, in
+    /// ms; a slower head closes the connection, a slower body is answered 408.
+    pub http_read_timeout_ms: u64,
     /// Largest encoded image (one input, poster or thumbnail), in bytes; beyond it
     /// `RESOURCE_EXHAUSTED`. The decoded size is bounded by the image plugin's
     /// `max_image_pixels` option.
@@ -192,6 +195,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Prometheus metrics listen address (`/metrics`).
     pub metrics_listen: SocketAddr,
+    /// OpenAI-compatible HTTP API listen address; empty turns it off.
+    pub http_listen: String,
     /// Local data directory (models, later collections).
     pub data_dir: PathBuf,
     /// Directory plugins are loaded from; empty means the server executable's directory.
@@ -300,8 +305,24 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The HTTP API's address, `None` when it is off.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>> {
+        let value = self.http_listen.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value
+            .parse()
+            .map(Some)
+            .with_context(|| format!("http_listen {value:?} is not an address like 127.0.0.1:8000"))
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
+        self.http_addr()?;
+        if self.limits.http_read_timeout_ms == 0 {
+            bail!("[limits]: http_read_timeout_ms must be positive");
+        }
         let check = |b: &Batching, what: &str| -> Result<()> {
             if b.max_batch_size == 0 || b.max_batch_tokens == 0 || b.max_queue_inputs == 0 {
                 bail!("{what}: batch and queue limits must be positive");

@@ -4,7 +4,7 @@
 //! queue → batcher → executor) → the plugin's C ABI → its kernels.
 //!
 //! - [`config`]: settings (embedded defaults, TOML, environment, flags).
-//! - [`auth`], [`tls`]: bearer tokens and TLS for the gRPC port.
+//! - [`auth`], [`tls`]: bearer tokens and TLS for the gRPC and HTTP ports.
 //! - [`admission`]: server-wide overload control, a tower layer.
 //! - [`shutdown`], [`health`]: signals, the drain, and health checking.
 //! - [`engine`]: the inference engine: registry, queues, batcher, executor, pipelines
@@ -14,6 +14,7 @@
 //!   sacrebleu, ROUGE as rouge-score).
 //! - [`services`]: the gRPC services, deadlines and statuses: thin adapters over the
 //!   engine and retrieval.
+//! - [`http`]: the OpenAI-compatible HTTP API (axum), over the same engine.
 //! - [`names`]: which plugin, model and collection names are allowed.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring it all together and serving.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod evaluation;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod retrieval;

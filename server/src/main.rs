@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// 127.0.0.1:9464, data in ./data, plugins next to this executable, and the model
 /// all-MiniLM-L6-v2 from data/models/all-MiniLM-L6-v2.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_override_self = true)]
 struct Args {
     /// TOML configuration file, applied over the embedded defaults (see deploy/marquee.example.toml).
     #[arg(long, value_name = "FILE")]
@@ -25,6 +25,9 @@ struct Args {
     /// Prometheus metrics listen address, serving /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// OpenAI-compatible HTTP API listen address; an empty value turns it off.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Local data directory; relative model paths are resolved under it.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -44,6 +47,9 @@ fn settings(args: &Args) -> Result<Settings> {
     }
     if let Some(a) = args.metrics_listen {
         settings.metrics_listen = a;
+    }
+    if let Some(a) = &args.http_listen {
+        settings.http_listen = a.clone();
     }
     if let Some(d) = &args.data_dir {
         settings.data_dir = d.clone();

@@ -29,6 +29,14 @@ pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
 /// RPCs in progress, by RPC.
 pub const IN_FLIGHT: &str = "marquee_requests_in_flight";
 
+/// HTTP API requests by route and HTTP status.
+pub const HTTP_REQUESTS: &str = "marquee_http_requests_total";
+/// HTTP API latency by route, until the response body (a stream's last event
+/// included) is finished or dropped.
+pub const HTTP_REQUEST_SECONDS: &str = "marquee_http_request_duration_seconds";
+/// HTTP API requests in progress, by route.
+pub const HTTP_IN_FLIGHT: &str = "marquee_http_requests_in_flight";
+
 /// Time from a generation request's arrival to its first token, by model.
 pub const TIME_TO_FIRST_TOKEN: &str = "marquee_generation_time_to_first_token_seconds";
 /// Time between consecutive tokens of a sequence, by model.
@@ -103,6 +111,17 @@ pub fn rpc_label(path: &str) -> String {
 /// deadline), under the method name of its path.
 pub fn record_rejected(path: &str, code: tonic::Code) {
     counter!(REQUESTS, "rpc" => rpc_label(path), "code" => format!("{code:?}")).increment(1);
+}
+
+/// Records one finished HTTP API request.
+pub fn record_http(route: &'static str, status: u16, elapsed: Duration) {
+    counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+    histogram!(HTTP_REQUEST_SECONDS, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// Counts an HTTP API request starting (`+1`) or ending (`-1`).
+pub fn add_http_in_flight(route: &'static str, delta: f64) {
+    gauge!(HTTP_IN_FLIGHT, "route" => route).increment(delta);
 }
 
 /// Counts an RPC starting (`+1`) or ending (`-1`).

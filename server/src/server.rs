@@ -1,5 +1,5 @@
-//! Start-up: load plugins and models, bind the gRPC and metrics ports, serve until a
-//! signal, then drain (see [`crate::shutdown`]).
+//! Start-up: load plugins and models, bind the gRPC, HTTP and metrics ports, serve
+//! until a signal, then drain (see [`crate::shutdown`]).
 //!
 //! Every call passes, outermost first: authentication ([`crate::auth`]), server-wide
 //! admission ([`crate::admission`]), the deadline ([`crate::services::deadline`]), and
@@ -13,6 +13,7 @@ use crate::engine::generation::Generation;
 use crate::engine::registry::Registry;
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::health::HealthApi;
+use crate::http::HttpApi;
 use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
 use crate::services::deadline::DeadlineLayer;
@@ -161,7 +162,17 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let metrics_listener = TcpListener::bind(settings.metrics_listen)
         .await
         .with_context(|| format!("binding metrics address {}", settings.metrics_listen))?;
+    let http = match settings.http_addr()? {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP address {addr}"))?,
+        ),
+        None => None,
+    };
+    let http_tls = crate::tls::http_config(&settings.tls)?;
     let (grpc_addr, metrics_addr) = (grpc.local_addr()?, metrics_listener.local_addr()?);
+    let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
     tokio::spawn(serve_metrics(metrics_listener, metrics));
 
     let shutdown = Shutdown::new();
@@ -194,7 +205,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let embedding_api = EmbeddingApi::new(embedder.clone(), limits.clone(), shutdown.drain());
     let retrieval_api = RetrievalApi::new(
         Arc::clone(&store),
-        embedder,
+        embedder.clone(),
         settings.retrieval.max_k,
         limits.max_inputs_per_request,
     );
@@ -213,6 +224,29 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let embedding = EmbeddingServiceServer::new(embedding_api)
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
+    let admission = AdmissionLayer::new(limits.max_concurrent_requests);
+    let http_server = http.map(|listener| {
+        let api = HttpApi::new(
+            embedder,
+            generation_engine.clone(),
+            Arc::clone(&tokens),
+            admission.clone(),
+            shutdown.drain(),
+            limits.clone(),
+        );
+        let read_timeout = Duration::from_millis(limits.http_read_timeout_ms);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::http::listener::serve(
+            listener,
+            http_tls,
+            api.router(),
+            read_timeout,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task)
+    });
     let generation = GenerationServiceServer::new(GenerationApi::new(generation_engine))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
@@ -231,7 +265,6 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
             .tls_config(tls)
             .context("invalid [tls] certificate or key")?;
     }
-    let admission = AdmissionLayer::new(limits.max_concurrent_requests);
     let router = builder
         .layer(AuthLayer::new(Arc::clone(&tokens)))
         .layer(admission.clone())
@@ -259,11 +292,12 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     } else {
         tracing::info!("authentication off: no [auth] tokens configured");
     }
-    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, tls = settings.tls.enabled(),
-        mutual_tls = !settings.tls.client_ca.as_os_str().is_empty(),
+    let http_field = http_addr.map_or(String::new(), |a| format!(" http={a}"));
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, http = http_field.trim(),
+        tls = settings.tls.enabled(), mutual_tls = !settings.tls.client_ca.as_os_str().is_empty(),
         models = registry.models().len(), "serving");
     // One machine-readable line on stdout for scripts and tests.
-    println!("marquee-server listening grpc={grpc_addr} metrics={metrics_addr}");
+    println!("marquee-server listening grpc={grpc_addr} metrics={metrics_addr}{http_field}");
 
     let serving =
         router.serve_with_incoming_shutdown(incoming_no_delay(grpc), shutdown.drain().wait());
@@ -284,8 +318,17 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
             "shutdown requested: answering the calls in flight, taking no new ones"
         );
         shutdown.begin();
+        // gRPC connections drain on their own; HTTP requests hold admission places
+        // until their responses end.
+        let drained = async {
+            (&mut serving).await.context("gRPC server failed")?;
+            while admission.in_progress() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(())
+        };
         tokio::select! {
-            result = &mut serving => result.context("gRPC server failed")?,
+            result = drained => result?,
             () = tokio::time::sleep(grace) => tracing::warn!(
                 in_flight = admission.in_progress(),
                 "shutdown grace period over: closing with calls unanswered"
@@ -296,6 +339,10 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
                 "second signal: closing with calls unanswered"
             ),
         }
+    }
+    if let Some((stop, task)) = http_server {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await?;
     flushed.context("flushing the collections at shutdown")?;

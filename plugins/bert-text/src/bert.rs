@@ -24,6 +24,7 @@ struct Layer<B: Backend> {
 pub struct Bert<B: Backend> {
     backend: B,
     config: BertConfig,
+    vocab_size: usize,
     word_embeddings: B::Tensor,
     position_embeddings: B::Tensor,
     token_type_embeddings: B::Tensor,
@@ -143,8 +144,14 @@ impl<B: Backend> Bert<B> {
             embeddings_norm: layer_norm(b, weights, "embeddings.LayerNorm", h, eps)?,
             layers,
             config,
+            vocab_size,
             backend,
         })
+    }
+
+    /// Rows of the token embedding table: token ids are below it.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 
     /// The backend the weights live on.

@@ -142,6 +142,7 @@ pub struct BertText {
     tokenizer: TextTokenizer,
     engine: Engine,
     max_seq_length: usize,
+    vocab_size: usize,
     output_dim: usize,
     hidden_size: usize,
     num_layers: usize,
@@ -154,11 +155,12 @@ impl BertText {
                 .map_err(anyhow::Error::msg)?;
         let config: BertConfig = read_json(&dir.join("config.json"))?;
         let pipeline = Pipeline::load(dir)?;
-        let (engine, output_dim) = match device {
+        let (engine, output_dim, vocab_size) = match device {
             ResolvedDevice::Cuda { ordinal, .. } => {
                 let backend = CudaBackend::new(ordinal, precision)?;
                 let (encoder, width) = Encoder::load(backend, dir, &config, &pipeline)?;
-                (Engine::Cuda(Box::new(encoder)), width)
+                let vocab_size = encoder.bert.vocab_size();
+                (Engine::Cuda(Box::new(encoder)), width, vocab_size)
             }
             ResolvedDevice::Cpu { .. } => {
                 let (encoder, width) =
@@ -167,7 +169,8 @@ impl BertText {
                     .num_threads(options.threads.unwrap_or(0))
                     .thread_name(|i| format!("bert-text-{i}"))
                     .build()?;
-                (Engine::Cpu(Box::new(encoder), pool), width)
+                let vocab_size = encoder.bert.vocab_size();
+                (Engine::Cpu(Box::new(encoder), pool), width, vocab_size)
             }
         };
         let limit = config.max_position_embeddings;
@@ -181,6 +184,7 @@ impl BertText {
             tokenizer: TextTokenizer::load(&dir.join("tokenizer.json"))?,
             engine,
             max_seq_length,
+            vocab_size,
             output_dim,
             hidden_size: config.hidden_size,
             num_layers: config.num_hidden_layers,
@@ -223,6 +227,12 @@ impl BertText {
             ));
         };
         let ids = ids.as_u32("token ids")?;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(PluginError::invalid_argument(format!(
+                "token id {id} is outside the vocabulary of {} tokens",
+                self.vocab_size
+            )));
+        }
         let offsets = ragged_offsets(ids, offsets.as_u32("offsets")?, self.max_seq_length)?;
         Ok((ids, offsets))
     }

@@ -6,6 +6,9 @@
 pub enum Input {
     /// A text, for a text encoder or a pipeline.
     Text(String),
+    /// Token ids of the model's own vocabulary, taken as the whole model input (special
+    /// tokens included, nothing added), for a text encoder.
+    TokenIds(Vec<u32>),
     /// An encoded image (JPEG, PNG, WebP), for an image encoder.
     Image(Vec<u8>),
     /// A text with a poster and a thumbnail (empty: absent), for a pipeline.
@@ -38,6 +41,7 @@ impl Input {
     pub fn describe(&self) -> &'static str {
         match self {
             Input::Text(_) => "a text",
+            Input::TokenIds(_) => "a token-id array",
             Input::Image(_) => "an image",
             Input::Multimodal { .. } => "a multimodal input",
             Input::FusionVectors { .. } => "a set of vectors to fuse",

@@ -125,6 +125,42 @@ impl ModelRunner {
             .collect()
     }
 
+    /// A text encoder's token-id inputs, back to back: each non-empty and within the
+    /// model's token limit (ids outside the vocabulary are refused by the plugin, and
+    /// only the request that sent them fails).
+    fn token_ids(model: &LoadedModel, inputs: Vec<Input>) -> Result<Inputs, EngineError> {
+        let limit = model.instance.info().max_input_tokens as usize;
+        let (mut ids, mut offsets) = (Vec::new(), vec![0]);
+        for (i, input) in inputs.into_iter().enumerate() {
+            match input {
+                Input::TokenIds(t) if t.is_empty() => {
+                    return Err(EngineError::Invalid(format!(
+                        "input {i} is an empty token-id array"
+                    )))
+                }
+                Input::TokenIds(t) if limit > 0 && t.len() > limit => {
+                    return Err(EngineError::Invalid(format!(
+                        "input {i} has {} token ids, over model {}'s limit of {limit}",
+                        t.len(),
+                        model.name
+                    )))
+                }
+                Input::TokenIds(t) => ids.extend(t),
+                other => {
+                    return Err(wrong_input(
+                        i,
+                        &other,
+                        &model.name,
+                        "a text encoder given token ids",
+                        "token-id arrays only, not mixed with other inputs",
+                    ))
+                }
+            }
+            offsets.push(ids.len());
+        }
+        Ok(Inputs::Tokens { ids, offsets })
+    }
+
     /// The encoded images of an image encoder's inputs, back to back.
     fn images(&self, model: &LoadedModel, inputs: Vec<Input>) -> Result<Inputs, EngineError> {
         let mut bytes = Vec::new();
@@ -251,6 +287,13 @@ impl ModelRunner {
         deadline: Option<Deadline>,
     ) -> Result<Stage, EngineError> {
         let ready = match model.kind() {
+            PluginKind::TextEncoder if matches!(inputs.first(), Some(Input::TokenIds(_))) => {
+                let ready = Self::token_ids(model, inputs)?;
+                let input_tokens = ready.cost_from(0) as u64;
+                let mut stage = self.run_ready(model, ready, deadline).await?;
+                stage.input_tokens = input_tokens;
+                return Ok(stage);
+            }
             PluginKind::TextEncoder => {
                 let texts = Self::texts(model, inputs)?;
                 return self.run_texts(model, texts, truncation, deadline).await;

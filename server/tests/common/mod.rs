@@ -59,6 +59,8 @@ pub struct Server {
     pub addr: String,
     /// Metrics address, e.g. `127.0.0.1:42677`.
     pub metrics: String,
+    /// HTTP API address, e.g. `127.0.0.1:42678`, when it is on.
+    pub http: Option<String>,
     /// Everything the server wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
 }
@@ -72,7 +74,14 @@ impl Server {
     /// Starts the server with extra arguments and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee-server"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .envs(env.iter().copied())
             .env("MARQUEE_LOG_LEVEL", "info")
@@ -108,6 +117,7 @@ impl Server {
             url: format!("http://{grpc}"),
             addr: grpc,
             metrics,
+            http: field("http="),
             log,
         }
     }

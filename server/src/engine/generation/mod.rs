@@ -70,6 +70,14 @@ impl GeneratorServing {
         }
     }
 
+    /// Whether adapter `name` is loaded.
+    pub fn has_adapter(&self, name: &str) -> bool {
+        self.adapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+
     /// The loaded adapters, by name.
     pub fn adapters(&self) -> Vec<LoadedAdapter> {
         self.adapters
@@ -363,6 +371,42 @@ impl Generation {
         model.instance.unload_adapter(name)?;
         tracing::info!(model = %model.name, adapter = name, "adapter unloaded");
         Ok(())
+    }
+
+    /// The generator and adapter a model name stands for, as OpenAI-style clients name
+    /// them: a generator's serving name (no adapter), `MODEL:ADAPTER`, or a loaded
+    /// adapter's own name (the first generator, by name, that has it).
+    pub fn model_and_adapter(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<LoadedModel>, Option<String>), EngineError> {
+        if name.is_empty() || self.registry.get(name).is_ok() {
+            return Ok((self.generator(name)?, None));
+        }
+        if let Some((model, adapter)) = name.rsplit_once(':') {
+            if let Ok(model) = self.generator(model) {
+                if serving_of(&model)?.has_adapter(adapter) {
+                    return Ok((model, Some(adapter.to_string())));
+                }
+                return Err(EngineError::NotFound(format!(
+                    "adapter {adapter} is not loaded into {}",
+                    model.name
+                )));
+            }
+        }
+        let mut generators: Vec<_> = self
+            .registry
+            .models()
+            .into_iter()
+            .filter(|m| m.generation.as_ref().is_some_and(|g| g.has_adapter(name)))
+            .collect();
+        generators.sort_by(|a, b| a.name.cmp(&b.name));
+        match generators.into_iter().next() {
+            Some(model) => Ok((model, Some(name.to_string()))),
+            None => Err(EngineError::NotFound(format!(
+                "model {name} is not loaded (nor is an adapter of that name)"
+            ))),
+        }
     }
 
     /// The adapters loaded into generator `model`, by name.

@@ -1,0 +1,222 @@
+//! What every HTTP API request passes before its handler, in order: the drain (503
+//! once shutdown has started), bearer-token authentication (401, or 403 for a user
+//! token on an admin route), the server-wide admission shared with gRPC (429 with
+//! `Retry-After`), and the request's deadline, read from `X-Request-Timeout` (seconds)
+//! or `X-Stainless-Timeout` (the OpenAI SDKs' own timeout). The admission place is
+//! held and the request counted in the metrics until the response body, a stream's
+//! last event included, is finished or dropped.
+
+use super::error::ApiError;
+use super::HttpApi;
+use crate::admission::RETRY_AFTER;
+use crate::auth::Denied;
+use crate::engine::deadline::Deadline;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Routes that need an admin token.
+const ADMIN_ROUTES: [&str; 2] = ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"];
+
+/// The routes, as metric labels; anything else is `unknown` (paths come from clients
+/// and must not make a series each).
+const ROUTES: [&str; 6] = [
+    "/v1/models",
+    "/v1/embeddings",
+    "/v1/chat/completions",
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/v1/models/{id}",
+];
+
+fn route_label(path: &str) -> &'static str {
+    if path.starts_with("/v1/models/") {
+        return ROUTES[5];
+    }
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+fn unauthorized(denied: Denied) -> ApiError {
+    use axum::http::StatusCode;
+    let (status, kind, code, message) = match denied {
+        Denied::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing_api_key",
+            "missing credentials: send the header `Authorization: Bearer <token>`",
+        ),
+        Denied::Malformed => (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "the Authorization header is not `Bearer <token>`",
+        ),
+        Denied::Invalid => (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "invalid token",
+        ),
+        Denied::NeedsAdmin => (
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "insufficient_permissions",
+            "this route needs an admin token",
+        ),
+    };
+    ApiError::new(status, kind, message).with_code(code)
+}
+
+/// The request's timeout from `X-Request-Timeout` or `X-Stainless-Timeout`: positive
+/// seconds, fractions allowed.
+pub fn timeout_of(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    for name in ["x-request-timeout", "x-stainless-timeout"] {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let seconds = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "the header {name} must be a positive number of seconds"
+                ))
+            })?;
+        return Ok(Some(Duration::from_secs_f64(seconds)));
+    }
+    Ok(None)
+}
+
+/// The middleware in front of every API route (not `/health` and `/ready`).
+pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path();
+    let route = route_label(path);
+    let needs_admin = ADMIN_ROUTES.contains(&path);
+    let admitted = (|| {
+        if api.drain.started() {
+            return Err(ApiError::draining());
+        }
+        api.tokens
+            .authorize(request.headers(), needs_admin)
+            .map_err(unauthorized)?;
+        let permit = api.admission.try_admit().ok_or_else(|| {
+            let limit = api.admission.limit();
+            ApiError::overloaded(
+                format!(
+                    "the server is overloaded: {limit} calls in progress \
+                     (limits.max_concurrent_requests = {limit})"
+                ),
+                RETRY_AFTER,
+            )
+        })?;
+        Ok(permit)
+    })();
+    let deadline = timeout_of(request.headers());
+    let (permit, deadline) = match (admitted, deadline) {
+        (Ok(permit), Ok(deadline)) => (permit, deadline.map(Deadline::after)),
+        (Err(error), _) | (_, Err(error)) => {
+            crate::metrics::record_http(route, error.status.as_u16(), started.elapsed());
+            return error.into_response();
+        }
+    };
+    if let Some(deadline) = deadline {
+        request.extensions_mut().insert(deadline);
+    }
+    crate::metrics::add_http_in_flight(route, 1.0);
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    response.map(|body| {
+        Body::new(Held {
+            body,
+            _permit: permit,
+            route,
+            status,
+            started,
+        })
+    })
+}
+
+/// A response body that keeps its request's admission place, and records the request
+/// when it is finished or dropped.
+struct Held {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+    route: &'static str,
+    status: u16,
+    started: Instant,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::metrics::add_http_in_flight(self.route, -1.0);
+        crate::metrics::record_http(self.route, self.status, self.started.elapsed());
+    }
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_come_from_either_header_in_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(timeout_of(&headers).unwrap(), None);
+        headers.insert("x-stainless-timeout", "600".parse().unwrap());
+        assert_eq!(
+            timeout_of(&headers).unwrap(),
+            Some(Duration::from_secs(600))
+        );
+        headers.insert("x-request-timeout", "0.25".parse().unwrap());
+        assert_eq!(
+            timeout_of(&headers).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        for bad in ["0", "-1", "soon", "nan", "inf"] {
+            headers.insert("x-request-timeout", bad.parse().unwrap());
+            assert_eq!(timeout_of(&headers).unwrap_err().status.as_u16(), 400);
+        }
+    }
+
+    #[test]
+    fn routes_are_labelled_by_their_pattern() {
+        assert_eq!(route_label("/v1/embeddings"), "/v1/embeddings");
+        assert_eq!(
+            route_label("/v1/models/all-MiniLM-L6-v2"),
+            "/v1/models/{id}"
+        );
+        assert_eq!(route_label("/v1/anything/else"), "unknown");
+    }
+}
