@@ -1,13 +1,66 @@
 //! `marquee-bench embed`: embedding throughput of a running server (batched requests
-//! with some in flight), then single-document latency, as `embed_throughput.py` uses it.
+//! with some in flight), then single-document latency, as `embed_throughput.py` and
+//! `http_overhead.py` use it: over gRPC `Embed`, or over the HTTP API's
+//! `/v1/embeddings` (`--http ADDR`, HTTP/1.1 keep-alive connections, JSON floats).
 
 use crate::inputs;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use marquee_client::Client;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Where requests go: gRPC `Embed` or the HTTP API.
+#[derive(Clone)]
+enum Transport {
+    Grpc(Client),
+    Http {
+        client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+        url: String,
+    },
+}
+
+/// Server-side time of one request, when the transport reports it (gRPC): queue,
+/// tokenize, inference and total, in µs.
+type ServerTimes = Option<[u64; 4]>;
+
+impl Transport {
+    /// Embeds `texts`; returns how many vectors came back.
+    async fn embed(&mut self, model: &str, texts: &[String]) -> Result<(usize, ServerTimes)> {
+        match self {
+            Transport::Grpc(client) => {
+                let response = client
+                    .embed(Client::text_request(model, texts, Default::default()))
+                    .await?;
+                let t = response.timings.unwrap_or_default();
+                Ok((
+                    response.embeddings.len(),
+                    Some([t.queue_us, t.tokenize_us, t.inference_us, t.total_us]),
+                ))
+            }
+            Transport::Http { client, url } => {
+                let body = json!({"model": model, "input": texts}).to_string();
+                let request = hyper::Request::post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))?;
+                let response = client.request(request).await?;
+                let status = response.status();
+                let bytes = response.into_body().collect().await?.to_bytes();
+                if !status.is_success() {
+                    bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+                }
+                let parsed: Value = serde_json::from_slice(&bytes)?;
+                let rows = parsed["data"].as_array().context("no data")?.len();
+                Ok((rows, None))
+            }
+        }
+    }
+}
 
 /// Options of `marquee-bench embed`.
 #[derive(clap::Args, Debug)]
@@ -35,6 +88,14 @@ pub struct Args {
     /// about one length.
     #[arg(long)]
     sort_by_length: bool,
+    /// Cut each single document to its first N characters (short queries, where the
+    /// transport's own cost shows).
+    #[arg(long, value_name = "N")]
+    single_chars: Option<usize>,
+    /// Send the requests to the HTTP API at this address (`127.0.0.1:8000`) instead
+    /// of gRPC.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -46,11 +107,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub async fn run(addr: &str, args: &Args) -> Result<Value> {
     let (model, n, batch, single) = (args.model.as_str(), args.n, args.batch, args.single);
     let docs = inputs::read_texts(&args.movies, Some(n.max(single)))?;
-    let client = Client::connect(addr).await?;
+    let client = match &args.http {
+        None => Transport::Grpc(Client::connect(addr).await?),
+        Some(http) => Transport::Http {
+            client: {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+            },
+            url: format!("http://{http}/v1/embeddings"),
+        },
+    };
     // Warm-up: one batch.
     client
         .clone()
-        .embed_texts(model, &docs[..batch.min(docs.len())])
+        .embed(model, &docs[..batch.min(docs.len())])
         .await?;
 
     let start = Instant::now();
@@ -63,7 +134,7 @@ pub async fn run(addr: &str, args: &Args) -> Result<Value> {
         .map(|chunk| {
             let mut client = client.clone();
             let model = model.to_string();
-            async move { client.embed_texts(&model, &chunk).await.map(|v| v.len()) }
+            async move { client.embed(&model, &chunk).await.map(|(n, _)| n) }
         })
         .buffer_unordered(args.concurrency)
         .collect()
@@ -79,18 +150,14 @@ pub async fn run(addr: &str, args: &Args) -> Result<Value> {
     let mut server = [0u64; 4];
     let mut client = client.clone();
     for doc in &docs[..single] {
+        let doc = match args.single_chars {
+            Some(n) => doc.chars().take(n).collect(),
+            None => doc.clone(),
+        };
         let t = Instant::now();
-        let response = client
-            .embed(Client::text_request(model, &[doc], Default::default()))
-            .await?;
+        let (_, times) = client.embed(model, &[doc]).await?;
         latencies.push(t.elapsed());
-        let timings = response.timings.unwrap_or_default();
-        for (sum, v) in server.iter_mut().zip([
-            timings.queue_us,
-            timings.tokenize_us,
-            timings.inference_us,
-            timings.total_us,
-        ]) {
+        for (sum, v) in server.iter_mut().zip(times.unwrap_or_default()) {
             *sum += v;
         }
     }
@@ -104,12 +171,18 @@ pub async fn run(addr: &str, args: &Args) -> Result<Value> {
         "docs_per_s": embedded as f64 / elapsed.as_secs_f64(),
         "single_docs": single,
         "single_p50_ms": percentile(&latencies, 0.50),
+        "single_mean_ms": latencies.iter().sum::<Duration>().as_secs_f64() * 1e3 / single.max(1) as f64,
         "single_p99_ms": percentile(&latencies, 0.99),
-        "single_server_mean_ms": {
-            "queue": mean_ms(server[0]),
-            "tokenize": mean_ms(server[1]),
-            "inference": mean_ms(server[2]),
-            "total": mean_ms(server[3]),
+        "transport": if args.http.is_some() { "http" } else { "grpc" },
+        "single_server_mean_ms": if args.http.is_some() {
+            Value::Null
+        } else {
+            json!({
+                "queue": mean_ms(server[0]),
+                "tokenize": mean_ms(server[1]),
+                "inference": mean_ms(server[2]),
+                "total": mean_ms(server[3]),
+            })
         },
     }))
 }

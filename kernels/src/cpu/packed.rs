@@ -505,10 +505,10 @@ mod avx512 {
 mod portable {
     use super::{Tile, PANEL};
 
-    /// Rows per register tile without AVX-512 (4 × 32 accumulators: 16 AVX2 registers).
+    /// Rows per register tile without AVX-512 (4 × 32 accumulators).
     const ROWS: usize = 4;
 
-    /// [`Tile`] as plain loops LLVM vectorizes (AVX2+FMA when the CPU has them).
+    /// [`Tile`] with AVX2+FMA when the CPU has them, else as plain loops.
     ///
     /// # Safety
     /// The tile's pointers are valid for its extents.
@@ -516,18 +516,11 @@ mod portable {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return tile_avx2(t);
+            return avx2::tile(&t);
         }
         tile_any(t)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2(t: Tile) {
-        tile_any(t)
-    }
-
-    #[inline(always)]
     unsafe fn tile_any(t: Tile) {
         let mut r = 0;
         while r < t.rows {
@@ -543,19 +536,98 @@ mod portable {
                 }
             }
             for (i, acc) in acc.iter().enumerate().take(rows) {
-                let c = t.c.add((r + i) * t.ldc);
-                for (j, &v) in acc.iter().enumerate().take(t.cols) {
-                    let mut v = v;
-                    if !t.bias.is_null() {
-                        v += *t.bias.add(j);
-                    }
-                    if t.accumulate {
-                        v += *c.add(j);
-                    }
-                    *c.add(j) = v;
-                }
+                store(&t, r + i, 0, &acc[..t.cols]);
             }
             r += rows;
+        }
+    }
+
+    /// Writes row `r`'s values for columns `col..col + values.len()` of the tile, with
+    /// the bias and what `c` held when accumulating.
+    unsafe fn store(t: &Tile, r: usize, col: usize, values: &[f32]) {
+        let c = t.c.add(r * t.ldc + col);
+        for (j, &v) in values.iter().enumerate() {
+            let mut v = v;
+            if !t.bias.is_null() {
+                v += *t.bias.add(col + j);
+            }
+            if t.accumulate {
+                v += *c.add(j);
+            }
+            *c.add(j) = v;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::{store, Tile, PANEL};
+        use std::arch::x86_64::*;
+
+        /// Rows per register tile: 6 rows × 16 columns in 12 accumulators, two panel
+        /// registers and a broadcast input (15 of the 16 AVX2 registers).
+        const ROWS: usize = 6;
+
+        /// [`Tile`] as 6 × 16 blocks: each half of the panel in turn, row block by
+        /// row block.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA; the tile's pointers are valid for its extents.
+        pub(in super::super) unsafe fn tile(t: &Tile) {
+            let halves = t.cols.div_ceil(16);
+            let mut r = 0;
+            while r < t.rows {
+                let rows = ROWS.min(t.rows - r);
+                for half in 0..halves {
+                    match rows {
+                        1 => block::<1>(t, r, half),
+                        2 => block::<2>(t, r, half),
+                        3 => block::<3>(t, r, half),
+                        4 => block::<4>(t, r, half),
+                        5 => block::<5>(t, r, half),
+                        _ => block::<6>(t, r, half),
+                    }
+                }
+                r += rows;
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn block<const R: usize>(t: &Tile, r0: usize, half: usize) {
+            let col = half * 16;
+            let b = t.b.add(col);
+            let a = t.a.add(r0);
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for p in 0..t.depth {
+                let b0 = _mm256_loadu_ps(b.add(p * PANEL));
+                let b1 = _mm256_loadu_ps(b.add(p * PANEL + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(p * t.rows + r));
+                    acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                }
+            }
+            let cols = (t.cols - col).min(16);
+            for (r, acc) in acc.iter().enumerate() {
+                if cols < 16 {
+                    let mut values = [0f32; 16];
+                    _mm256_storeu_ps(values.as_mut_ptr(), acc[0]);
+                    _mm256_storeu_ps(values.as_mut_ptr().add(8), acc[1]);
+                    store(t, r0 + r, col, &values[..cols]);
+                    continue;
+                }
+                let c = t.c.add((r0 + r) * t.ldc + col);
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if !t.bias.is_null() {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(t.bias.add(col)));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(t.bias.add(col + 8)));
+                }
+                if t.accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c.add(8)));
+                }
+                _mm256_storeu_ps(c, v0);
+                _mm256_storeu_ps(c.add(8), v1);
+            }
         }
     }
 }
