@@ -21,7 +21,12 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import pytest
 
-import marquee
+# The tests fork (servers, openssl). gRPC's fork handlers restart its pollers in the
+# child, where closing the inherited descriptors before exec can abort it; the tests
+# never use gRPC in a child, so they switch the handlers off (before gRPC is imported).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import marquee  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 QWEN_FIXTURES = REPO / "plugins" / "qwen2-vl" / "tests" / "fixtures"

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 
 
 def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"openssl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
 
 
 def make_pki(directory: Path) -> Dict[str, Path]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
-from .errors import Unknown, error_for
+from .errors import error_for
 from .types import (
     Contains,
     EmbedInput,
@@ -258,13 +259,13 @@ def value(v: PayloadValue) -> retrieval_pb2.Value:
     raise TypeError(f"a payload value must be str, int, float, bool or a list of str, not {v!r}")
 
 
-def from_value(v: retrieval_pb2.Value) -> PayloadValue:
-    """A protobuf payload value as Python."""
+def from_value(v: retrieval_pb2.Value) -> Optional[PayloadValue]:
+    """A protobuf payload value as Python; ``None`` for a kind this client does not know."""
     kind = v.WhichOneof("kind")
     if kind == "list_value":
         return list(v.list_value.values)
     if kind is None:
-        raise ValueError("a payload value with no kind")
+        return None
     return getattr(v, kind)  # type: ignore[no-any-return]
 
 
@@ -274,8 +275,10 @@ def payload(fields: Mapping[str, PayloadValue]) -> Dict[str, retrieval_pb2.Value
 
 
 def from_payload(fields: Mapping[str, retrieval_pb2.Value]) -> Dict[str, PayloadValue]:
-    """A protobuf payload as Python."""
-    return {k: from_value(v) for k, v in fields.items()}
+    """A protobuf payload as Python, leaving out values of kinds this client does not
+    know (a newer server's)."""
+    decoded = {k: from_value(v) for k, v in fields.items()}
+    return {k: v for k, v in decoded.items() if v is not None}
 
 
 def item(value: Item) -> retrieval_pb2.Item:
@@ -481,7 +484,7 @@ class ReportCollector:
     def report(self) -> Any:
         """The report; :class:`marquee.Unknown` when the stream ended without one."""
         if self._report is None:
-            raise Unknown(Unknown.code, "the evaluation ended without a report")
+            raise error_for(grpc.StatusCode.UNKNOWN, "the evaluation ended without a report")
         return self._report
 
 

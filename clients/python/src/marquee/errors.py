@@ -58,7 +58,7 @@ class MarqueeError(Exception):
     """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-    """The status code this class stands for (the instance's own may differ only on the base class)."""
+    """The status code a subclass stands for; an instance holds its call's code."""
 
     def __init__(
         self,
