@@ -24,6 +24,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 GRPCIO_TOOLS_VERSION = "1.80.1"
@@ -52,7 +53,6 @@ def generate(out_dir: Path) -> None:
     """
     try:
         from grpc_tools import protoc
-        from importlib.metadata import version
     except ImportError as e:
         raise RuntimeError(f"grpcio-tools is missing: pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}") from e
     installed = version("grpcio-tools")
@@ -61,7 +61,9 @@ def generate(out_dir: Path) -> None:
             f"grpcio-tools {installed} is installed; the stubs are generated with "
             f"{GRPCIO_TOOLS_VERSION}: pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}"
         )
-    protos = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in (PROTO_ROOT / "marquee" / "v1").glob("*.proto"))
+    # Absolute file names, which protoc maps to their names under --proto_path
+    # ("marquee/v1/embedding.proto"), whatever the working directory.
+    protos = sorted(str(p) for p in (PROTO_ROOT / "marquee" / "v1").glob("*.proto"))
     if not protos:
         raise RuntimeError(f"no .proto files under {PROTO_ROOT / 'marquee' / 'v1'}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +77,6 @@ def generate(out_dir: Path) -> None:
             f"--grpc_python_out={tmp}",
             *protos,
         ]
-        # protoc resolves the file names against --proto_path from the working directory.
         status = protoc.main(args)
         if status != 0:
             raise RuntimeError(f"protoc failed with status {status}")

@@ -112,6 +112,17 @@ def test_async_retrieval_and_evaluation(
         assert recs == client.evaluate_recommendations("async", cutoffs=(5,), min_high_ratings=3)
         assert recs.queries == 4
 
+        async def broken() -> AsyncIterator[marquee.Item]:
+            yield items[0]
+            raise KeyError("broken item source")
+
+        with pytest.raises(KeyError, match="broken item source"):
+            await aclient.upsert("async", broken(), batch_size=1)
+        with pytest.raises(TypeError):
+            await aclient.record_ratings("async", [("u1", "a00", 5.0)])  # type: ignore[list-item]
+        with pytest.raises(marquee.InvalidArgument):
+            await aclient.upsert("async", [marquee.Item("short", [1.0])])
+
         await aclient.delete_collection("async")
         with pytest.raises(marquee.NotFound):
             await aclient.get_collection("async")

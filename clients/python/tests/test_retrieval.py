@@ -152,6 +152,8 @@ def test_upsert_errors(client: marquee.Client, corpus: List[str]) -> None:
         client.upsert("nope", [item(0, corpus[0])])
     with pytest.raises(ValueError):
         client.upsert("partial", [], batch_size=0)
+    assert client.upsert("partial", iter([])) == 0
+    assert client.record_ratings("partial", []) == 0
     client.delete_collection("partial")
 
 

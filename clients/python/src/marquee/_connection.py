@@ -75,12 +75,11 @@ def connection(
     if target.startswith("https://"):
         if tls is False:
             raise ValueError(f"{target} is an https:// target; tls=False contradicts it")
-        address, secure = target[len("https://") :], True
+        address, secure = target[len("https://") :].rstrip("/"), True
     elif target.startswith("http://"):
         if tls:
             raise ValueError(f"TLS settings need an https:// target or one without a scheme, not {target}")
-        address = target[len("http://") :]
-    address = address.rstrip("/")
+        address = target[len("http://") :].rstrip("/")
     if not address:
         raise ValueError(f"no server address in target {target!r}")
     channel_options: List[Tuple[str, Any]] = [

@@ -388,17 +388,23 @@ def recommend_request(
 
 def rating_user(r: Rating) -> str:
     """The user of a rating: the key RecordRatings messages are batched by."""
+    return checked_rating(r).user_id
+
+
+def checked_rating(r: Rating) -> Rating:
+    """``r``, or ``TypeError`` when it is no :class:`marquee.Rating`."""
     if not isinstance(r, Rating):
         raise TypeError(f"record_ratings takes marquee.Rating values, not {type(r).__name__}")
-    return r.user_id
+    return r
 
 
 def rating_request(collection: str, batch: Sequence[Rating]) -> retrieval_pb2.RecordRatingsRequest:
     """One RecordRatings message: ratings of one user (see :func:`rating_user`)."""
+    ratings = [checked_rating(r) for r in batch]
     return retrieval_pb2.RecordRatingsRequest(
         collection=collection,
-        user_id=batch[0].user_id if batch else "",
-        ratings=[retrieval_pb2.Rating(item_id=r.item_id, rating=r.rating, timestamp=r.timestamp) for r in batch],
+        user_id=ratings[0].user_id if ratings else "",
+        ratings=[retrieval_pb2.Rating(item_id=r.item_id, rating=r.rating, timestamp=r.timestamp) for r in ratings],
     )
 
 

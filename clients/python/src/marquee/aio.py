@@ -316,7 +316,7 @@ class AsyncClient:
         ``ratings`` may be a synchronous or an asynchronous iterable.
         """
         batched = C.abatches(ratings, batch_size, key=C.rating_user)
-        requests = (C.rating_request(collection, b) async for b in batched)
+        requests = (C.rating_request(collection, b) async for b in batched if b)
         return int((await self._stream_unary(self._retrieval.RecordRatings, requests, timeout)).recorded)
 
     # EvaluationService.

@@ -406,10 +406,10 @@ class Client:
             timeout: Deadline of the whole call in seconds.
 
         Returns:
-            How many ratings were recorded.
+            How many ratings were recorded (no ratings: an empty stream, 0 recorded).
         """
         batched = C.batches(ratings, batch_size, key=C.rating_user)
-        requests = (C.rating_request(collection, b) for b in batched)
+        requests = (C.rating_request(collection, b) for b in batched if b)
         return int(self._stream_unary(self._retrieval.RecordRatings, requests, timeout).recorded)
 
     # EvaluationService.
