@@ -180,4 +180,3 @@ def minilm_reference() -> Dict[str, Any]:
 def qwen_expected() -> Dict[str, Any]:
     """transformers' greedy tokens for the tiny Qwen2.5-VL fixtures (``expected.json``)."""
     return json.loads((QWEN_FIXTURES / "expected.json").read_text())  # type: ignore[no-any-return]
-

@@ -8,10 +8,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
-
-import marquee
 from conftest import Server, minilm_dir
 from helpers import QWEN_FIXTURES, chat, cosine, texts
+
+import marquee
 
 
 def run(server: Server, body: Callable[[marquee.AsyncClient], Awaitable[None]]) -> None:

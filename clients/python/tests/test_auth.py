@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import Server, minilm_dir
 
 import marquee
-from conftest import Server, minilm_dir
 
 
 def test_tokens_are_required_and_checked(auth_server: Server) -> None:

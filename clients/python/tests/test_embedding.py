@@ -6,9 +6,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 import pytest
+from helpers import cosine, texts
 
 import marquee
-from helpers import cosine, texts
 
 
 def test_embed_equals_sentence_transformers(client: marquee.Client, minilm_reference: Dict[str, Any]) -> None:
@@ -28,9 +28,7 @@ def test_embed_one_input_and_the_default_model(client: marquee.Client, minilm_re
     assert cosine(one[0], item["embedding"]) >= 0.99999
 
 
-def test_embed_refuses_what_the_model_does_not_take(
-    client: marquee.Client, minilm_reference: Dict[str, Any]
-) -> None:
+def test_embed_refuses_what_the_model_does_not_take(client: marquee.Client, minilm_reference: Dict[str, Any]) -> None:
     long_text = next(i["text"] for i in minilm_reference["items"] if i["tokens_untruncated"] > 256)
     assert client.embed(long_text).shape == (1, 384)
     with pytest.raises(marquee.InvalidArgument, match="token"):

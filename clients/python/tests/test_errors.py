@@ -10,9 +10,9 @@ from typing import Iterator, List
 
 import grpc
 import pytest
+from conftest import Server, start_server
 
 import marquee
-from conftest import Server, start_server
 from marquee.errors import error_for
 
 
@@ -45,7 +45,7 @@ def test_every_status_code_has_its_class() -> None:
 
 
 def test_retry_hints_from_trailers() -> None:
-    from marquee.errors import _RetryInfo, _Status, _retry_after
+    from marquee.errors import _retry_after, _RetryInfo, _Status
 
     assert _retry_after((("grpc-retry-pushback-ms", "1500"),)) == 1.5
     status = _Status(code=8, message="full")
@@ -63,10 +63,12 @@ def test_retry_hints_from_trailers() -> None:
 def limited_server(workdir: Path) -> Iterator[Server]:
     """A server answering one call at a time."""
     config = workdir / "limited.toml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         [limits]
         max_concurrent_requests = 1
-        """))
+        """)
+    )
     s = start_server(workdir, "limited", ["--config", str(config)])
     yield s
     s.stop()

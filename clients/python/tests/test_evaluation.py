@@ -8,9 +8,9 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import pytest
+from helpers import texts
 
 import marquee
-from helpers import texts
 
 CUTOFFS = (1, 3, 10)
 
@@ -67,9 +67,7 @@ def test_evaluate_retrieval(client: marquee.Client, shelf: str, corpus: List[str
         progress=lambda done, total: progress.append((done, total)),
     )
     assert report.queries == len(queries)
-    ranked = [
-        [h.id for h in client.search(shelf, q.query, k=20)] for q in queries
-    ]
+    ranked = [[h.id for h in client.search(shelf, q.query, k=20)] for q in queries]
     expected = expected_metrics(ranked, [list(q.relevant) for q in queries])
     assert set(expected) <= set(report.metrics.values)
     for name, value in expected.items():
@@ -91,9 +89,7 @@ def test_evaluate_recommendations(client: marquee.Client, shelf: str) -> None:
     histories: Dict[str, List[marquee.Rating]] = {}
     for u in range(6):
         items = rng.permutation(20)[:8]
-        history = [
-            marquee.Rating(f"u{u}", f"d{i:02d}", 5.0 if n < 6 else 2.0, 1000 + n) for n, i in enumerate(items)
-        ]
+        history = [marquee.Rating(f"u{u}", f"d{i:02d}", 5.0 if n < 6 else 2.0, 1000 + n) for n, i in enumerate(items)]
         histories[f"u{u}"] = history
         ratings.extend(history)
     ratings.extend(marquee.Rating("sparse", f"d{i:02d}", 5.0, 1) for i in range(3))
@@ -126,9 +122,7 @@ def test_evaluate_generation(client: marquee.Client) -> None:
     generated = client.generate("Hi", model="tiny", max_new_tokens=8)
     items = [
         marquee.GenerationEvalItem("same", ["the cat sat on the mat"], candidate="the cat sat on the mat"),
-        marquee.GenerationEvalItem(
-            "other", ["a dog ran in the park", "the dog runs"], candidate="the dog ran"
-        ),
+        marquee.GenerationEvalItem("other", ["a dog ran in the park", "the dog runs"], candidate="the dog ran"),
         marquee.GenerationEvalItem(
             "generated",
             ["Hello there"],

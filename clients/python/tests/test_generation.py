@@ -8,9 +8,9 @@ import time
 from typing import Any, Dict, List
 
 import pytest
+from helpers import QWEN_FIXTURES, chat, fixture_images
 
 import marquee
-from helpers import QWEN_FIXTURES, chat, fixture_images
 
 
 def collect(stream: marquee.Stream[marquee.StreamEvent]) -> List[marquee.StreamEvent]:
@@ -46,17 +46,13 @@ def test_stream_adds_up_to_the_whole_answer(client: marquee.Client) -> None:
 def test_prompts_images_recall_and_parameters(client: marquee.Client, qwen_expected: Dict[str, Any]) -> None:
     images = fixture_images()
     # A str prompt with images is one user message: the images, then the text.
-    as_messages = client.generate(
-        [marquee.Message("user", [images[0], "What is this?"])], max_new_tokens=8
-    )
+    as_messages = client.generate([marquee.Message("user", [images[0], "What is this?"])], max_new_tokens=8)
     as_dicts = client.generate([{"role": "user", "content": [images[0], "What is this?"]}], max_new_tokens=8)
     shorthand = client.generate("What is this?", images=[images[0]], max_new_tokens=8)
     assert as_messages.token_ids == as_dicts.token_ids == shorthand.token_ids
     assert shorthand.usage.image_tokens > 0
 
-    recall = client.generate(
-        marquee.Recall(scene_images=images, ocr_text="EXIT", transcript="run!"), max_new_tokens=6
-    )
+    recall = client.generate(marquee.Recall(scene_images=images, ocr_text="EXIT", transcript="run!"), max_new_tokens=6)
     assert recall.usage.image_tokens > shorthand.usage.image_tokens and recall.usage.completion_tokens == 6
 
     sampled = [
@@ -110,7 +106,9 @@ def test_lora_adapters(client: marquee.Client, qwen_expected: Dict[str, Any]) ->
 
 def test_cancel_and_a_full_cache(client: marquee.Client, qwen_expected: Dict[str, Any]) -> None:
     # 256 tokens of KV cache: a 45-token prompt with 200 new tokens takes every block.
-    client.load_model("small-kv", str(QWEN_FIXTURES / "tiny-nested"), options={"kv_cache_tokens": 256, "kv_block_size": 16})
+    client.load_model(
+        "small-kv", str(QWEN_FIXTURES / "tiny-nested"), options={"kv_cache_tokens": 256, "kv_block_size": 16}
+    )
     try:
         prompt = chat(qwen_expected, "nested", 1)
         stream = client.generate_stream(prompt, model="small-kv", max_new_tokens=200)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import minilm_dir
 
 import marquee
-from conftest import minilm_dir
 
 
 def test_list_and_get_models(client: marquee.Client) -> None:

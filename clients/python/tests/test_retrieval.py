@@ -7,9 +7,9 @@ from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pytest
+from helpers import texts
 
 import marquee
-from helpers import texts
 
 GENRES = [["Drama"], ["Horror", "Thriller"], ["Comedy"], ["Horror"]]
 
@@ -92,12 +92,14 @@ def test_search_filters_and_payloads(client: marquee.Client, films: str, corpus:
             "short": len(corpus[i]) < 40,
             "lang": "en",
         }
-    pairs = client.search(films, corpus[0], k=20, filter=[("year", marquee.Range(gt=1990)), ("year", marquee.Range(lte=1992))])
+    pairs = client.search(
+        films, corpus[0], k=20, filter=[("year", marquee.Range(gt=1990)), ("year", marquee.Range(lte=1992))]
+    )
     assert {h.id for h in pairs} == {"t11", "t12"}
     assert all(h.payload == {} for h in pairs)
-    assert [h.id for h in client.search(films, corpus[0], k=20, filter={"short": True, "rating": 0.5})] == [
-        "t02"
-    ] * (len(corpus[2]) < 40)
+    assert [h.id for h in client.search(films, corpus[0], k=20, filter={"short": True, "rating": 0.5})] == ["t02"] * (
+        len(corpus[2]) < 40
+    )
     with pytest.raises(marquee.InvalidArgument):
         client.search(films, corpus[0], filter={"no_such_field": 1})
 
@@ -177,9 +179,7 @@ def test_ratings_and_recommendations(client: marquee.Client, films: str, corpus:
     seen = {0, 1, 2, 3}
     expected = [j for j in np.argsort(-scores, kind="stable") if j not in seen][:5]
     assert [h.id for h in recommended] == [f"t{j:02d}" for j in expected]
-    np.testing.assert_allclose(
-        [h.score for h in recommended], scores[expected] / np.linalg.norm(profile), atol=1e-5
-    )
+    np.testing.assert_allclose([h.score for h in recommended], scores[expected] / np.linalg.norm(profile), atol=1e-5)
     assert recommended[0].payload["lang"] == "en"
 
     inline = client.recommend(films, ratings={"t00": 5.0, "t01": 4.5, "t02": 1.0, "t03": 2.0}, k=5)

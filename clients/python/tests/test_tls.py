@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
+from conftest import Server, start_server
 
 import marquee
-from conftest import Server, start_server
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -24,11 +24,27 @@ def openssl(*args: str) -> None:
 def make_pki(directory: Path) -> Dict[str, Path]:
     """A CA, a server certificate for localhost and 127.0.0.1, and a client certificate."""
     directory.mkdir()
-    files = {name: directory / name for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")}
+    files = {
+        name: directory / name for name in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+    }
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]), "-days", "1",
-            "-subj", "/CN=marquee test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(
+        "req",
+        "-x509",
+        *key,
+        "-keyout",
+        str(files["ca.key"]),
+        "-out",
+        str(files["ca.pem"]),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=marquee test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     leaves: Dict[str, List[str]] = {
         "server": ["subjectAltName=DNS:localhost,IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
         "client": ["extendedKeyUsage=clientAuth"],
@@ -36,10 +52,35 @@ def make_pki(directory: Path) -> Dict[str, Path]:
     for name, extensions in leaves.items():
         csr = directory / f"{name}.csr"
         ext = directory / f"{name}.ext"
-        openssl("req", "-new", *key, "-keyout", str(files[f"{name}.key"]), "-out", str(csr), "-subj", f"/CN=marquee test {name}")
+        openssl(
+            "req",
+            "-new",
+            *key,
+            "-keyout",
+            str(files[f"{name}.key"]),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN=marquee test {name}",
+        )
         ext.write_text("\n".join(extensions) + "\n")
-        openssl("x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
-                "-CAcreateserial", "-out", str(files[f"{name}.pem"]), "-days", "1", "-extfile", str(ext))
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(files["ca.pem"]),
+            "-CAkey",
+            str(files["ca.key"]),
+            "-CAcreateserial",
+            "-out",
+            str(files[f"{name}.pem"]),
+            "-days",
+            "1",
+            "-extfile",
+            str(ext),
+        )
     return files
 
 

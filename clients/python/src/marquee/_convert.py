@@ -4,7 +4,22 @@ back; shared by the blocking and the asyncio client so that both send the same b
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 import grpc
 import numpy as np
@@ -172,7 +187,9 @@ def embed_input(value: EmbedInput) -> embedding_pb2.EmbedInput:
                 thumbnail_collection=value.thumbnail_collection,
             )
         )
-    raise TypeError(f"cannot embed a {type(value).__name__}: pass str, bytes, Multimodal, FusionVectors or StoredFusion")
+    raise TypeError(
+        f"cannot embed a {type(value).__name__}: pass str, bytes, Multimodal, FusionVectors or StoredFusion"
+    )
 
 
 def multimodal(value: Multimodal) -> embedding_pb2.MultimodalInput:
@@ -297,7 +314,9 @@ def item(value: Item) -> retrieval_pb2.Item:
         return retrieval_pb2.Item(
             id=value.id, vector=retrieval_pb2.Vector(values=vector_values(content)), payload=fields
         )
-    raise TypeError(f"item {value.id!r}: content must be a vector, str, bytes or Multimodal, not {type(content).__name__}")
+    raise TypeError(
+        f"item {value.id!r}: content must be a vector, str, bytes or Multimodal, not {type(content).__name__}"
+    )
 
 
 def upsert_request(collection: str, batch: Sequence[Item]) -> retrieval_pb2.UpsertRequest:
@@ -464,9 +483,7 @@ def generation_eval_request(
     batch: Sequence[GenerationEvalItem], options: Optional[evaluation_pb2.GenerationEvalOptions]
 ) -> evaluation_pb2.EvaluateGenerationRequest:
     """One EvaluateGeneration message; the first carries the options."""
-    return evaluation_pb2.EvaluateGenerationRequest(
-        options=options, items=[generation_eval_item(i) for i in batch]
-    )
+    return evaluation_pb2.EvaluateGenerationRequest(options=options, items=[generation_eval_item(i) for i in batch])
 
 
 class ReportCollector:

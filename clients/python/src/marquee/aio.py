@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
 
 import grpc
 import grpc.aio
@@ -298,9 +312,7 @@ class AsyncClient:
         timeout: Optional[float] = None,
     ) -> List[Hit]:
         """Items near what a user rated highly; see :meth:`marquee.Client.recommend`."""
-        request = C.recommend_request(
-            collection, user_id, ratings, k, min_rating, exclude_seen, filter, with_payload
-        )
+        request = C.recommend_request(collection, user_id, ratings, k, min_rating, exclude_seen, filter, with_payload)
         return C.hits(await self._unary(self._retrieval.Recommend, request, timeout))
 
     async def record_ratings(

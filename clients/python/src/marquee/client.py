@@ -382,9 +382,7 @@ class Client:
             with_payload: Return each hit's payload.
             timeout: Deadline in seconds.
         """
-        request = C.recommend_request(
-            collection, user_id, ratings, k, min_rating, exclude_seen, filter, with_payload
-        )
+        request = C.recommend_request(collection, user_id, ratings, k, min_rating, exclude_seen, filter, with_payload)
         return C.hits(self._unary(self._retrieval.Recommend, request, timeout))
 
     def record_ratings(
@@ -441,12 +439,8 @@ class Client:
             queries, and ``report.per_query`` when asked for.
         """
         batched = C.batches(queries, batch_size)
-        requests = (
-            C.retrieval_eval_request(b, i == 0, collection, cutoffs, per_query) for i, b in enumerate(batched)
-        )
-        stream = self._stream(
-            self._evaluation.EvaluateRetrieval, requests, lambda e: e, timeout, client_streaming=True
-        )
+        requests = (C.retrieval_eval_request(b, i == 0, collection, cutoffs, per_query) for i, b in enumerate(batched))
+        stream = self._stream(self._evaluation.EvaluateRetrieval, requests, lambda e: e, timeout, client_streaming=True)
         return self._report(stream, "report", progress)  # type: ignore[no-any-return]
 
     def evaluate_recommendations(
@@ -680,9 +674,7 @@ class Client:
         request = generation_pb2.UnloadAdapterRequest(model=model, name=name)
         self._unary(self._generation.UnloadAdapter, request, timeout)
 
-    def list_adapters(
-        self, *, model: str = "", timeout: Optional[float] = None
-    ) -> List[generation_pb2.AdapterInfo]:
+    def list_adapters(self, *, model: str = "", timeout: Optional[float] = None) -> List[generation_pb2.AdapterInfo]:
         """The adapters loaded into a generator (``ListAdapters``); empty ``model``: the default one."""
         request = generation_pb2.ListAdaptersRequest(model=model)
         return list(self._unary(self._generation.ListAdapters, request, timeout).adapters)
