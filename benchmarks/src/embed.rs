@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 /// Where requests go: gRPC `Embed` or the HTTP API.
 #[derive(Clone)]
 enum Transport {
-    Grpc(Client),
+    Grpc(Box<Client>),
     Http {
-        client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+        client: Box<hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>>,
         url: String,
     },
 }
@@ -108,12 +108,15 @@ pub async fn run(addr: &str, args: &Args) -> Result<Value> {
     let (model, n, batch, single) = (args.model.as_str(), args.n, args.batch, args.single);
     let docs = inputs::read_texts(&args.movies, Some(n.max(single)))?;
     let client = match &args.http {
-        None => Transport::Grpc(Client::connect(addr).await?),
+        None => Transport::Grpc(Box::new(Client::connect(addr).await?)),
         Some(http) => Transport::Http {
             client: {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+                Box::new(
+                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                        .build(connector),
+                )
             },
             url: format!("http://{http}/v1/embeddings"),
         },

@@ -108,6 +108,14 @@ class Server:
             pytest.fail(f"the server did not start: {line!r}\n{self.log.read_text(errors='replace')}")
         return fields
 
+    def begin_shutdown(self) -> None:
+        """Sends SIGTERM without waiting: the server drains its calls, then exits."""
+        self._process.terminate()
+
+    def wait(self, timeout: float) -> int:
+        """Waits for the process to exit; its exit status."""
+        return self._process.wait(timeout)
+
     def stop(self) -> None:
         """Stops the process (SIGTERM, then SIGKILL after 10 s)."""
         if self._process.poll() is None:
