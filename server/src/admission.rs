@@ -104,25 +104,31 @@ where
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;
-            Ok(response.map(|body| {
-                Body::new(Held {
-                    body,
-                    _permit: permit,
-                })
-            }))
+            Ok(response.map(|body| Body::new(Guarded::new(body, permit))))
         })
     }
 }
 
-/// A response body that keeps its call's place until it is finished or dropped.
-struct Held {
-    body: Body,
-    _permit: OwnedSemaphorePermit,
+/// A response body that keeps `guard` (a call's admission place, say) alive until the
+/// body is finished or dropped.
+pub struct Guarded<B, G> {
+    body: B,
+    _guard: G,
 }
 
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
+impl<B, G> Guarded<B, G> {
+    /// `body`, holding `guard`.
+    pub fn new(body: B, guard: G) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -209,7 +209,7 @@ def limited_server(workdir: Path) -> Iterator[Server]:
     """A server taking one call at a time and bodies up to 64 KiB, with the generator."""
     s = start_server(
         workdir,
-        "limited",
+        "http-limited",
         ["--model", f"tiny={QWEN_FIXTURES / 'tiny-nested'}"],
         env={"MARQUEE_LIMITS__MAX_CONCURRENT_REQUESTS": "1", "MARQUEE_LIMITS__MAX_MESSAGE_BYTES": "65536"},
     )

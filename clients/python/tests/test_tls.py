@@ -143,3 +143,28 @@ def test_tls_settings_are_checked(pki: Dict[str, Path]) -> None:
         marquee.Client("https://127.0.0.1:1", tls=marquee.TLSConfig(cert=pki["client.pem"]))
     with pytest.raises(ValueError, match="reading"):
         marquee.Client("https://127.0.0.1:1", tls=marquee.TLSConfig(ca="/no/such/ca.pem"))
+
+
+def test_the_http_api_over_mutual_tls(mtls_server: Server, pki: Dict[str, Path]) -> None:
+    """The HTTP API takes the same certificates: HTTPS with a client certificate works
+    through the openai SDK; without one the handshake fails."""
+    import ssl
+
+    import openai
+
+    assert mtls_server.http, "the server has no HTTP API"
+    port = mtls_server.http.rsplit(":", 1)[1]
+    base_url = f"https://localhost:{port}/v1"
+    with_certificate = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    with_certificate.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+    without_certificate = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    for context, works in ((with_certificate, True), (without_certificate, False)):
+        http = openai.DefaultHttpx2Client(verify=context)
+        api = openai.OpenAI(base_url=base_url, api_key="unused", http_client=http, max_retries=0)
+        if works:
+            response = api.embeddings.create(model="minilm", input="over tls", encoding_format="float")
+            assert len(response.data[0].embedding) == 384
+        else:
+            with pytest.raises(openai.APIConnectionError):
+                api.embeddings.create(model="minilm", input="no certificate")
+        api.close()

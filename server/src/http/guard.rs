@@ -1,14 +1,14 @@
 //! What every HTTP API request passes before its handler, in order: the drain (503
 //! once shutdown has started), bearer-token authentication (401, or 403 for a user
 //! token on an admin route), the server-wide admission shared with gRPC (429 with
-//! `Retry-After`), and the request's deadline, read from `X-Request-Timeout` (seconds)
-//! or `X-Stainless-Timeout` (the OpenAI SDKs' own timeout). The admission place is
+//! `Retry-After`), and the request's deadline, read from `X-Request-Timeout` (seconds,
+//! fractions allowed). The admission place is
 //! held and the request counted in the metrics until the response body, a stream's
 //! last event included, is finished or dropped.
 
 use super::error::ApiError;
 use super::HttpApi;
-use crate::admission::RETRY_AFTER;
+use crate::admission::{Guarded, RETRY_AFTER};
 use crate::auth::Denied;
 use crate::engine::deadline::Deadline;
 use axum::body::Body;
@@ -16,10 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// Routes that need an admin token.
 const ADMIN_ROUTES: [&str; 2] = ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"];
@@ -77,26 +74,20 @@ fn unauthorized(denied: Denied) -> ApiError {
     ApiError::new(status, kind, message).with_code(code)
 }
 
-/// The request's timeout from `X-Request-Timeout` or `X-Stainless-Timeout`: positive
-/// seconds, fractions allowed.
+/// The request's timeout from `X-Request-Timeout`: positive seconds, fractions allowed.
 pub fn timeout_of(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
-    for name in ["x-request-timeout", "x-stainless-timeout"] {
-        let Some(value) = headers.get(name) else {
-            continue;
-        };
-        let seconds = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "the header {name} must be a positive number of seconds"
-                ))
-            })?;
-        return Ok(Some(Duration::from_secs_f64(seconds)));
-    }
-    Ok(None)
+    let Some(value) = headers.get("x-request-timeout") else {
+        return Ok(None);
+    };
+    let seconds = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .ok_or_else(|| {
+            ApiError::invalid("the header X-Request-Timeout must be a positive number of seconds")
+        })?;
+    Ok(Some(Duration::from_secs_f64(seconds)))
 }
 
 /// The middleware in front of every API route (not `/health` and `/ready`).
@@ -138,51 +129,26 @@ pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next)
     crate::metrics::add_http_in_flight(route, 1.0);
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    response.map(|body| {
-        Body::new(Held {
-            body,
-            _permit: permit,
-            route,
-            status,
-            started,
-        })
-    })
+    let call = Call {
+        route,
+        status,
+        started,
+    };
+    response.map(|body| Body::new(Guarded::new(body, (permit, call))))
 }
 
-/// A response body that keeps its request's admission place, and records the request
-/// when it is finished or dropped.
-struct Held {
-    body: Body,
-    _permit: OwnedSemaphorePermit,
+/// One API request in progress, for the metrics: recorded when dropped, with its
+/// response body.
+struct Call {
     route: &'static str,
     status: u16,
     started: Instant,
 }
 
-impl Drop for Held {
+impl Drop for Call {
     fn drop(&mut self) {
         crate::metrics::add_http_in_flight(self.route, -1.0);
         crate::metrics::record_http(self.route, self.status, self.started.elapsed());
-    }
-}
-
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -191,10 +157,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_come_from_either_header_in_seconds() {
+    fn timeouts_are_seconds_from_x_request_timeout() {
         let mut headers = HeaderMap::new();
         assert_eq!(timeout_of(&headers).unwrap(), None);
-        headers.insert("x-stainless-timeout", "600".parse().unwrap());
+        headers.insert("x-request-timeout", "600".parse().unwrap());
         assert_eq!(
             timeout_of(&headers).unwrap(),
             Some(Duration::from_secs(600))
