@@ -25,9 +25,23 @@ enum Transport {
     },
 }
 
-/// Server-side time of one request, when the transport reports it (gRPC): queue,
-/// tokenize, inference and total, in µs.
+/// Server-side time of one request, when the transport reports it: queue, tokenize,
+/// inference and total (gRPC only), in µs.
 type ServerTimes = Option<[u64; 4]>;
+
+/// The stages of the HTTP API's `Server-Timing` header (`queue;dur=0.012, ...`, ms).
+fn server_timing(headers: &hyper::HeaderMap) -> ServerTimes {
+    let value = headers.get("server-timing")?.to_str().ok()?;
+    let mut times = [0u64; 4];
+    for entry in value.split(',') {
+        let (name, duration) = entry.trim().split_once(";dur=")?;
+        let slot = ["queue", "tokenize", "inference"]
+            .iter()
+            .position(|s| *s == name)?;
+        times[slot] = (duration.parse::<f64>().ok()? * 1e3).round() as u64;
+    }
+    Some(times)
+}
 
 impl Transport {
     /// Embeds `texts`; returns how many vectors came back.
@@ -50,13 +64,14 @@ impl Transport {
                     .body(Full::new(Bytes::from(body)))?;
                 let response = client.request(request).await?;
                 let status = response.status();
+                let times = server_timing(response.headers());
                 let bytes = response.into_body().collect().await?.to_bytes();
                 if !status.is_success() {
                     bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
                 }
                 let parsed: Value = serde_json::from_slice(&bytes)?;
                 let rows = parsed["data"].as_array().context("no data")?.len();
-                Ok((rows, None))
+                Ok((rows, times))
             }
         }
     }
@@ -177,15 +192,11 @@ pub async fn run(addr: &str, args: &Args) -> Result<Value> {
         "single_mean_ms": latencies.iter().sum::<Duration>().as_secs_f64() * 1e3 / single.max(1) as f64,
         "single_p99_ms": percentile(&latencies, 0.99),
         "transport": if args.http.is_some() { "http" } else { "grpc" },
-        "single_server_mean_ms": if args.http.is_some() {
-            Value::Null
-        } else {
-            json!({
-                "queue": mean_ms(server[0]),
-                "tokenize": mean_ms(server[1]),
-                "inference": mean_ms(server[2]),
-                "total": mean_ms(server[3]),
-            })
+        "single_server_mean_ms": {
+            "queue": mean_ms(server[0]),
+            "tokenize": mean_ms(server[1]),
+            "inference": mean_ms(server[2]),
+            "total": mean_ms(server[3]),
         },
     }))
 }

@@ -2,15 +2,19 @@
 //! [`Embedder`](crate::engine::embedder::Embedder). `input` is a string, a list of
 //! strings, a token-id array or a list of them (ids of the model's own vocabulary,
 //! taken whole); `encoding_format` is `float` or `base64` (little-endian f32, as the
-//! OpenAI SDKs decode it). Marquee's addition: `"truncate": false` refuses texts over
-//! the model's token limit instead of cutting them.
+//! OpenAI SDKs decode it). Marquee's additions: `"truncate": false` refuses texts over
+//! the model's token limit instead of cutting them; a `Server-Timing` header gives the
+//! time the request spent queued, tokenizing and in inference.
 
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::{within, HttpApi};
 use crate::engine::deadline::Deadline;
 use crate::engine::request::{Input, Truncation};
+use crate::engine::runner::Stage;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -125,7 +129,7 @@ pub async fn create(
     State(api): State<HttpApi>,
     deadline: Option<Extension<Deadline>>,
     JsonBody(request): JsonBody<EmbeddingRequest>,
-) -> Result<Json<EmbeddingResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let deadline = deadline.map(|Extension(d)| d);
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -172,7 +176,8 @@ pub async fn create(
             },
         })
         .collect();
-    Ok(Json(EmbeddingResponse {
+    let timing = server_timing(&stage);
+    let response = Json(EmbeddingResponse {
         object: "list",
         data,
         model: embedded.model,
@@ -180,7 +185,23 @@ pub async fn create(
             prompt_tokens: stage.input_tokens,
             total_tokens: stage.input_tokens,
         },
-    }))
+    });
+    Ok((
+        [(header::HeaderName::from_static("server-timing"), timing)],
+        response,
+    )
+        .into_response())
+}
+
+/// The `Server-Timing` value of a request's stages, in ms.
+fn server_timing(stage: &Stage) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "queue;dur={:.3}, tokenize;dur={:.3}, inference;dur={:.3}",
+        ms(stage.queue),
+        ms(stage.tokenize),
+        ms(stage.inference)
+    )
 }
 
 #[cfg(test)]
