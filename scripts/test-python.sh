@@ -33,4 +33,6 @@ fi
 
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     ./clients/python pytest openai "grpcio-tools==${GRPCIO_TOOLS_VERSION}"
+# The server cargo built: under CARGO_TARGET_DIR when it is set.
+export MARQUEE_SERVER_BIN="${MARQUEE_SERVER_BIN:-${CARGO_TARGET_DIR:-target}/release/marquee-server}"
 exec "$VENV/bin/python" -m pytest clients/python/tests "$@"
