@@ -137,13 +137,6 @@ def test_cancel_and_a_full_cache(client: marquee.Client, qwen_expected: Dict[str
 def test_a_generation_deadline(client: marquee.Client) -> None:
     with pytest.raises(marquee.DeadlineExceeded):
         client.generate("Hi", max_new_tokens=256, min_new_tokens=256, timeout=0.002)
-    # A stream cut by its deadline either fails so, or (when the server's answer wins the
-    # race with the client's own deadline) ends with a result whose finish reason says so.
-    try:
-        events = collect(client.generate_stream("Hi", max_new_tokens=256, min_new_tokens=256, timeout=0.002))
-    except marquee.DeadlineExceeded:
-        return
-    final = events[-1]
-    assert isinstance(final, marquee.GenerationResult)
-    assert final.finish_reason == marquee.FinishReason.Value("FINISH_REASON_CANCELLED")
-    assert final.usage.completion_tokens < 256
+    # A stream cut by its deadline fails so too, whichever side's clock fires first.
+    with pytest.raises(marquee.DeadlineExceeded):
+        collect(client.generate_stream("Hi", max_new_tokens=256, min_new_tokens=256, timeout=0.002))

@@ -16,6 +16,7 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use super::{within, HttpApi};
 use crate::engine::deadline::Deadline;
+use crate::engine::generation::cut_by_deadline;
 use crate::engine::generation::request::{
     ChatMessage, ContentPart, FinishReason, GenerationEvent, GenerationInput, GenerationParams,
     GenerationResult,
@@ -396,10 +397,7 @@ pub async fn create(
                 }
                 Some(Ok(GenerationEvent::Done(result))) => {
                     if result.finish_reason == FinishReason::Cancelled {
-                        let error = deadline.map_or_else(
-                            || ApiError::deadline("the deadline passed"),
-                            |d| ApiError::from(d.exceeded()),
-                        );
+                        let error = ApiError::from(cut_by_deadline(deadline));
                         send(event(&error.body())).await;
                         break;
                     }

@@ -56,11 +56,6 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found_error", message)
     }
 
-    /// 504: the request's deadline passed.
-    pub fn deadline(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
-    }
-
     /// 503: the server is shutting down.
     pub fn draining() -> Self {
         Self::new(

@@ -290,10 +290,7 @@ impl Generation {
         while let Some(event) = stream.next().await {
             if let GenerationEvent::Done(result) = event? {
                 if result.finish_reason == FinishReason::Cancelled {
-                    return Err(deadline.map_or_else(
-                        || EngineError::DeadlineExceeded("the deadline passed".into()),
-                        |d| d.exceeded(),
-                    ));
+                    return Err(cut_by_deadline(deadline));
                 }
                 return Ok(result);
             }
@@ -414,6 +411,15 @@ impl Generation {
         let model = self.generator(model)?;
         Ok((model.name.clone(), serving_of(&model)?.adapters()))
     }
+}
+
+/// The error for a generation its deadline cut short (a result whose finish reason is
+/// [`FinishReason::Cancelled`]): what every API answers instead of that result.
+pub fn cut_by_deadline(deadline: Option<Deadline>) -> EngineError {
+    deadline.map_or_else(
+        || EngineError::DeadlineExceeded("the deadline passed".into()),
+        |d| d.exceeded(),
+    )
 }
 
 fn serving_of(model: &LoadedModel) -> Result<&GeneratorServing, EngineError> {
