@@ -27,14 +27,8 @@ import platform
 import statistics
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL_DIR = os.path.join(REPO, "data", "models", "all-MiniLM-L6-v2")
-RELEASE = os.path.join(REPO, "target", "release")
-
-
-def default_movies() -> str:
-    shared = os.environ.get("MARQUEE_SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
-    return os.path.join(shared, "movies.jsonl.gz")
+# The paths and the movie file default are embed_throughput.py's (this folder).
+from embed_throughput import MODEL_DIR, RELEASE, default_movies
 
 
 def bench(grpc: str, http: str | None, args: argparse.Namespace) -> dict:
