@@ -12,6 +12,22 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
+/// Runs `work` until `deadline` (if any), failing with the deadline's error when it
+/// passes first. `E` is the caller's error type (the engine's, or a transport's).
+pub async fn within<T, E: From<EngineError>>(
+    deadline: Option<Deadline>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match deadline {
+        None => work.await,
+        Some(d) => tokio::select! {
+            biased;
+            result = work => result,
+            () = d.expiry() => Err(d.exceeded().into()),
+        },
+    }
+}
+
 /// When a call must be answered by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadline {

@@ -14,9 +14,8 @@
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::{within, HttpApi};
-use crate::engine::deadline::Deadline;
-use crate::engine::generation::cut_by_deadline;
+use super::HttpApi;
+use crate::engine::deadline::{within, Deadline};
 use crate::engine::generation::request::{
     ChatMessage, ContentPart, FinishReason, GenerationEvent, GenerationInput, GenerationParams,
     GenerationResult,
@@ -274,7 +273,6 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "length",
         FinishReason::EosToken | FinishReason::StopSequence => "stop",
-        FinishReason::Cancelled => "cancelled",
     }
 }
 
@@ -396,11 +394,6 @@ pub async fn create(
                     event(&completion.chunk(json!({"content": text}), lp, None))
                 }
                 Some(Ok(GenerationEvent::Done(result))) => {
-                    if result.finish_reason == FinishReason::Cancelled {
-                        let error = ApiError::from(cut_by_deadline(deadline));
-                        send(event(&error.body())).await;
-                        break;
-                    }
                     let reason = finish_reason(result.finish_reason);
                     if !send(event(&completion.chunk(
                         json!({}),

@@ -8,8 +8,8 @@
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::{within, HttpApi};
-use crate::engine::deadline::Deadline;
+use super::HttpApi;
+use crate::engine::deadline::{within, Deadline};
 use crate::engine::request::{Input, Truncation};
 use crate::engine::runner::Stage;
 use axum::extract::State;

@@ -18,9 +18,7 @@ mod models;
 use crate::admission::AdmissionLayer;
 use crate::auth::Tokens;
 use crate::config::Limits;
-use crate::engine::deadline::Deadline;
 use crate::engine::embedder::Embedder;
-use crate::engine::error::EngineError;
 use crate::engine::generation::Generation;
 use crate::shutdown::Drain;
 use axum::extract::State;
@@ -29,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
-use std::future::Future;
 use std::sync::Arc;
 
 /// What the HTTP handlers share: the engine, and the server's guards.
@@ -91,21 +88,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Runs `work` until `deadline` (if any), answering 504 when it passes first.
-async fn within<T>(
-    deadline: Option<Deadline>,
-    work: impl Future<Output = Result<T, EngineError>>,
-) -> Result<T, ApiError> {
-    match deadline {
-        None => Ok(work.await?),
-        Some(d) => tokio::select! {
-            biased;
-            result = work => Ok(result?),
-            () = d.expiry() => Err(d.exceeded().into()),
-        },
-    }
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

@@ -29,21 +29,6 @@ impl DeadlineOf for Deadline {
     }
 }
 
-/// Runs `work` until `deadline` (if any), answering `DEADLINE_EXCEEDED` when it passes first.
-pub async fn within<T>(
-    deadline: Option<Deadline>,
-    work: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    match deadline {
-        None => work.await,
-        Some(d) => tokio::select! {
-            biased;
-            result = work => result,
-            () = d.expiry() => Err(d.exceeded().into()),
-        },
-    }
-}
-
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
@@ -169,6 +154,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::deadline::within;
     use futures::StreamExt;
 
     #[test]
@@ -191,13 +177,13 @@ mod tests {
         let d = Some(Deadline::after(Duration::from_millis(5)));
         let slow = within(d, async {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(())
+            Ok::<(), Status>(())
         });
         assert_eq!(
             slow.await.unwrap_err().code(),
             tonic::Code::DeadlineExceeded
         );
-        assert_eq!(within(None, async { Ok(7) }).await.unwrap(), 7);
+        assert_eq!(within(None, async { Ok::<_, Status>(7) }).await.unwrap(), 7);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::engine::generation::request::{
     ChatMessage, ContentPart, FinishReason, GenerationEvent, GenerationInput, GenerationParams,
     GenerationResult as DomainResult, RecallInput,
 };
-use crate::engine::generation::{cut_by_deadline, Generation, LoadedAdapter};
+use crate::engine::generation::{Generation, LoadedAdapter};
 use crate::services::deadline::{Bounded, DeadlineOf};
 use crate::services::observed;
 use marquee_plugin_api::GeneratedToken as DomainToken;
@@ -113,7 +113,6 @@ fn result(r: DomainResult) -> GenerationResult {
             FinishReason::Length => Proto::Length,
             FinishReason::EosToken => Proto::EosToken,
             FinishReason::StopSequence => Proto::StopSequence,
-            FinishReason::Cancelled => Proto::Cancelled,
         } as i32,
         usage: Some(GenerationUsage {
             prompt_tokens: r.usage.prompt_tokens,
@@ -190,23 +189,19 @@ impl GenerationService for GenerationApi {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(event) = stream.next().await {
-                let event = match event {
-                    Err(e) => Err(Status::from(e)),
-                    // Cut by its deadline: the stream ends DEADLINE_EXCEEDED, as Generate does.
-                    Ok(GenerationEvent::Done(r)) if r.finish_reason == FinishReason::Cancelled => {
-                        Err(Status::from(cut_by_deadline(deadline)))
-                    }
-                    Ok(GenerationEvent::Delta { tokens, text }) => {
-                        Ok(generate_stream_response::Event::Delta(GenerationDelta {
-                            tokens: tokens.into_iter().map(token).collect(),
-                            text,
-                        }))
-                    }
-                    Ok(GenerationEvent::Done(r)) => {
-                        Ok(generate_stream_response::Event::Result(result(r)))
-                    }
-                };
-                let message = event.map(|e| GenerateStreamResponse { event: Some(e) });
+                let message = event.map_err(Status::from).map(|e| GenerateStreamResponse {
+                    event: Some(match e {
+                        GenerationEvent::Delta { tokens, text } => {
+                            generate_stream_response::Event::Delta(GenerationDelta {
+                                tokens: tokens.into_iter().map(token).collect(),
+                                text,
+                            })
+                        }
+                        GenerationEvent::Done(r) => {
+                            generate_stream_response::Event::Result(result(r))
+                        }
+                    }),
+                });
                 // A closed channel means the client went away: dropping `stream`
                 // cancels the sequence.
                 if tx.send(message).await.is_err() {

@@ -58,7 +58,7 @@ pub(crate) async fn observed<T>(
     body: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
     let call = Call::start(rpc, deadline);
-    let result = deadline::within(deadline, body).await;
+    let result = crate::engine::deadline::within(deadline, body).await;
     call.finish(match &result {
         Ok(_) => tonic::Code::Ok,
         Err(s) => s.code(),

@@ -273,6 +273,7 @@ impl Generation {
             },
             token_ids: Vec::new(),
             tokens: Vec::new(),
+            deadline,
             pending: None,
             ended: false,
         })
@@ -289,9 +290,6 @@ impl Generation {
         let mut stream = self.start(model, input, params, deadline).await?;
         while let Some(event) = stream.next().await {
             if let GenerationEvent::Done(result) = event? {
-                if result.finish_reason == FinishReason::Cancelled {
-                    return Err(cut_by_deadline(deadline));
-                }
                 return Ok(result);
             }
         }
@@ -314,12 +312,7 @@ impl Generation {
             )));
         }
         let serving = serving_of(&model)?;
-        if serving
-            .adapters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
-        {
+        if serving.has_adapter(name) {
             return Err(EngineError::AlreadyExists(format!(
                 "adapter {name} is already loaded into {}",
                 model.name
@@ -413,15 +406,6 @@ impl Generation {
     }
 }
 
-/// The error for a generation its deadline cut short (a result whose finish reason is
-/// [`FinishReason::Cancelled`]): what every API answers instead of that result.
-pub fn cut_by_deadline(deadline: Option<Deadline>) -> EngineError {
-    deadline.map_or_else(
-        || EngineError::DeadlineExceeded("the deadline passed".into()),
-        |d| d.exceeded(),
-    )
-}
-
 fn serving_of(model: &LoadedModel) -> Result<&GeneratorServing, EngineError> {
     model
         .generation
@@ -444,8 +428,10 @@ pub struct GenerationStream {
     usage: GenerationUsage,
     token_ids: Vec<u32>,
     tokens: Vec<GeneratedToken>,
-    /// The result, once the last delta has gone out.
-    pending: Option<GenerationResult>,
+    /// The call's deadline.
+    deadline: Option<Deadline>,
+    /// The end (a result, or the deadline's error), once the last delta has gone out.
+    pending: Option<Result<GenerationResult, EngineError>>,
     /// Whether the sequence is over on the scheduler's side.
     ended: bool,
 }
@@ -456,10 +442,11 @@ impl GenerationStream {
         &self.model
     }
 
-    /// The next event: deltas, then the result; `None` after the result.
+    /// The next event: deltas, then the result (or, when the deadline cut the
+    /// generation, the held-back text and then `DEADLINE_EXCEEDED`); `None` after that.
     pub async fn next(&mut self) -> Option<Result<GenerationEvent, EngineError>> {
-        if let Some(result) = self.pending.take() {
-            return Some(Ok(GenerationEvent::Done(result)));
+        if let Some(end) = self.pending.take() {
+            return Some(end.map(GenerationEvent::Done));
         }
         if self.ended {
             return None;
@@ -483,7 +470,10 @@ impl GenerationStream {
                 SequenceEvent::DeadlinePassed => {
                     self.ended = true;
                     let text = self.stops.flush();
-                    self.pending = Some(self.result(FinishReason::Cancelled));
+                    self.pending = Some(Err(self.deadline.map_or_else(
+                        || EngineError::DeadlineExceeded("the deadline passed".into()),
+                        |d| d.exceeded(),
+                    )));
                     return Some(Ok(GenerationEvent::Delta {
                         tokens: Vec::new(),
                         text,
@@ -535,7 +525,7 @@ impl GenerationStream {
                 self.scheduler.cancel(self.id);
             }
             self.ended = true;
-            self.pending = Some(self.result(reason));
+            self.pending = Some(Ok(self.result(reason)));
         }
         GenerationEvent::Delta {
             tokens: vec![token],

@@ -100,8 +100,6 @@ pub enum FinishReason {
     EosToken,
     /// The text reached a stop string.
     StopSequence,
-    /// The call's deadline passed first.
-    Cancelled,
 }
 
 /// Token counts of a generation.
