@@ -17,8 +17,8 @@ use tower::{Layer, Service};
 /// up, so it suggests a short pause.
 pub const RETRY_AFTER: Duration = Duration::from_millis(100);
 
-/// Paths not counted.
-const EXEMPT_PREFIXES: [&str; 2] = ["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// Paths not counted (nor charged to the request memory budget).
+pub const EXEMPT_PREFIXES: [&str; 2] = ["/grpc.health.v1.Health/", "/grpc.reflection."];
 
 /// The places, shared by every connection.
 #[derive(Clone)]

@@ -47,6 +47,10 @@ pub struct Limits {
     /// `RESOURCE_EXHAUSTED`. The decoded size is bounded by the image plugin's
     /// `max_image_pixels` option.
     pub max_image_bytes: usize,
+    /// Request bytes the server holds in memory at once, over every call: gRPC
+    /// messages being handled and HTTP bodies; beyond it `RESOURCE_EXHAUSTED` before
+    /// a message's bytes are read. At least `max_message_bytes`.
+    pub max_request_memory_bytes: usize,
 }
 
 /// The dynamic batcher's limits for one model.
@@ -362,6 +366,13 @@ impl Settings {
             || self.retrieval.max_k == 0
         {
             bail!("[limits]: limits must be positive");
+        }
+        if self.limits.max_request_memory_bytes < self.limits.max_message_bytes {
+            bail!(
+                "[limits]: max_request_memory_bytes ({}) must be at least max_message_bytes ({})",
+                self.limits.max_request_memory_bytes,
+                self.limits.max_message_bytes
+            );
         }
         self.retrieval
             .device

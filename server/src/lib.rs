@@ -6,6 +6,7 @@
 //! - [`config`]: settings (embedded defaults, TOML, environment, flags).
 //! - [`auth`], [`tls`]: bearer tokens and TLS for the gRPC and HTTP ports.
 //! - [`admission`]: server-wide overload control, a tower layer.
+//! - [`memory`]: the server-wide budget of request bytes held in memory, a tower layer.
 //! - [`shutdown`], [`health`]: signals, the drain, and health checking.
 //! - [`engine`]: the inference engine: registry, queues, batcher, executor, pipelines
 //!   (see its module map).
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod evaluation;
 pub mod health;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod retrieval;

@@ -28,6 +28,9 @@ pub const DROPPED_INPUTS: &str = "marquee_dropped_inputs_total";
 pub const QUEUE_DEPTH: &str = "marquee_queue_depth";
 /// RPCs in progress, by RPC.
 pub const IN_FLIGHT: &str = "marquee_requests_in_flight";
+/// Request messages (gRPC) and bodies (HTTP) refused because the request memory
+/// budget was spent.
+pub const REQUEST_MEMORY_REFUSALS: &str = "marquee_request_memory_refusals_total";
 
 /// HTTP API requests by route and HTTP status.
 pub const HTTP_REQUESTS: &str = "marquee_http_requests_total";
@@ -111,6 +114,11 @@ pub fn rpc_label(path: &str) -> String {
 /// deadline), under the method name of its path.
 pub fn record_rejected(path: &str, code: tonic::Code) {
     counter!(REQUESTS, "rpc" => rpc_label(path), "code" => format!("{code:?}")).increment(1);
+}
+
+/// Counts a request refused by the request memory budget.
+pub fn record_request_memory_refusal() {
+    counter!(REQUEST_MEMORY_REFUSALS).increment(1);
 }
 
 /// Records one finished HTTP API request.

@@ -14,6 +14,7 @@ use crate::engine::registry::Registry;
 use crate::engine::tokenizer_pool::TokenizerPool;
 use crate::health::HealthApi;
 use crate::http::HttpApi;
+use crate::memory::RequestMemory;
 use crate::retrieval::gpu::Placement;
 use crate::retrieval::store::Store;
 use crate::services::deadline::DeadlineLayer;
@@ -225,12 +226,14 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let admission = AdmissionLayer::new(limits.max_concurrent_requests);
+    let request_memory = RequestMemory::new(limits.max_request_memory_bytes);
     let http_server = http.map(|listener| {
         let api = HttpApi::new(
             embedder,
             generation_engine.clone(),
             Arc::clone(&tokens),
             admission.clone(),
+            request_memory.clone(),
             shutdown.drain(),
             limits.clone(),
         );
@@ -268,6 +271,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let router = builder
         .layer(AuthLayer::new(Arc::clone(&tokens)))
         .layer(admission.clone())
+        .layer(request_memory)
         .layer(DeadlineLayer)
         .layer(tower::util::MapResponseLayer::new(
             oversize_as_resource_exhausted,

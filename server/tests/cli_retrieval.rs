@@ -6,27 +6,11 @@ mod common;
 
 use common::Server;
 use serde_json::Value;
-use std::process::Command;
-
-fn run(cli: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(cli)
-        .arg("--addr")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_search_recommend_and_evaluate_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::minilm(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
-    let cli = common::plugin_dir().join("marquee");
     let movies = dir.path().join("movies.jsonl");
     std::fs::write(
         &movies,
@@ -39,80 +23,60 @@ async fn ingest_search_recommend_and_evaluate_from_the_cli() {
         .join("\n"),
     )
     .unwrap();
-    let (ok, _, err) = run(
-        &cli,
-        &server.url,
-        &[
-            "collections",
-            "create",
-            "films",
-            "--dim",
-            "384",
-            "--model",
-            "minilm",
-        ],
-    );
+    let (ok, _, err) = server.cli(&[
+        "collections",
+        "create",
+        "films",
+        "--dim",
+        "384",
+        "--model",
+        "minilm",
+    ]);
     assert!(ok, "{err}");
-    let (ok, out, err) = run(
-        &cli,
-        &server.url,
-        &[
-            "--json",
-            "ingest",
-            "films",
-            movies.to_str().unwrap(),
-            "--id-field",
-            "imdb_id",
-            "--template",
-            "{title} ({year}). {overview|plot}",
-            "--payload",
-            "title,year,genres",
-        ],
-    );
+    let (ok, out, err) = server.cli(&[
+        "--json",
+        "ingest",
+        "films",
+        movies.to_str().unwrap(),
+        "--id-field",
+        "imdb_id",
+        "--template",
+        "{title} ({year}). {overview|plot}",
+        "--payload",
+        "title,year,genres",
+    ]);
     assert!(ok, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["items"], 4);
 
-    let (ok, out, _) = run(
-        &cli,
-        &server.url,
-        &[
-            "--json",
-            "search",
-            "films",
-            "a fish looking for his child",
-            "--k",
-            "1",
-        ],
-    );
+    let (ok, out, _) = server.cli(&[
+        "--json",
+        "search",
+        "films",
+        "a fish looking for his child",
+        "--k",
+        "1",
+    ]);
     assert!(ok);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["id"], "tt2");
-    let (ok, out, err) = run(
-        &cli,
-        &server.url,
-        &[
-            "--json",
-            "search",
-            "films",
-            "a monster hunts people",
-            "--k",
-            "5",
-            "--filter",
-            "genres contains Horror",
-            "--filter",
-            "year>=1978",
-            "--with-payload",
-        ],
-    );
+    let (ok, out, err) = server.cli(&[
+        "--json",
+        "search",
+        "films",
+        "a monster hunts people",
+        "--k",
+        "5",
+        "--filter",
+        "genres contains Horror",
+        "--filter",
+        "year>=1978",
+        "--with-payload",
+    ]);
     assert!(ok, "{err}");
     let hits: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits.as_array().unwrap().len(), 1);
     assert_eq!(hits[0]["id"], "tt3");
     assert_eq!(hits[0]["payload"]["title"], "Alien");
-    let (ok, _, err) = run(
-        &cli,
-        &server.url,
-        &["search", "films", "x", "--filter", "rating>=3"],
-    );
+    let (ok, _, err) = server.cli(&["search", "films", "x", "--filter", "rating>=3"]);
     assert!(
         !ok && err.contains("InvalidArgument") && err.contains("unknown field"),
         "{err}"
@@ -129,20 +93,12 @@ async fn ingest_search_recommend_and_evaluate_from_the_cli() {
         ));
     }
     std::fs::write(&ratings, csv).unwrap();
-    let (ok, out, err) = run(
-        &cli,
-        &server.url,
-        &["ratings", "import", "films", ratings.to_str().unwrap()],
-    );
+    let (ok, out, err) = server.cli(&["ratings", "import", "films", ratings.to_str().unwrap()]);
     assert!(
         ok && out.contains("imported 5 ratings for 2 users"),
         "{out}{err}"
     );
-    let (ok, out, err) = run(
-        &cli,
-        &server.url,
-        &["--json", "recommend", "films", "--user", "u0", "--k", "3"],
-    );
+    let (ok, out, err) = server.cli(&["--json", "recommend", "films", "--user", "u0", "--k", "3"]);
     assert!(ok, "{err}");
     let mut recommended: Vec<String> = serde_json::from_str::<Vec<Value>>(&out)
         .unwrap()
@@ -158,29 +114,21 @@ async fn ingest_search_recommend_and_evaluate_from_the_cli() {
 
     let queries = dir.path().join("queries.jsonl");
     std::fs::write(&queries, "{\"query_id\": \"q1\", \"query\": \"shark movie at the beach\", \"relevant\": [\"tt4\"]}\n{\"query_id\": \"q2\", \"query\": \"bank robbery in LA\", \"relevant\": [\"tt1\"]}\n").unwrap();
-    let (ok, out, err) = run(
-        &cli,
-        &server.url,
-        &[
-            "--json",
-            "eval",
-            "retrieval",
-            "films",
-            queries.to_str().unwrap(),
-            "--k",
-            "1,5,10,25",
-        ],
-    );
+    let (ok, out, err) = server.cli(&[
+        "--json",
+        "eval",
+        "retrieval",
+        "films",
+        queries.to_str().unwrap(),
+        "--k",
+        "1,5,10,25",
+    ]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["queries"], 2);
     assert_eq!(report["recall@1"], 1.0);
     assert_eq!(report["mrr"], 1.0);
-    let (ok, _, err) = run(
-        &cli,
-        &server.url,
-        &["--json", "eval", "recommend", "films", "--k", "5,10,20"],
-    );
+    let (ok, _, err) = server.cli(&["--json", "eval", "recommend", "films", "--k", "5,10,20"]);
     assert!(
         !ok && err.contains("FailedPrecondition"),
         "nobody has 5 high ratings: {err}"

@@ -33,18 +33,11 @@ fn create_request(name: &str) -> CreateCollectionRequest {
 }
 
 fn server(dir: &std::path::Path) -> Server {
-    Server::start(&[
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--plugin-dir",
-        &common::plugin_dir().display().to_string(),
-    ])
+    Server::storage(dir)
 }
 
 async fn connect(server: &Server) -> RetrievalServiceClient<Channel> {
-    RetrievalServiceClient::connect(server.url.clone())
-        .await
-        .unwrap()
+    server.retrieval().await
 }
 
 fn batch(round: usize, b: u64) -> Vec<Item> {

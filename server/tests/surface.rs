@@ -5,7 +5,6 @@ mod common;
 use common::{cosine, Server};
 use marquee_client::proto::{embed_stream_response::Result as StreamResult, EmbedRequest};
 use marquee_client::Client;
-use std::process::Command;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -142,19 +141,7 @@ async fn cli_embeds_and_lists_models() {
         "build the workspace first: {} is missing",
         cli.display()
     );
-    let run = |args: &[&str]| {
-        let out = Command::new(&cli)
-            .arg("--addr")
-            .arg(&server.url)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let run = |args: &[&str]| server.cli(args);
     let (ok, stdout, _) = run(&[
         "--json",
         "embed",

@@ -1,11 +1,12 @@
-//! `marquee collections`: create, list, show and delete collections.
+//! `marquee collections`: create, list, show, delete and repair collections.
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use marquee_client::proto::{
     index_config::Kind as IndexKind, CollectionInfo, CreateCollectionRequest,
     DeleteCollectionRequest, ExactIndex, GetCollectionRequest, HnswIndex, IndexConfig,
-    ListCollectionsRequest, Metric,
+    ListCollectionsRequest, Metric, RepairCollectionRequest, RepairCollectionResponse,
+    UnopenedCollection,
 };
 use marquee_client::ConnectOptions;
 use serde_json::json;
@@ -26,6 +27,15 @@ pub enum CollectionsAction {
     Delete {
         /// Collection name.
         name: String,
+    },
+    /// Report what keeping a damaged collection's readable history would drop (admin);
+    /// with --yes, cut its files back to that history and open it.
+    Repair {
+        /// Collection name.
+        name: String,
+        /// Make the changes (without it, only report them).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -156,15 +166,28 @@ pub fn collection_json(c: &CollectionInfo) -> serde_json::Value {
     })
 }
 
-/// Prints collections as a table, or as a JSON array with `as_json`.
-fn print_table(collections: &[CollectionInfo], as_json: bool) {
+/// Prints collections as a table, or as a JSON array with `as_json`; the collections
+/// that could not be opened follow, each with why (`{"name", "unopened"}` in JSON).
+fn print_table(collections: &[CollectionInfo], unopened: &[UnopenedCollection], as_json: bool) {
     if as_json {
-        let all: Vec<_> = collections.iter().map(collection_json).collect();
+        let closed = unopened
+            .iter()
+            .map(|u| json!({ "name": u.name, "unopened": u.reason }));
+        let all: Vec<_> = collections
+            .iter()
+            .map(collection_json)
+            .chain(closed)
+            .collect();
         println!("{}", serde_json::Value::Array(all));
         return;
     }
+    for u in unopened {
+        println!("unopened {}: {}", u.name, u.reason);
+    }
     if collections.is_empty() {
-        println!("no collections");
+        if unopened.is_empty() {
+            println!("no collections");
+        }
         return;
     }
     println!(
@@ -223,13 +246,12 @@ pub async fn run(server: &ConnectOptions, action: CollectionsAction, as_json: bo
             }
         }
         CollectionsAction::List => {
-            let collections = client
+            let listing = client
                 .retrieval
                 .list_collections(ListCollectionsRequest {})
                 .await?
-                .into_inner()
-                .collections;
-            print_table(&collections, as_json);
+                .into_inner();
+            print_table(&listing.collections, &listing.unopened, as_json);
         }
         CollectionsAction::Get { name } => {
             let info = client
@@ -240,7 +262,7 @@ pub async fn run(server: &ConnectOptions, action: CollectionsAction, as_json: bo
             if as_json {
                 println!("{}", collection_json(&info));
             } else {
-                print_table(std::slice::from_ref(&info), false);
+                print_table(std::slice::from_ref(&info), &[], false);
             }
         }
         CollectionsAction::Delete { name } => {
@@ -254,8 +276,72 @@ pub async fn run(server: &ConnectOptions, action: CollectionsAction, as_json: bo
                 println!("deleted collection {name}");
             }
         }
+        CollectionsAction::Repair { name, yes } => {
+            let report = client
+                .retrieval
+                .repair_collection(RepairCollectionRequest {
+                    name: name.clone(),
+                    apply: yes,
+                })
+                .await?
+                .into_inner();
+            if as_json {
+                println!("{}", repair_json(&name, &report));
+            } else {
+                print!("{}", repair_text(&name, &report));
+            }
+        }
     }
     Ok(())
+}
+
+/// A repair report as JSON.
+fn repair_json(name: &str, r: &RepairCollectionResponse) -> serde_json::Value {
+    json!({
+        "name": name,
+        "damaged": r.damaged,
+        "file": r.file,
+        "offset": r.offset,
+        "problem": r.problem,
+        "records_dropped": r.records_dropped,
+        "items_upserted_dropped": r.items_upserted_dropped,
+        "ids_deleted_dropped": r.ids_deleted_dropped,
+        "ratings_dropped": r.ratings_dropped,
+        "bytes_dropped": r.bytes_dropped,
+        "actions": r.actions,
+        "applied": r.applied,
+    })
+}
+
+/// A repair report in words: the damage, what keeping the history before it drops,
+/// and the file changes made or to make.
+fn repair_text(name: &str, r: &RepairCollectionResponse) -> String {
+    if !r.damaged {
+        return format!("collection {name} is intact and open; nothing to repair\n");
+    }
+    let mut text = format!(
+        "collection {name} is damaged: {} at byte {}: {}\n\
+         keeping its history before that point drops {} readable record(s) \
+         ({} item(s) upserted, {} id(s) deleted, {} rating(s)) and {} byte(s)\n",
+        r.file,
+        r.offset,
+        r.problem,
+        r.records_dropped,
+        r.items_upserted_dropped,
+        r.ids_deleted_dropped,
+        r.ratings_dropped,
+        r.bytes_dropped,
+    );
+    let verb = if r.applied { "done" } else { "to do" };
+    for action in &r.actions {
+        text.push_str(&format!("  {verb}: {action}\n"));
+    }
+    text.push_str(&if r.applied {
+        format!("repaired: collection {name} is open\n")
+    } else {
+        format!("nothing changed; run `marquee collections repair {name} --yes` to make these changes\n")
+    });
+    text
 }
 
 #[cfg(test)]
@@ -295,6 +381,43 @@ mod tests {
             args(IndexArg::Exact, None).request().unwrap().device,
             "cuda:1"
         );
+    }
+
+    #[test]
+    fn repair_reports_say_what_is_dropped_and_what_to_run() {
+        let report = RepairCollectionResponse {
+            damaged: true,
+            file: "/d/collections/c/wal-0000000002.log".into(),
+            offset: 4096,
+            problem: "a checksum mismatch".into(),
+            records_dropped: 3,
+            items_upserted_dropped: 20,
+            ids_deleted_dropped: 1,
+            ratings_dropped: 0,
+            bytes_dropped: 9000,
+            actions: vec!["cut wal-0000000002.log to 4096 bytes".into()],
+            applied: false,
+        };
+        assert_eq!(
+            repair_text("c", &report),
+            "collection c is damaged: /d/collections/c/wal-0000000002.log at byte 4096: \
+             a checksum mismatch\nkeeping its history before that point drops 3 readable \
+             record(s) (20 item(s) upserted, 1 id(s) deleted, 0 rating(s)) and 9000 byte(s)\n  \
+             to do: cut wal-0000000002.log to 4096 bytes\nnothing changed; run \
+             `marquee collections repair c --yes` to make these changes\n"
+        );
+        let applied = RepairCollectionResponse {
+            applied: true,
+            ..report
+        };
+        assert!(repair_text("c", &applied).ends_with(
+            "  done: cut wal-0000000002.log to 4096 bytes\nrepaired: collection c is open\n"
+        ));
+        assert_eq!(
+            repair_text("c", &RepairCollectionResponse::default()),
+            "collection c is intact and open; nothing to repair\n"
+        );
+        assert_eq!(repair_json("c", &applied)["bytes_dropped"], 9000);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What every HTTP API request passes before its handler, in order: the drain (503
 //! once shutdown has started), bearer-token authentication (401, or 403 for a user
 //! token on an admin route), the server-wide admission shared with gRPC (429 with
-//! `Retry-After`), and the request's deadline, read from `X-Request-Timeout` (seconds,
-//! fractions allowed). The admission place is
-//! held and the request counted in the metrics until the response body, a stream's
-//! last event included, is finished or dropped.
+//! `Retry-After`), the request memory budget shared with gRPC (429 with `Retry-After`;
+//! a body is charged its `Content-Length`, or `limits.max_message_bytes` when it has
+//! none), and the request's deadline, read from `X-Request-Timeout` (seconds, fractions
+//! allowed). The admission place and the charge are held and the request counted in
+//! the metrics until the response body, a stream's last event included, is finished or
+//! dropped.
 
 use super::error::ApiError;
 use super::HttpApi;
@@ -90,6 +92,20 @@ pub fn timeout_of(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
     Ok(Some(Duration::from_secs_f64(seconds)))
 }
 
+/// The bytes a request's body may hold in memory: its declared length (at most
+/// `limit`, past which it is refused unread), none for a GET, else `limit`.
+fn body_bytes(request: &Request, limit: usize) -> usize {
+    if request.method() == axum::http::Method::GET {
+        return 0;
+    }
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(limit, |n| n.min(limit as u64) as usize)
+}
+
 /// The middleware in front of every API route (not `/health` and `/ready`).
 pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -113,7 +129,12 @@ pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next)
                 RETRY_AFTER,
             )
         })?;
-        Ok(permit)
+        let body = body_bytes(&request, api.limits.max_message_bytes);
+        let charge = api.request_memory.try_charge(body).ok_or_else(|| {
+            crate::metrics::record_request_memory_refusal();
+            ApiError::overloaded(api.request_memory.refusal(body), RETRY_AFTER)
+        })?;
+        Ok((permit, charge))
     })();
     let deadline = timeout_of(request.headers());
     let (permit, deadline) = match (admitted, deadline) {
@@ -155,6 +176,22 @@ impl Drop for Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_charged_their_declared_length_or_the_limit() {
+        let request = |method: &str, length: Option<&str>| {
+            let mut builder = axum::http::Request::builder().method(method).uri("/v1/x");
+            if let Some(length) = length {
+                builder = builder.header("content-length", length);
+            }
+            builder.body(Body::empty()).unwrap()
+        };
+        assert_eq!(body_bytes(&request("GET", None), 1000), 0);
+        assert_eq!(body_bytes(&request("POST", Some("120")), 1000), 120);
+        assert_eq!(body_bytes(&request("POST", Some("5000")), 1000), 1000);
+        assert_eq!(body_bytes(&request("POST", None), 1000), 1000);
+        assert_eq!(body_bytes(&request("POST", Some("many")), 1000), 1000);
+    }
 
     #[test]
     fn timeouts_are_seconds_from_x_request_timeout() {

@@ -20,6 +20,7 @@ use crate::auth::Tokens;
 use crate::config::Limits;
 use crate::engine::embedder::Embedder;
 use crate::engine::generation::Generation;
+use crate::memory::RequestMemory;
 use crate::shutdown::Drain;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -36,6 +37,7 @@ pub struct HttpApi {
     generation: Generation,
     tokens: Arc<Tokens>,
     admission: AdmissionLayer,
+    request_memory: RequestMemory,
     drain: Drain,
     limits: Limits,
     /// When the server started, in Unix seconds (the models' `created`).
@@ -43,12 +45,14 @@ pub struct HttpApi {
 }
 
 impl HttpApi {
-    /// The API over the same engine, tokens, admission places and drain as gRPC.
+    /// The API over the same engine, tokens, admission places, request memory budget
+    /// and drain as gRPC.
     pub fn new(
         embedder: Embedder,
         generation: Generation,
         tokens: Arc<Tokens>,
         admission: AdmissionLayer,
+        request_memory: RequestMemory,
         drain: Drain,
         limits: Limits,
     ) -> Self {
@@ -57,6 +61,7 @@ impl HttpApi {
             generation,
             tokens,
             admission,
+            request_memory,
             drain,
             limits,
             started: unix_now(),

@@ -34,8 +34,11 @@ pub fn check(point: Point) -> io::Result<()> {
         return Ok(());
     };
     match std::fs::read_to_string(std::path::Path::new(&dir).join(point.file_name())) {
-        Ok(errno) if errno.trim() == "ENOSPC" => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
-        Ok(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+        Ok(errno) if errno.trim() == "ENOSPC" => Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "No space left on device (injected)",
+        )),
+        Ok(_) => Err(io::Error::other("Input/output error (injected)")),
         Err(_) => Ok(()),
     }
 }

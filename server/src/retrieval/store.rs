@@ -6,7 +6,7 @@ use super::gpu::Placement;
 use dashmap::DashMap;
 use marquee_proto::v1::CreateCollectionRequest;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The collections, opened at start-up.
 pub struct Store {
@@ -16,6 +16,9 @@ pub struct Store {
     /// Collections on disk that could not be opened (damaged, unreadable): every call
     /// naming one answers why, until it is repaired or deleted.
     unopened: DashMap<String, Unopened>,
+    /// Held while an unopened collection is repaired or deleted, so the two never
+    /// work on its files at once.
+    fixing_unopened: Mutex<()>,
 }
 
 /// Why a collection on disk is closed.
@@ -23,6 +26,17 @@ pub struct Store {
 struct Unopened {
     kind: ErrorKind,
     reason: String,
+}
+
+impl Unopened {
+    /// The error every call naming the collection answers.
+    fn error(&self, name: &str) -> StorageError {
+        StorageError::Unopened {
+            name: name.to_string(),
+            kind: self.kind,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 impl Store {
@@ -68,6 +82,7 @@ impl Store {
             placement,
             collections,
             unopened,
+            fixing_unopened: Mutex::new(()),
         })
     }
 
@@ -87,11 +102,7 @@ impl Store {
     /// Why `name` is not an open collection.
     fn closed(&self, name: &str) -> StorageError {
         match self.unopened.get(name) {
-            Some(u) => StorageError::Unopened {
-                name: name.to_string(),
-                kind: u.kind,
-                reason: u.reason.clone(),
-            },
+            Some(u) => u.error(name),
             None => StorageError::CollectionNotFound(name.to_string()),
         }
     }
@@ -121,6 +132,7 @@ impl Store {
 
     /// Deletes a collection and its files (an unopened one too). Blocking.
     pub fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let _fixing = self.fixing_unopened.lock();
         let dir = match self.collections.remove(name) {
             Some((_, collection)) => collection.dir().to_path_buf(),
             None => match self.unopened.remove(name) {
@@ -142,6 +154,7 @@ impl Store {
     /// longest readable history and opens it. An open collection is reported intact.
     /// Blocking.
     pub fn repair(&self, name: &str, apply: bool) -> Result<RepairReport, StorageError> {
+        let _fixing = self.fixing_unopened.lock();
         if self.collections.contains_key(name) {
             return Ok(RepairReport::intact());
         }
@@ -189,6 +202,17 @@ impl Store {
             .map(|c| Arc::clone(c.value()))
             .collect();
         all.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        all
+    }
+
+    /// The collections on disk that could not be opened, by name, each with why.
+    pub fn unopened(&self) -> Vec<(String, String)> {
+        let mut all: Vec<_> = self
+            .unopened
+            .iter()
+            .map(|u| (u.key().clone(), u.value().error(u.key()).to_string()))
+            .collect();
+        all.sort();
         all
     }
 }

@@ -4,6 +4,7 @@ use crate::engine::deadline::Deadline;
 use crate::engine::embedder::Embedder;
 use crate::engine::pipeline::PipelineParts;
 use crate::engine::request::{Input, Truncation};
+use crate::retrieval::collection::RepairReport;
 use crate::retrieval::collection::{Collection, Query, ScoredRow};
 use crate::retrieval::error::{ErrorKind, StorageError};
 use crate::retrieval::store::Store;
@@ -15,8 +16,9 @@ use marquee_proto::v1::{
     item, recommend_request, search_request, CollectionInfo, CreateCollectionRequest,
     DeleteCollectionRequest, DeleteCollectionResponse, DeleteRequest, DeleteResponse,
     GetCollectionRequest, GetRequest, GetResponse, ListCollectionsRequest, ListCollectionsResponse,
-    Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse, ScoredItem,
-    SearchRequest, SearchResponse, StoredItem, UpsertRequest, UpsertResponse,
+    Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse, RepairCollectionRequest,
+    RepairCollectionResponse, ScoredItem, SearchRequest, SearchResponse, StoredItem,
+    UnopenedCollection, UpsertRequest, UpsertResponse,
 };
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -395,7 +397,26 @@ impl RetrievalService for RetrievalApi {
         observed("ListCollections", Deadline::of(&request), async {
             Ok(ListCollectionsResponse {
                 collections: self.store.list().iter().map(|c| c.info()).collect(),
+                unopened: self
+                    .store
+                    .unopened()
+                    .into_iter()
+                    .map(|(name, reason)| UnopenedCollection { name, reason })
+                    .collect(),
             })
+        })
+        .await
+    }
+
+    async fn repair_collection(
+        &self,
+        request: Request<RepairCollectionRequest>,
+    ) -> Result<Response<RepairCollectionResponse>, Status> {
+        observed("RepairCollection", Deadline::of(&request), async {
+            let store = Arc::clone(&self.store);
+            let RepairCollectionRequest { name, apply } = request.into_inner();
+            let report = blocking(move || Ok(store.repair(&name, apply)?)).await?;
+            Ok(repair_response(report))
         })
         .await
     }
@@ -572,5 +593,30 @@ impl RetrievalService for RetrievalApi {
             Ok(RecordRatingsResponse { recorded })
         })
         .await
+    }
+}
+
+/// A repair report as the RPC answers it.
+fn repair_response(report: RepairReport) -> RepairCollectionResponse {
+    let RepairReport {
+        file,
+        offset,
+        problem,
+        lost,
+        actions,
+        applied,
+    } = report;
+    RepairCollectionResponse {
+        damaged: file.is_some(),
+        file: file.map_or_else(String::new, |f| f.display().to_string()),
+        offset,
+        problem,
+        records_dropped: lost.records,
+        items_upserted_dropped: lost.items_upserted,
+        ids_deleted_dropped: lost.ids_deleted,
+        ratings_dropped: lost.ratings,
+        bytes_dropped: lost.bytes,
+        actions,
+        applied,
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use marquee_client::proto::embedding_service_client::EmbeddingServiceClient;
+use marquee_client::proto::retrieval_service_client::RetrievalServiceClient;
 use marquee_client::Client;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -184,6 +185,57 @@ impl Server {
     /// `marquee_queue_depth{model="minilm"}`; 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
         metric_value(&self.scrape_metrics(), series)
+    }
+
+    /// A server with no model, on the data directory `data` (storage tests), with extra
+    /// environment variables.
+    pub fn storage_with_env(data: &Path, env: &[(&str, &str)]) -> Server {
+        let plugins = plugin_dir().display().to_string();
+        let args = [
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--plugin-dir",
+            &plugins,
+        ];
+        Self::start_with_env(&args, env)
+    }
+
+    /// A server with no model, on the data directory `data`.
+    pub fn storage(data: &Path) -> Server {
+        Self::storage_with_env(data, &[])
+    }
+
+    /// A RetrievalService client on this server.
+    pub async fn retrieval(&self) -> RetrievalServiceClient<tonic::transport::Channel> {
+        RetrievalServiceClient::connect(self.url.clone())
+            .await
+            .expect("connecting")
+    }
+
+    /// Runs the `marquee` CLI against this server; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let cli = plugin_dir().join("marquee");
+        let out = Command::new(&cli)
+            .arg("--addr")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", cli.display()));
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    /// A field of the process's `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, ...).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
     /// Whether the process is still running.

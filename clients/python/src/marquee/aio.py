@@ -246,6 +246,14 @@ class AsyncClient:
         request = retrieval_pb2.DeleteCollectionRequest(name=name)
         await self._unary(self._retrieval.DeleteCollection, request, timeout)
 
+    async def repair_collection(
+        self, name: str, *, apply: bool = False, timeout: Optional[float] = None
+    ) -> retrieval_pb2.RepairCollectionResponse:
+        """What keeping a damaged collection's readable history would drop; with ``apply``,
+        cuts its files back to that history and opens it (``RepairCollection``; admin tokens only)."""
+        request = retrieval_pb2.RepairCollectionRequest(name=name, apply=apply)
+        return await self._unary(self._retrieval.RepairCollection, request, timeout)  # type: ignore[no-any-return]
+
     async def list_collections(self, *, timeout: Optional[float] = None) -> List[retrieval_pb2.CollectionInfo]:
         """Every collection (``ListCollections``)."""
         response = await self._unary(self._retrieval.ListCollections, retrieval_pb2.ListCollectionsRequest(), timeout)

@@ -281,6 +281,14 @@ class Client:
         """Deletes a collection and its data (``DeleteCollection``; admin tokens only)."""
         self._unary(self._retrieval.DeleteCollection, retrieval_pb2.DeleteCollectionRequest(name=name), timeout)
 
+    def repair_collection(
+        self, name: str, *, apply: bool = False, timeout: Optional[float] = None
+    ) -> retrieval_pb2.RepairCollectionResponse:
+        """What keeping a damaged collection's readable history would drop; with ``apply``,
+        cuts its files back to that history and opens it (``RepairCollection``; admin tokens only)."""
+        request = retrieval_pb2.RepairCollectionRequest(name=name, apply=apply)
+        return self._unary(self._retrieval.RepairCollection, request, timeout)  # type: ignore[no-any-return]
+
     def list_collections(self, *, timeout: Optional[float] = None) -> List[retrieval_pb2.CollectionInfo]:
         """Every collection (``ListCollections``)."""
         response = self._unary(self._retrieval.ListCollections, retrieval_pb2.ListCollectionsRequest(), timeout)

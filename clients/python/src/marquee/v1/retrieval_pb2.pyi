@@ -94,10 +94,54 @@ class ListCollectionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListCollectionsResponse(_message.Message):
-    __slots__ = ("collections",)
+    __slots__ = ("collections", "unopened")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNOPENED_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
-    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+    unopened: _containers.RepeatedCompositeFieldContainer[UnopenedCollection]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., unopened: _Optional[_Iterable[_Union[UnopenedCollection, _Mapping]]] = ...) -> None: ...
+
+class UnopenedCollection(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RepairCollectionRequest(_message.Message):
+    __slots__ = ("name", "apply")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    apply: bool
+    def __init__(self, name: _Optional[str] = ..., apply: bool = ...) -> None: ...
+
+class RepairCollectionResponse(_message.Message):
+    __slots__ = ("damaged", "file", "offset", "problem", "records_dropped", "items_upserted_dropped", "ids_deleted_dropped", "ratings_dropped", "bytes_dropped", "actions", "applied")
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_UPSERTED_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    IDS_DELETED_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    RATINGS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    damaged: bool
+    file: str
+    offset: int
+    problem: str
+    records_dropped: int
+    items_upserted_dropped: int
+    ids_deleted_dropped: int
+    ratings_dropped: int
+    bytes_dropped: int
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    applied: bool
+    def __init__(self, damaged: bool = ..., file: _Optional[str] = ..., offset: _Optional[int] = ..., problem: _Optional[str] = ..., records_dropped: _Optional[int] = ..., items_upserted_dropped: _Optional[int] = ..., ids_deleted_dropped: _Optional[int] = ..., ratings_dropped: _Optional[int] = ..., bytes_dropped: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., applied: bool = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)

@@ -87,6 +87,11 @@ class RetrievalServiceStub(object):
                 request_serializer=marquee_dot_v1_dot_retrieval__pb2.RecordRatingsRequest.SerializeToString,
                 response_deserializer=marquee_dot_v1_dot_retrieval__pb2.RecordRatingsResponse.FromString,
                 _registered_method=True)
+        self.RepairCollection = channel.unary_unary(
+                '/marquee.v1.RetrievalService/RepairCollection',
+                request_serializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.SerializeToString,
+                response_deserializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer(object):
@@ -162,6 +167,15 @@ class RetrievalServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairCollection(self, request, context):
+        """Admin. Inspects a collection that could not be opened because its files are
+        damaged (its RPCs answer DATA_LOSS) and says what keeping its longest readable
+        history would drop; with `apply`, cuts the files back to that history and opens it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +228,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.RecordRatings,
                     request_deserializer=marquee_dot_v1_dot_retrieval__pb2.RecordRatingsRequest.FromString,
                     response_serializer=marquee_dot_v1_dot_retrieval__pb2.RecordRatingsResponse.SerializeToString,
+            ),
+            'RepairCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairCollection,
+                    request_deserializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.FromString,
+                    response_serializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +508,33 @@ class RetrievalService(object):
             '/marquee.v1.RetrievalService/RecordRatings',
             marquee_dot_v1_dot_retrieval__pb2.RecordRatingsRequest.SerializeToString,
             marquee_dot_v1_dot_retrieval__pb2.RecordRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marquee.v1.RetrievalService/RepairCollection',
+            marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.SerializeToString,
+            marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
