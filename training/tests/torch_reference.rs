@@ -6,7 +6,9 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use marquee_training::optim::adamw_params;
-use marquee_training::{ContrastiveBatch, Pooling, SentenceEncoder, Texts, Trainer};
+use marquee_training::{
+    clip_grad_norm, ContrastiveBatch, Pooling, SentenceEncoder, Texts, Trainer,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +109,50 @@ fn embeddings_match_torch_mean_and_cls_pooling() {
                 "{pooling:?} {group} embeddings differ: {err:.3e}"
             );
         }
+    }
+}
+
+/// Copies the fixture model to a temporary directory (its weight files included).
+fn copy_model() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = model_dir();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            let sub = dir.path().join(entry.file_name());
+            std::fs::create_dir_all(&sub).unwrap();
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                let file = file.unwrap();
+                std::fs::copy(file.path(), sub.join(file.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn dense_with_identity_activation_matches_torch() {
+    let r = reference();
+    let dir = copy_model();
+    let config = dir.path().join("2_Dense/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("torch.nn.modules.activation.Tanh"));
+    let text = text.replace(
+        "torch.nn.modules.activation.Tanh",
+        "torch.nn.modules.linear.Identity",
+    );
+    std::fs::write(&config, text).unwrap();
+    let encoder = SentenceEncoder::load(dir.path(), &Device::Cpu).unwrap();
+    for group in ["queries", "docs", "negatives"] {
+        let t = texts(&r, group);
+        let got = encoder.forward(&t.input_ids, &t.attention_mask).unwrap();
+        let err = rel_err(&got, &r[&format!("{group}.identity_embedding")]);
+        assert!(
+            err < EMBED_TOL,
+            "Identity {group} embeddings differ: {err:.3e}"
+        );
     }
 }
 
@@ -258,19 +304,50 @@ fn clipped_adamw_step_matches_torch() {
     check_params(&encoder, &r, "full step", true);
 }
 
-#[test]
-fn adamw_on_torch_gradients_matches_torch() {
-    // The optimiser alone: clip and step with torch's own gradients.
-    let r = reference();
-    let encoder = load();
-    let mut trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
+/// torch's gradients in a [`GradStore`] keyed by `encoder`'s variables.
+fn torch_grads(encoder: &SentenceEncoder, r: &HashMap<String, Tensor>) -> GradStore {
     let mut grads = GradStore::default();
     for (name, var) in encoder.named_vars() {
         if let Some(g) = r.get(&format!("grad.{name}")) {
             grads.insert(var.as_tensor(), g.clone());
         }
     }
-    let norm = trainer.apply_gradients(grads).unwrap();
+    grads
+}
+
+#[test]
+fn clip_grad_norm_matches_torch() {
+    // The first AdamW step is nearly blind to a common scale of the gradients
+    // (g/(|g|+ε)), so clipping is checked on its own.
+    let r = reference();
+    let encoder = load();
+    let mut grads = torch_grads(&encoder, &r);
+    let vars: Vec<_> = encoder.named_vars().into_iter().map(|(_, v)| v).collect();
+    let norm = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
+    let torch_norm = values(&r["grad_norm"])[0];
+    assert!(
+        ((norm - torch_norm) / torch_norm).abs() < 1e-6,
+        "{norm} vs {torch_norm}"
+    );
+    let mut errors = Vec::new();
+    for (name, var) in encoder.named_vars() {
+        if let Some(want) = r.get(&format!("clipped.{name}")) {
+            errors.push((name, rel_err(grads.get(&var).unwrap(), want)));
+        }
+    }
+    assert_eq!(errors.len(), 39, "clipped gradient count");
+    let (name, err) = worst(&errors);
+    println!("clipped gradients: worst relative error {err:.3e} ({name})");
+    assert!(err < 1e-6, "clipped gradient of {name} differs: {err:.3e}");
+}
+
+#[test]
+fn adamw_on_torch_gradients_matches_torch() {
+    // The optimiser alone: clip and step with torch's own gradients.
+    let r = reference();
+    let encoder = load();
+    let mut trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
+    let norm = trainer.apply_gradients(torch_grads(&encoder, &r)).unwrap();
     let torch_norm = values(&r["grad_norm"])[0];
     assert!(
         ((norm - torch_norm) / torch_norm).abs() < 1e-6,
