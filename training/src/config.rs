@@ -200,3 +200,83 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pooling(json: &str) -> Result<Pooling> {
+        serde_json::from_str::<PoolingConfig>(json).unwrap().mode()
+    }
+
+    #[test]
+    fn pooling_modes_new_and_old_style() {
+        assert_eq!(
+            pooling(r#"{"pooling_mode": "mean"}"#).unwrap(),
+            Pooling::Mean
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode": ["cls"]}"#).unwrap(),
+            Pooling::Cls
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#)
+                .unwrap(),
+            Pooling::Mean
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode_cls_token": true}"#).unwrap(),
+            Pooling::Cls
+        );
+        assert!(pooling(r#"{"pooling_mode": "max"}"#).is_err());
+        assert!(pooling(r#"{"pooling_mode_max_tokens": true}"#).is_err());
+        assert!(
+            pooling(r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}"#)
+                .is_err()
+        );
+        assert!(pooling("{}").is_err());
+    }
+
+    #[test]
+    fn dense_activation_defaults_to_tanh_and_rejects_residuals() {
+        let dense = |json: &str| serde_json::from_str::<DenseConfig>(json).unwrap();
+        let base = r#""in_features": 4, "out_features": 2"#;
+        assert_eq!(
+            dense(&format!("{{{base}}}")).activation().unwrap(),
+            DenseActivation::Tanh
+        );
+        assert_eq!(
+            dense(&format!(
+                r#"{{{base}, "activation_function": "torch.nn.modules.linear.Identity"}}"#
+            ))
+            .activation()
+            .unwrap(),
+            DenseActivation::Identity
+        );
+        assert!(dense(&format!(
+            r#"{{{base}, "activation_function": "torch.nn.modules.activation.ReLU"}}"#
+        ))
+        .activation()
+        .is_err());
+        assert!(dense(&format!(r#"{{{base}, "use_residual": true}}"#))
+            .activation()
+            .is_err());
+    }
+
+    #[test]
+    fn bert_config_checks() {
+        let json = r#"{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 64, "vocab_size": 100}"#;
+        let config: BertConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.hidden_act, "gelu");
+        assert_eq!(config.layer_norm_eps, 1e-12);
+        assert_eq!(config.type_vocab_size, 2);
+        config.validate().unwrap();
+        let mut bad = config.clone();
+        bad.hidden_act = "gelu_new".into();
+        assert!(bad.validate().is_err());
+        let mut bad = config.clone();
+        bad.num_attention_heads = 5;
+        assert!(bad.validate().is_err());
+    }
+}

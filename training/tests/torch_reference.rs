@@ -219,6 +219,33 @@ const EPS_REGION: f64 = 1e-6;
 /// (among them the key biases of [`gradient_is_zero_in_exact_arithmetic`]) are only
 /// held to `|ours − torch| ≤ 2·lr` (each moved at most `lr` from the same start) and
 /// left out of the relative error, which is computed over the other elements.
+#[test]
+fn loss_without_hard_negatives_matches_torch() {
+    let r = reference();
+    let encoder = load();
+    let mut trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
+    let mut pairs = batch(&r);
+    pairs.hard_negatives = None;
+    let (loss, _) = trainer.loss_and_grads(&encoder, &pairs).unwrap();
+    let err = rel_err(&loss.reshape(1).unwrap(), &r["loss_without_negatives"]);
+    println!("loss without hard negatives: relative error {err:.3e}");
+    assert!(
+        err < LOSS_TOL,
+        "loss without hard negatives differs: {err:.3e}"
+    );
+    // And a few steps on the one batch lower it.
+    let first = trainer.step(&encoder, &pairs).unwrap().loss;
+    let mut last = first;
+    for _ in 0..4 {
+        last = trainer.step(&encoder, &pairs).unwrap().loss;
+    }
+    println!("loss over five steps: {first} -> {last}");
+    assert!(
+        last < 0.7 * first,
+        "training did not lower the loss: {first} -> {last}"
+    );
+}
+
 fn check_params(
     encoder: &SentenceEncoder,
     r: &HashMap<String, Tensor>,
