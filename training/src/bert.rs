@@ -1,0 +1,244 @@
+//! The BERT encoder (Hugging Face `BertModel`, absolute positions, exact-erf GELU),
+//! written with candle ops so that every weight is trainable. Weight names follow
+//! transformers (`embeddings.word_embeddings.weight`,
+//! `encoder.layer.N.attention.self.query.weight`, ...), looked up under the prefix the
+//! checkpoint uses (`""` or `"bert."`), as the serving plugin does. No dropout: the
+//! forward pass is the eval-mode one (see the crate docs).
+
+use crate::config::BertConfig;
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor, D};
+
+/// Where the encoder reads its weights: a name (without the checkpoint prefix) and the
+/// expected shape give a tensor tracked by autograd.
+pub trait ParamSource {
+    /// The parameter `name` after checking its shape.
+    fn param(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+}
+
+/// `y = x Wᵀ + b` over the last dimension, like `torch.nn.Linear`.
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Reads `{prefix}.weight` (`out × in`) and, if `bias`, `{prefix}.bias`.
+    pub fn load(
+        src: &dyn ParamSource,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: src.param(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+            bias: if bias {
+                Some(src.param(&format!("{prefix}.bias"), &[out_dim])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Applies the layer to `x` of shape `(..., in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().context("linear input has no dimensions")?;
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension (biased variance).
+struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(src: &dyn ParamSource, prefix: &str, hidden: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            gamma: src.param(&format!("{prefix}.weight"), &[hidden])?,
+            beta: src.param(&format!("{prefix}.bias"), &[hidden])?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed
+            .broadcast_mul(&self.gamma)?
+            .broadcast_add(&self.beta)?)
+    }
+}
+
+/// Softmax over the last dimension; the subtracted maximum is a constant for autograd.
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&sum)?)
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// A BERT encoder whose weights are autograd variables.
+pub struct Bert {
+    config: BertConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// Reads the encoder's weights from `src` (names without the checkpoint prefix).
+    pub fn load(config: BertConfig, src: &dyn ParamSource) -> Result<Self> {
+        config.validate()?;
+        let (h, inter, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            layers.push(Layer {
+                query: Linear::load(src, &format!("{p}.attention.self.query"), h, h, true)?,
+                key: Linear::load(src, &format!("{p}.attention.self.key"), h, h, true)?,
+                value: Linear::load(src, &format!("{p}.attention.self.value"), h, h, true)?,
+                attention_output: Linear::load(
+                    src,
+                    &format!("{p}.attention.output.dense"),
+                    h,
+                    h,
+                    true,
+                )?,
+                attention_norm: LayerNorm::load(
+                    src,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    h,
+                    eps,
+                )?,
+                intermediate: Linear::load(
+                    src,
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    inter,
+                    true,
+                )?,
+                output: Linear::load(src, &format!("{p}.output.dense"), inter, h, true)?,
+                output_norm: LayerNorm::load(src, &format!("{p}.output.LayerNorm"), h, eps)?,
+            });
+        }
+        Ok(Self {
+            word_embeddings: src
+                .param("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position_embeddings: src.param(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type_embeddings: src.param(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
+            embeddings_norm: LayerNorm::load(src, "embeddings.LayerNorm", h, eps)?,
+            layers,
+            config,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Last hidden states `(batch, len, hidden)` for padded `input_ids` `(batch, len)`
+    /// (u32 or i64) and `attention_mask` `(batch, len)` (1 for tokens, 0 for padding;
+    /// any dtype). Token types default to 0; positions are `0..len` in every row.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (batch, len) = input_ids.dims2()?;
+        let h = self.config.hidden_size;
+        anyhow::ensure!(
+            len <= self.config.max_position_embeddings,
+            "sequence length {len} exceeds max_position_embeddings {}",
+            self.config.max_position_embeddings
+        );
+        let words = self
+            .word_embeddings
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((batch, len, h))?;
+        let types = match token_type_ids {
+            Some(t) => self
+                .token_type_embeddings
+                .index_select(&t.flatten_all()?, 0)?
+                .reshape((batch, len, h))?,
+            None => self
+                .token_type_embeddings
+                .narrow(0, 0, 1)?
+                .broadcast_as((batch, len, h))?,
+        };
+        let positions = self.position_embeddings.narrow(0, 0, len)?;
+        let x = (words + types)?.broadcast_add(&positions)?;
+        let mut x = self.embeddings_norm.forward(&x)?;
+
+        // Additive mask as transformers' eager attention: 0 for tokens, f32::MIN for padding.
+        let mask = attention_mask.to_dtype(DType::F32)?;
+        let bias = ((1.0 - mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, len))?;
+        let heads = self.config.num_attention_heads;
+        let head_dim = h / heads;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((batch, len, heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        for layer in &self.layers {
+            let q = split(layer.query.forward(&x)?)?;
+            let k = split(layer.key.forward(&x)?)?;
+            let v = split(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&bias)?;
+            let probs = softmax_last(&scores)?;
+            let context = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((batch, len, h))?;
+            let attended = layer
+                .attention_norm
+                .forward(&(layer.attention_output.forward(&context)? + &x)?)?;
+            let intermediate = layer.intermediate.forward(&attended)?.gelu_erf()?;
+            x = layer
+                .output_norm
+                .forward(&(layer.output.forward(&intermediate)? + &attended)?)?;
+        }
+        Ok(x)
+    }
+}
