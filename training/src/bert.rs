@@ -2,10 +2,11 @@
 //! written with candle ops so that every weight is trainable. Weight names follow
 //! transformers (`embeddings.word_embeddings.weight`,
 //! `encoder.layer.N.attention.self.query.weight`, ...), looked up under the prefix the
-//! checkpoint uses (`""` or `"bert."`), as the serving plugin does. No dropout: the
-//! forward pass is the eval-mode one (see the crate docs).
+//! checkpoint uses (`""` or `"bert."`), as the serving plugin does. [`Bert::forward`] is
+//! the eval-mode pass; [`Bert::forward_train`] adds BERT's dropout (see [`Dropout`]).
 
 use crate::config::BertConfig;
+use crate::rng::SplitMix64;
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, D};
 
@@ -81,6 +82,74 @@ impl LayerNorm {
         Ok(normed
             .broadcast_mul(&self.gamma)?
             .broadcast_add(&self.beta)?)
+    }
+}
+
+/// Training-mode dropout as `BertModel` applies it: `hidden_prob` on the embeddings'
+/// output (after their LayerNorm) and on the attention-output and FFN-output
+/// projections (before each residual LayerNorm), `attention_prob` on the attention
+/// probabilities. Each kept element is scaled by `1/(1−p)` (inverted dropout, as
+/// `torch.nn.functional.dropout`), so the expectation is the eval-mode value. Masks
+/// come from a [`SplitMix64`] seeded by the caller: the same seed and the same calls
+/// give the same masks (not torch's masks).
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    /// `hidden_dropout_prob`.
+    pub hidden_prob: f32,
+    /// `attention_probs_dropout_prob`.
+    pub attention_prob: f32,
+    rng: SplitMix64,
+}
+
+impl Dropout {
+    /// Dropout with the given probabilities and seed.
+    pub fn new(hidden_prob: f32, attention_prob: f32, seed: u64) -> Self {
+        Self {
+            hidden_prob,
+            attention_prob,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// `config.json`'s `hidden_dropout_prob` and `attention_probs_dropout_prob`.
+    pub fn from_config(config: &BertConfig, seed: u64) -> Self {
+        Self::new(
+            config.hidden_dropout_prob as f32,
+            config.attention_probs_dropout_prob as f32,
+            seed,
+        )
+    }
+
+    /// Zeroes each element of `x` with probability `p` and scales the rest by `1/(1−p)`.
+    pub fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        anyhow::ensure!((0.0..=1.0).contains(&p), "dropout probability {p}");
+        if p == 0.0 {
+            return Ok(x.clone());
+        }
+        if p == 1.0 {
+            return Ok(x.zeros_like()?);
+        }
+        let scale = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if self.rng.next_f32() < p { 0.0 } else { scale })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok(x.mul(&mask)?)
+    }
+}
+
+/// Applies `dropout` (when training) with the probability `pick` selects.
+fn maybe_drop(
+    dropout: &mut Option<&mut Dropout>,
+    x: Tensor,
+    pick: fn(&Dropout) -> f32,
+) -> Result<Tensor> {
+    match dropout {
+        Some(d) => {
+            let p = pick(d);
+            d.apply(&x, p)
+        }
+        None => Ok(x),
     }
 }
 
@@ -177,13 +246,39 @@ impl Bert {
 
     /// Last hidden states `(batch, len, hidden)` for padded `input_ids` `(batch, len)`
     /// (u32 or i64) and `attention_mask` `(batch, len)` (1 for tokens, 0 for padding;
-    /// any dtype). Token types default to 0; positions are `0..len` in every row.
+    /// any dtype), in eval mode (no dropout). Token types default to 0; positions are
+    /// `0..len` in every row.
     pub fn forward(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
         token_type_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_with(input_ids, attention_mask, token_type_ids, None)
+    }
+
+    /// [`Bert::forward`] in training mode: with `dropout`'s masks where `BertModel`
+    /// applies dropout.
+    pub fn forward_train(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor> {
+        self.forward_with(input_ids, attention_mask, token_type_ids, Some(dropout))
+    }
+
+    /// Eval mode without `dropout`, training mode with it.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let hidden_p = |d: &Dropout| d.hidden_prob;
+        let attention_p = |d: &Dropout| d.attention_prob;
         let (batch, len) = input_ids.dims2()?;
         let h = self.config.hidden_size;
         anyhow::ensure!(
@@ -207,7 +302,7 @@ impl Bert {
         };
         let positions = self.position_embeddings.narrow(0, 0, len)?;
         let x = (words + types)?.broadcast_add(&positions)?;
-        let mut x = self.embeddings_norm.forward(&x)?;
+        let mut x = maybe_drop(&mut dropout, self.embeddings_norm.forward(&x)?, hidden_p)?;
 
         // Additive mask as transformers' eager attention: 0 for tokens, f32::MIN for padding.
         let mask = attention_mask.to_dtype(DType::F32)?;
@@ -225,19 +320,21 @@ impl Bert {
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
             let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&bias)?;
-            let probs = softmax_last(&scores)?;
+            let probs = maybe_drop(&mut dropout, softmax_last(&scores)?, attention_p)?;
             let context = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((batch, len, h))?;
-            let attended = layer
-                .attention_norm
-                .forward(&(layer.attention_output.forward(&context)? + &x)?)?;
+            let projected = maybe_drop(
+                &mut dropout,
+                layer.attention_output.forward(&context)?,
+                hidden_p,
+            )?;
+            let attended = layer.attention_norm.forward(&(projected + &x)?)?;
             let intermediate = layer.intermediate.forward(&attended)?.gelu_erf()?;
-            x = layer
-                .output_norm
-                .forward(&(layer.output.forward(&intermediate)? + &attended)?)?;
+            let output = maybe_drop(&mut dropout, layer.output.forward(&intermediate)?, hidden_p)?;
+            x = layer.output_norm.forward(&(output + &attended)?)?;
         }
         Ok(x)
     }

@@ -33,6 +33,17 @@ pub struct BertConfig {
     /// Only `absolute` is supported.
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
+    /// Dropout on the embeddings and the attention / FFN output projections in
+    /// training mode (transformers' default 0.1).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on the attention probabilities in training mode (default 0.1).
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+}
+
+fn default_dropout() -> f64 {
+    0.1
 }
 
 fn default_hidden_act() -> String {

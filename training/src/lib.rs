@@ -14,11 +14,21 @@
 
 pub mod bert;
 pub mod config;
+pub mod finetune;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod rng;
+pub mod schedule;
+pub mod tokenize;
 
+pub use bert::Dropout;
 pub use config::{BertConfig, Pooling};
+pub use finetune::{
+    fine_tune, BatchSampling, FineTuneConfig, FineTuneSummary, Progress, TrainingPair,
+};
 pub use loss::multiple_negatives_ranking_loss;
 pub use model::SentenceEncoder;
 pub use optim::{clip_grad_norm, ContrastiveBatch, StepReport, Texts, Trainer};
+pub use schedule::{LrSchedule, ScheduleKind, Warmup};
+pub use tokenize::BatchTokenizer;

@@ -1,7 +1,7 @@
 //! A sentence-transformers directory (BERT + pooling + optional Dense + optional
 //! Normalize) loaded as trainable candle variables, and written back in the same layout.
 
-use crate::bert::{Bert, Linear, ParamSource};
+use crate::bert::{Bert, Dropout, Linear, ParamSource};
 use crate::config::{
     read_json, BertConfig, DenseActivation, DenseConfig, ModuleEntry, Pooling, PoolingConfig,
 };
@@ -239,6 +239,11 @@ impl SentenceEncoder {
         all
     }
 
+    /// The directory the model was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
     /// The BERT encoder.
     pub fn bert(&self) -> &Bert {
         &self.bert
@@ -257,9 +262,32 @@ impl SentenceEncoder {
     /// Sentence embeddings `(batch, out)` for padded `input_ids` and `attention_mask`
     /// `(batch, len)`: BERT, pooling, Dense modules, and L2 normalisation when the
     /// directory has a Normalize module — what `SentenceTransformer.forward` returns as
-    /// `sentence_embedding`.
+    /// `sentence_embedding` in eval mode.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let states = self.bert.forward(input_ids, attention_mask, None)?;
+        self.forward_with(input_ids, attention_mask, None)
+    }
+
+    /// [`SentenceEncoder::forward`] in training mode: BERT's dropout from `dropout`
+    /// (sentence-transformers' Pooling, Dense and Normalize have none).
+    pub fn forward_train(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor> {
+        self.forward_with(input_ids, attention_mask, Some(dropout))
+    }
+
+    /// Eval mode without `dropout`, training mode with it.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let states = self
+            .bert
+            .forward_with(input_ids, attention_mask, None, dropout)?;
         let mut x = match self.pooling {
             Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {

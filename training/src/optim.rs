@@ -1,7 +1,10 @@
-//! Gradient clipping and one training step (AdamW).
+//! Gradient clipping and one training step (AdamW), with an optional learning-rate
+//! schedule and training-mode dropout.
 
+use crate::bert::Dropout;
 use crate::loss::multiple_negatives_ranking_loss;
 use crate::model::SentenceEncoder;
+use crate::schedule::LrSchedule;
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -75,6 +78,11 @@ pub struct Trainer {
     pub scale: f64,
     /// Global gradient-norm limit (`None`: no clipping).
     pub max_grad_norm: Option<f64>,
+    /// The learning rate per step; `None`: the optimiser's `lr` throughout.
+    pub schedule: Option<LrSchedule>,
+    /// Training-mode dropout; `None`: the forward pass is the eval-mode one.
+    pub dropout: Option<Dropout>,
+    steps: usize,
 }
 
 /// What one step did.
@@ -84,6 +92,8 @@ pub struct StepReport {
     pub loss: f32,
     /// The global gradient norm before clipping.
     pub grad_norm: f64,
+    /// The learning rate of this step.
+    pub lr: f64,
 }
 
 impl Trainer {
@@ -95,19 +105,40 @@ impl Trainer {
             vars,
             scale: crate::loss::DEFAULT_SCALE,
             max_grad_norm: Some(1.0),
+            schedule: None,
+            dropout: None,
+            steps: 0,
         })
     }
 
+    /// Optimiser steps taken so far.
+    pub fn steps_taken(&self) -> usize {
+        self.steps
+    }
+
+    /// The learning rate the next step uses.
+    pub fn next_lr(&self) -> f64 {
+        match &self.schedule {
+            Some(s) => s.lr(self.steps),
+            None => self.optimizer.learning_rate(),
+        }
+    }
+
     /// The loss of `batch` and its gradients (nothing updated).
+    /// With [`Trainer::dropout`] set, the forward pass is in training mode and draws
+    /// masks (queries, then docs, then hard negatives).
     pub fn loss_and_grads(
-        &self,
+        &mut self,
         encoder: &SentenceEncoder,
         batch: &ContrastiveBatch,
     ) -> Result<(Tensor, GradStore)> {
-        let embed = |t: &Texts| encoder.forward(&t.input_ids, &t.attention_mask);
+        let mut dropout = self.dropout.as_mut();
+        let mut embed = |t: &Texts| {
+            encoder.forward_with(&t.input_ids, &t.attention_mask, dropout.as_deref_mut())
+        };
         let q = embed(&batch.queries)?;
         let d = embed(&batch.docs)?;
-        let n = batch.hard_negatives.as_ref().map(embed).transpose()?;
+        let n = batch.hard_negatives.as_ref().map(&mut embed).transpose()?;
         let loss = multiple_negatives_ranking_loss(&q, &d, n.as_ref(), self.scale)?;
         let grads = loss.backward()?;
         Ok((loss, grads))
@@ -120,19 +151,28 @@ impl Trainer {
         batch: &ContrastiveBatch,
     ) -> Result<StepReport> {
         let (loss, grads) = self.loss_and_grads(encoder, batch)?;
+        let lr = self.next_lr();
         let grad_norm = self.apply_gradients(grads)?;
         Ok(StepReport {
             loss: loss.to_scalar()?,
             grad_norm,
+            lr,
         })
     }
 
-    /// Clips `grads` (when [`Trainer::max_grad_norm`] is set) and takes one AdamW step;
-    /// returns the global gradient norm before clipping.
+    /// Clips `grads` (when [`Trainer::max_grad_norm`] is set), sets the scheduled
+    /// learning rate (when [`Trainer::schedule`] is set) and takes one AdamW step;
+    /// returns the global gradient norm before clipping. As with torch's
+    /// `scheduler.step()` after `optimizer.step()`, step `k` (0-based) uses
+    /// `schedule.lr(k)`.
     pub fn apply_gradients(&mut self, mut grads: GradStore) -> Result<f64> {
         let max = self.max_grad_norm.unwrap_or(f64::INFINITY);
         let grad_norm = clip_grad_norm(&mut grads, &self.vars, max)?;
+        if let Some(schedule) = &self.schedule {
+            self.optimizer.set_learning_rate(schedule.lr(self.steps));
+        }
         self.optimizer.step(&grads)?;
+        self.steps += 1;
         Ok(grad_norm)
     }
 }

@@ -160,7 +160,7 @@ fn dense_with_identity_activation_matches_torch() {
 fn loss_and_every_gradient_match_torch() {
     let r = reference();
     let encoder = load();
-    let trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
+    let mut trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
     let (loss, grads) = trainer.loss_and_grads(&encoder, &batch(&r)).unwrap();
     let loss_err = rel_err(&loss.reshape(1).unwrap(), &r["loss"]);
     println!(
