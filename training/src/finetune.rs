@@ -2,6 +2,16 @@
 //! epoch with the seed, tokenized per batch, `MultipleNegativesRankingLoss` with AdamW,
 //! a warm-up + decay schedule, gradient clipping, training-mode dropout, a progress
 //! callback and a cancellation flag.
+//!
+//! Against sentence-transformers' trainer: the epoch order is a Fisher–Yates shuffle
+//! by [`SplitMix64`] seeded from `(seed, epoch)` (sentence-transformers draws
+//! `torch.randperm` seeded with `seed + epoch`), so the same seed gives another order
+//! than in Python; the last short batch is kept (`dataloader_drop_last` False); the
+//! schedule spans exactly the batches planned, which for the default sampler is the
+//! trainer's `epochs · ceil(n / batch_size)`. With [`BatchSampling::NoDuplicates`]
+//! short batches can make an epoch longer than that: here the schedule still ends at
+//! the last batch, where the Hugging Face trainer (which plans `ceil(n / batch_size)`
+//! per epoch) would run past the end of its schedule.
 
 use crate::bert::Dropout;
 use crate::model::SentenceEncoder;

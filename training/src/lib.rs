@@ -1,16 +1,19 @@
-//! Fine-tuning a served BERT text encoder with contrastive loss (issue 18, first step).
+//! Fine-tuning a served BERT text encoder with contrastive loss (issue 18, library only).
 //!
 //! What exists: [`SentenceEncoder`] loads a sentence-transformers BERT directory
 //! (`config.json`, `model.safetensors`, `1_Pooling/`, optional `2_Dense/`, optional
 //! Normalize) into a candle [`candle_nn::VarMap`] with every weight trainable, runs the
-//! forward pass with an attention mask (mean or CLS pooling), and saves the weights back
-//! as a directory sentence-transformers loads unchanged. [`loss`] is
-//! `MultipleNegativesRankingLoss`; [`optim`] has `clip_grad_norm_` and torch-equivalent
-//! AdamW. The tests check all of it against torch on a tiny fixture model.
+//! forward pass with an attention mask (mean or CLS pooling) in eval mode or, with a
+//! seeded [`Dropout`], in training mode, and saves the weights back as a directory
+//! sentence-transformers loads unchanged. [`loss`] is `MultipleNegativesRankingLoss`;
+//! [`optim`] has `clip_grad_norm_`, torch-equivalent AdamW and the [`Trainer`] step;
+//! [`schedule`] has transformers' constant / linear / cosine schedules with warm-up;
+//! [`tokenize`] turns texts into padded batches with the directory's `tokenizer.json`;
+//! [`finetune`] is the loop over (query, positive, hard negatives) pairs. The tests
+//! check them against torch, transformers and tokenizers on a tiny fixture model.
 //!
-//! Not yet: dropout (the forward pass is the eval-mode one; sentence-transformers trains
-//! with BERT's dropout 0.1), a tokenizer in the loop, data loading, schedules, an RPC
-//! or CLI. Everything runs on the CPU in f32.
+//! Not yet: validation and early stopping, checkpointing during a run, an RPC or CLI.
+//! Everything runs on the CPU in f32.
 
 pub mod bert;
 pub mod config;
