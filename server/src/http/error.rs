@@ -110,7 +110,10 @@ impl From<EngineError> for ApiError {
                 ErrorKind::ResourceExhausted => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error")
                 }
-                ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+                ErrorKind::Internal | ErrorKind::DataLoss => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+                }
+                ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
             },
             EngineError::Invalid(_) | EngineError::Precondition(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")

@@ -1,6 +1,7 @@
 //! What can go wrong in storage, as [`StorageError`]. Each variant says what happened;
 //! the gRPC status it becomes is decided in `services/`, from [`StorageError::kind`].
 
+use crate::retrieval::wal::WalError;
 use marquee_kernels::KernelError;
 use std::io;
 use std::path::PathBuf;
@@ -37,6 +38,35 @@ pub enum StorageError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A collection's history is unreadable from a point on: a bad record before the end
+    /// of the log, a damaged snapshot, a missing segment.
+    #[error("{} is damaged at byte {offset}: {problem}", file.display())]
+    Damaged {
+        /// The file at fault (for a missing one, the path it should have).
+        file: PathBuf,
+        /// The byte where its readable part ends.
+        offset: u64,
+        /// What is wrong there.
+        problem: String,
+    },
+    /// A collection that is on disk but could not be opened at start-up.
+    #[error("{}", unopened_message(.name, .kind, .reason))]
+    Unopened {
+        /// The collection.
+        name: String,
+        /// The class of the error that kept it closed.
+        kind: ErrorKind,
+        /// That error's message.
+        reason: String,
+    },
+    /// A write to a collection's log failed: it was not acknowledged.
+    #[error("collection {collection}: {error}")]
+    Write {
+        /// The collection.
+        collection: String,
+        /// The failure.
+        error: WalError,
+    },
     /// The GPU that searches the collection failed.
     #[error("{}", gpu_message(.0))]
     Gpu(KernelError),
@@ -54,8 +84,12 @@ pub enum ErrorKind {
     NotFound,
     /// What the request would create exists.
     AlreadyExists,
-    /// A resource (device memory) ran out; a smaller request may succeed.
+    /// A resource (device memory, disk space) ran out.
     ResourceExhausted,
+    /// Stored data is damaged: part of it cannot be read back.
+    DataLoss,
+    /// The storage cannot take writes now (a failed write to disk).
+    Unavailable,
     /// A failure of the server's files or devices.
     Internal,
 }
@@ -76,9 +110,11 @@ impl StorageError {
             Self::CollectionNotFound(_) => ErrorKind::NotFound,
             Self::CollectionExists(_) | Self::DirectoryInTheWay(_) => ErrorKind::AlreadyExists,
             Self::Gpu(KernelError::OutOfMemory(_)) => ErrorKind::ResourceExhausted,
-            Self::Io { .. } | Self::Corrupt { .. } | Self::Gpu(_) | Self::CpuSearch(_) => {
-                ErrorKind::Internal
-            }
+            Self::Corrupt { .. } | Self::Damaged { .. } => ErrorKind::DataLoss,
+            Self::Unopened { kind, .. } => *kind,
+            Self::Write { error, .. } if error.no_space() => ErrorKind::ResourceExhausted,
+            Self::Write { .. } => ErrorKind::Unavailable,
+            Self::Io { .. } | Self::Gpu(_) | Self::CpuSearch(_) => ErrorKind::Internal,
         }
     }
 }
@@ -89,6 +125,17 @@ fn prefixed(context: &str, error: &io::Error) -> String {
     } else {
         format!("{context}: {error}")
     }
+}
+
+/// Why a collection is closed, and what to do about damage.
+fn unopened_message(name: &str, kind: &ErrorKind, reason: &str) -> String {
+    let mut message = format!("collection {name} could not be opened: {reason}");
+    if *kind == ErrorKind::DataLoss {
+        message.push_str(&format!(
+            "; `marquee collections repair {name}` shows what keeping its readable history would drop"
+        ));
+    }
+    message
 }
 
 /// Out of memory is the caller's to retry smaller; a shape error is the request's.

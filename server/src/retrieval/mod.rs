@@ -3,6 +3,7 @@
 
 pub mod collection;
 pub mod error;
+pub mod faults;
 mod frozen;
 pub mod gpu;
 pub mod graph;

@@ -1,7 +1,7 @@
 //! All collections of the data directory (`<data_dir>/collections/<name>/`).
 
-use super::collection::{Collection, Config};
-use super::error::StorageError;
+use super::collection::{Collection, Config, RepairReport};
+use super::error::{ErrorKind, StorageError};
 use super::gpu::Placement;
 use dashmap::DashMap;
 use marquee_proto::v1::CreateCollectionRequest;
@@ -13,17 +13,28 @@ pub struct Store {
     dir: PathBuf,
     placement: Placement,
     collections: DashMap<String, Arc<Collection>>,
+    /// Collections on disk that could not be opened (damaged, unreadable): every call
+    /// naming one answers why, until it is repaired or deleted.
+    unopened: DashMap<String, Unopened>,
+}
+
+/// Why a collection on disk is closed.
+#[derive(Clone)]
+struct Unopened {
+    kind: ErrorKind,
+    reason: String,
 }
 
 impl Store {
     /// Opens every collection under `data_dir/collections`; one that cannot be read is
-    /// logged and left out, untouched on disk.
+    /// logged and kept closed, untouched on disk, while the others serve.
     pub fn open(data_dir: &Path, placement: Placement) -> Result<Self, StorageError> {
         let dir = data_dir.join("collections");
         let listing = || StorageError::io(format!("listing {}", dir.display()));
         std::fs::create_dir_all(&dir)
             .map_err(StorageError::io(format!("creating {}", dir.display())))?;
         let collections = DashMap::new();
+        let unopened = DashMap::new();
         for entry in std::fs::read_dir(&dir).map_err(listing())? {
             let path = entry.map_err(listing())?.path();
             let Some(name) = path
@@ -46,7 +57,9 @@ impl Store {
                     collections.insert(name, Arc::new(c));
                 }
                 Err(e) => {
-                    tracing::error!(collection = name, error = %format!("{e:#}"), "collection not opened")
+                    tracing::error!(collection = name, error = %e, "collection not opened");
+                    let (kind, reason) = (e.kind(), e.to_string());
+                    unopened.insert(name, Unopened { kind, reason });
                 }
             }
         }
@@ -54,6 +67,7 @@ impl Store {
             dir,
             placement,
             collections,
+            unopened,
         })
     }
 
@@ -64,10 +78,22 @@ impl Store {
                 "a collection name is required".to_string(),
             ));
         }
-        self.collections
-            .get(name)
-            .map(|c| Arc::clone(&c))
-            .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))
+        if let Some(c) = self.collections.get(name) {
+            return Ok(Arc::clone(&c));
+        }
+        Err(self.closed(name))
+    }
+
+    /// Why `name` is not an open collection.
+    fn closed(&self, name: &str) -> StorageError {
+        match self.unopened.get(name) {
+            Some(u) => StorageError::Unopened {
+                name: name.to_string(),
+                kind: u.kind,
+                reason: u.reason.clone(),
+            },
+            None => StorageError::CollectionNotFound(name.to_string()),
+        }
     }
 
     /// Creates a collection. Blocking (fsyncs).
@@ -78,6 +104,9 @@ impl Store {
         let config = Config::from_request(request)?;
         match self.collections.entry(config.name.clone()) {
             dashmap::Entry::Occupied(_) => Err(StorageError::CollectionExists(config.name)),
+            dashmap::Entry::Vacant(_) if self.unopened.contains_key(&config.name) => {
+                Err(self.closed(&config.name))
+            }
             dashmap::Entry::Vacant(slot) => {
                 let path = self.dir.join(&config.name);
                 if path.exists() {
@@ -90,20 +119,54 @@ impl Store {
         }
     }
 
-    /// Deletes a collection and its files. Blocking.
+    /// Deletes a collection and its files (an unopened one too). Blocking.
     pub fn delete(&self, name: &str) -> Result<(), StorageError> {
-        let (_, collection) = self
-            .collections
-            .remove(name)
-            .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))?;
+        let dir = match self.collections.remove(name) {
+            Some((_, collection)) => collection.dir().to_path_buf(),
+            None => match self.unopened.remove(name) {
+                Some(_) => self.dir.join(name),
+                None => return Err(StorageError::CollectionNotFound(name.to_string())),
+            },
+        };
         // Rename first so a crash mid-removal never leaves a half collection behind.
         let trash = self
             .dir
             .join(format!(".deleted-{name}-{}", std::process::id()));
-        std::fs::rename(collection.dir(), &trash)
+        std::fs::rename(&dir, &trash)
             .and_then(|_| super::wal::sync_dir(&self.dir))
             .and_then(|_| std::fs::remove_dir_all(&trash))
             .map_err(StorageError::io(format!("deleting {name}")))
+    }
+
+    /// Inspects a collection that could not be opened and, when `apply`, keeps its
+    /// longest readable history and opens it. An open collection is reported intact.
+    /// Blocking.
+    pub fn repair(&self, name: &str, apply: bool) -> Result<RepairReport, StorageError> {
+        if self.collections.contains_key(name) {
+            return Ok(RepairReport::intact());
+        }
+        if !self.unopened.contains_key(name) {
+            return Err(StorageError::CollectionNotFound(name.to_string()));
+        }
+        let dir = self.dir.join(name);
+        let report = super::collection::repair(&dir, apply)?;
+        if apply || report.file.is_none() {
+            // Repaired, or intact on a second look (the first failure was not damage).
+            match Collection::open(&dir, &self.placement) {
+                Ok(c) => {
+                    tracing::info!(
+                        collection = name,
+                        items = c.info().items,
+                        "collection opened"
+                    );
+                    self.collections.insert(name.to_string(), Arc::new(c));
+                    self.unopened.remove(name);
+                }
+                Err(e) if apply => return Err(e),
+                Err(_) => return Err(self.closed(name)),
+            }
+        }
+        Ok(report)
     }
 
     /// Flushes every collection's log (at shutdown; every acknowledged write is already

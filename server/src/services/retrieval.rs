@@ -41,6 +41,8 @@ impl From<StorageError> for Status {
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::AlreadyExists => Code::AlreadyExists,
             ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ErrorKind::DataLoss => Code::DataLoss,
+            ErrorKind::Unavailable => Code::Unavailable,
             ErrorKind::Internal => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -44,9 +44,11 @@ fn invalid(message: impl Into<String>) -> StorageError {
 impl Config {
     /// Validates a create request, filling defaults.
     pub fn from_request(r: &CreateCollectionRequest) -> Result<Self, StorageError> {
-        if !crate::names::is_plain_name(&r.name) {
+        // A leading '.' is refused too: the data directory keeps such names for itself
+        // (collections being deleted), and start-up would not open them.
+        if !crate::names::is_plain_name(&r.name) || r.name.starts_with('.') {
             return Err(invalid(format!(
-                "collection name {:?} must be letters, digits, '-', '_' or '.'",
+                "collection name {:?} must be letters, digits, '-', '_' or '.', not starting with '.'",
                 r.name
             )));
         }

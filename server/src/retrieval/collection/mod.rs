@@ -6,11 +6,15 @@
 mod config;
 mod persistence;
 mod ratings;
+mod repair;
+mod replay;
 mod search;
 mod state;
 
 pub use config::{Config, IndexKind, MAX_DIMENSION};
 pub use persistence::COMPACT_WAL_BYTES;
+pub use repair::{repair, RepairReport};
+pub use replay::Lost;
 pub use search::{Query, ScoredRow};
 
 use super::error::StorageError;
@@ -22,6 +26,7 @@ use marquee_proto::storage::v1::{record::Op, Delete, Record};
 use marquee_proto::v1::{CollectionInfo, Metric, StoredItem};
 use state::{upsert_record, State};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// A stored collection.
@@ -33,6 +38,9 @@ pub struct Collection {
     dir: PathBuf,
     wal: Mutex<Wal>,
     state: RwLock<State>,
+    /// The log size (bytes of the active segment) before which a failed compaction is
+    /// not retried; 0 when none failed.
+    compaction_retry_at: AtomicU64,
 }
 
 impl Collection {
@@ -52,6 +60,7 @@ impl Collection {
         Ok(Self {
             wal: Mutex::new(Wal::open(dir, 1, None).map_err(StorageError::io(""))?),
             state: RwLock::new(state),
+            compaction_retry_at: AtomicU64::new(0),
             dir: dir.to_path_buf(),
             gpu,
             config,
@@ -79,6 +88,7 @@ impl Collection {
         Ok(Self {
             wal: Mutex::new(wal),
             state: RwLock::new(state),
+            compaction_retry_at: AtomicU64::new(0),
             dir: dir.to_path_buf(),
             gpu,
             config,

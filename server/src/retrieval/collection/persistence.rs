@@ -8,6 +8,7 @@
 //! loads the newest snapshot and replays the segments after it.
 
 use super::config::Config;
+use super::replay::{self, Scan};
 use super::state::{ratings_record, upsert_record, State};
 use super::Collection;
 use crate::retrieval::error::StorageError;
@@ -17,12 +18,15 @@ use marquee_proto::v1::CreateCollectionRequest;
 use prost::Message;
 use std::io::BufWriter;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 /// Log size past which the collection compacts into a snapshot.
 pub const COMPACT_WAL_BYTES: u64 = 64 << 20;
 /// Items per record when writing snapshots.
 const SNAPSHOT_CHUNK: usize = 1024;
 const CONFIG_FILE: &str = "config.pb";
+/// A snapshot being written (renamed into place once complete).
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
 
 /// Creates the collection's directory and its `config.pb`, durably.
 pub(super) fn create_files(dir: &Path, config: &Config) -> Result<(), StorageError> {
@@ -63,59 +67,57 @@ pub(super) fn read_config(dir: &Path) -> Result<Config, StorageError> {
 }
 
 /// Rebuilds `state` from the newest snapshot and the log segments after it, and
-/// opens the last segment for appending, its torn tail (if any) cut.
+/// opens the last segment for appending, its torn tail (if any) cut. A damaged history
+/// is [`StorageError::Damaged`].
 pub(super) fn replay(dir: &Path, config: &Config, state: &mut State) -> Result<Wal, StorageError> {
-    let snapshots = wal::numbered_files(dir, "snapshot-", ".bin").map_err(io_on("listing", dir))?;
-    let mut covered = 0;
-    if let Some(&n) = snapshots.last() {
-        let path = wal::snapshot_path(dir, n);
-        let (records, valid) = wal::read_frames(&path).map_err(io_on("reading", &path))?;
-        let len = std::fs::metadata(&path)
-            .map_err(io_on("reading", &path))?
-            .len();
-        let corrupt = |problem: &str| StorageError::Corrupt {
-            file: path.clone(),
-            problem: problem.to_string(),
-        };
-        if valid != len {
-            return Err(corrupt("the snapshot is corrupt"));
+    let scanned = replay::scan(dir, config, |record| state.apply(config, record))
+        .map_err(io_on("reading", dir))?;
+    match scanned {
+        Scan::Intact(active) => {
+            state.build_graph(config);
+            Wal::open(dir, active.segment, active.cut_to)
+                .map_err(io_on("opening", &wal::segment_path(dir, active.segment)))
         }
-        match records.first().and_then(|r| r.op.as_ref()) {
-            Some(Op::SnapshotHeader(h)) if h.covers_segment == n => covered = n,
-            _ => return Err(corrupt("the snapshot has no valid header")),
-        }
-        for r in records {
-            state.apply(config, r);
-        }
+        Scan::Damaged(damage) => Err(StorageError::Damaged {
+            file: damage.file,
+            offset: damage.offset,
+            problem: damage.problem,
+        }),
     }
-    let segments = wal::numbered_files(dir, "wal-", ".log").map_err(io_on("listing", dir))?;
-    let mut active = (covered + 1, None);
-    for n in segments.into_iter().filter(|&n| n > covered) {
-        let path = wal::segment_path(dir, n);
-        let (records, valid) = wal::read_frames(&path).map_err(io_on("reading", &path))?;
-        for r in records {
-            state.apply(config, r);
-        }
-        active = (n, Some(valid));
-    }
-    state.build_graph(config);
-    Wal::open(dir, active.0, active.1).map_err(io_on("opening", &wal::segment_path(dir, active.0)))
 }
 
 impl Collection {
     /// Logs then applies one record, compacting afterwards when due.
+    ///
+    /// A record that cannot be appended and synced is never applied nor acknowledged,
+    /// and the collection takes no more writes until the server restarts (a failed fsync
+    /// is not retried: the kernel may have dropped the unwritten pages). A failed
+    /// compaction loses nothing (the log it would replace stays) and is retried once the
+    /// log has grown by [`COMPACT_WAL_BYTES`] again.
     pub(super) fn write(&self, record: Record) -> Result<(), StorageError> {
-        const STORAGE: &str = "storage error";
         let mut wal = self.wal();
-        wal.append(std::slice::from_ref(&record))
-            .map_err(StorageError::io(STORAGE))?;
+        wal.append(&record).map_err(|error| StorageError::Write {
+            collection: self.config.name.clone(),
+            error,
+        })?;
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.apply(&self.config, record);
         let due = wal.bytes() > COMPACT_WAL_BYTES
             || (state.dead > 1024 && state.dead * 4 > state.row_count());
-        if due {
-            self.compact(&mut wal, &mut state)
-                .map_err(StorageError::io(STORAGE))?;
+        let retry_at = &self.compaction_retry_at;
+        if due && wal.bytes() >= retry_at.load(Ordering::Relaxed) {
+            match self.compact(&mut wal, &mut state) {
+                Ok(()) => retry_at.store(0, Ordering::Relaxed),
+                Err(error) => {
+                    let _ = std::fs::remove_file(self.dir.join(SNAPSHOT_TMP));
+                    retry_at.store(wal.bytes() + COMPACT_WAL_BYTES, Ordering::Relaxed);
+                    tracing::warn!(
+                        collection = self.config.name,
+                        %error,
+                        "compaction failed; the log is kept and compaction retried later"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -127,7 +129,7 @@ impl Collection {
         if state.dead > 0 {
             *state = state.compacted(&self.config);
         }
-        let tmp = self.dir.join("snapshot.tmp");
+        let tmp = self.dir.join(SNAPSHOT_TMP);
         {
             let mut out = BufWriter::new(std::fs::File::create(&tmp)?);
             wal::write_frame(
@@ -441,13 +443,19 @@ mod tests {
         std::fs::write(&snapshot, bytes).unwrap();
         let open = |dir: &Path| Collection::open(dir, &cpu()).err().unwrap();
         match open(&dir) {
-            StorageError::Corrupt { file, problem } => {
-                assert_eq!(
-                    (file, problem.as_str()),
-                    (snapshot, "the snapshot is corrupt")
+            StorageError::Damaged {
+                file,
+                offset,
+                problem,
+            } => assert_eq!(
+                (file, offset, problem.as_str()),
+                (
+                    snapshot,
+                    12,
+                    "an incomplete record (a snapshot is written whole)"
                 )
-            }
-            other => panic!("expected a corrupt snapshot, got {other}"),
+            ),
+            other => panic!("expected a damaged snapshot, got {other}"),
         }
         std::fs::write(dir.join(super::CONFIG_FILE), b"\xff\xff").unwrap();
         assert!(matches!(open(&dir), StorageError::Corrupt { .. }));
