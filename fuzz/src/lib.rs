@@ -9,10 +9,12 @@ pub mod chat_template;
 pub mod collection_config;
 pub mod detokenizer;
 pub mod image_decode;
+pub mod ingest_template;
 pub mod payload_filter;
 mod qwen_fixture;
 pub mod recall_template;
 pub mod rpc_requests;
+pub mod wal_frames;
 
 /// A target's body: checks one input, panicking on a failure.
 pub type Check = fn(&[u8]);
@@ -24,7 +26,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("collection_config", collection_config::check),
     ("detokenizer", detokenizer::check),
     ("image_decode", image_decode::check),
+    ("ingest_template", ingest_template::check),
     ("payload_filter", payload_filter::check),
     ("recall_template", recall_template::check),
     ("rpc_requests", rpc_requests::check),
+    ("wal_frames", wal_frames::check),
 ];
