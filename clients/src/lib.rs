@@ -23,6 +23,11 @@
 
 pub use marquee_proto::v1 as proto;
 
+/// The `marquee ingest --template` text templates (in the library so the fuzz targets
+/// reach them; the CLI re-exports it as `cli::template`).
+#[path = "cli/template.rs"]
+pub mod template;
+
 use anyhow::{bail, Context};
 use proto::embedding_service_client::EmbeddingServiceClient;
 use proto::evaluation_service_client::EvaluationServiceClient;

@@ -13,7 +13,7 @@ pub mod progress;
 pub mod ratings;
 pub mod records;
 pub mod search;
-pub mod template;
+pub use marquee_client::template;
 pub mod value;
 
 use anyhow::Result;

@@ -130,7 +130,7 @@ impl TextTokenizer {
     }
 
     /// The `tokenizers` pipeline end to end.
-    fn encode_full(&self, text: &str, max_tokens: usize) -> Result<(Vec<u32>, usize)> {
+    pub fn encode_full(&self, text: &str, max_tokens: usize) -> Result<(Vec<u32>, usize)> {
         let mut encoding = self
             .tokenizer
             .encode(text, false)

@@ -133,6 +133,9 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
             "{precision}-bit samples (only 8-bit JPEG is supported, as in Pillow)"
         )));
     }
+    if let Some(reason) = unsupported_sampling(&frame.components) {
+        return Err(corrupt(reason));
+    }
     if !jpeg_is_complete(bytes) {
         return Err(corrupt(
             "the data ends before the end-of-image marker".into(),
@@ -154,6 +157,44 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
     }
     RgbImage::from_raw(w as u32, h as u32, image.data)
         .ok_or_else(|| corrupt(format!("{w}x{h} pixels")))
+}
+
+/// Why a four-component (CMYK or YCCK) JPEG's sampling factors are beyond the decoder:
+/// its four-component path takes the first and last components at the frame's full
+/// resolution and the middle two equal, subsampled by whole factors (what Adobe's CMYK
+/// and YCCK writers produce), and indexes past its planes otherwise (a panic, found by
+/// the `image_decode` fuzz target). `None` for other component counts.
+fn unsupported_sampling(
+    components: &[libjpeg_turbo_rs::common::types::ComponentInfo],
+) -> Option<String> {
+    let [c0, c1, c2, c3] = components else {
+        return None;
+    };
+    let factors = |c: &libjpeg_turbo_rs::common::types::ComponentInfo| {
+        (c.horizontal_sampling, c.vertical_sampling)
+    };
+    let (max_h, max_v) = components
+        .iter()
+        .map(factors)
+        .fold((0, 0), |(h, v), (ch, cv)| (h.max(ch), v.max(cv)));
+    let (h1, v1) = factors(c1);
+    let handled = factors(c0) == (max_h, max_v)
+        && factors(c3) == (max_h, max_v)
+        && factors(c2) == (h1, v1)
+        && h1 > 0
+        && v1 > 0
+        && max_h % h1 == 0
+        && max_v % v1 == 0;
+    (!handled).then(|| {
+        let all: Vec<String> = components
+            .iter()
+            .map(|c| format!("{}x{}", c.horizontal_sampling, c.vertical_sampling))
+            .collect();
+        format!(
+            "a four-component (CMYK/YCCK) JPEG with sampling factors {} is not supported",
+            all.join(", ")
+        )
+    })
 }
 
 /// Refuses empty images and images of more than `max_pixels` pixels.

@@ -14,7 +14,7 @@ mod state;
 pub use config::{Config, IndexKind, MAX_DIMENSION};
 pub use persistence::COMPACT_WAL_BYTES;
 pub use repair::{repair, RepairReport};
-pub use replay::Lost;
+pub use replay::{check_record, Lost};
 pub use search::{Query, ScoredRow};
 
 use super::error::StorageError;

@@ -261,7 +261,7 @@ fn lost_in(files: &[PathBuf], config: &Config) -> std::io::Result<Lost> {
 
 /// Refuses a record that could not have been written for this collection (a vector of
 /// another dimension or with non-finite values), so replay never applies one.
-pub(super) fn check_record(config: &Config, record: &Record) -> Result<(), String> {
+pub fn check_record(config: &Config, record: &Record) -> Result<(), String> {
     if let Some(Op::Upsert(u)) = &record.op {
         for item in &u.items {
             if item.vector.len() != config.dimension {
