@@ -5,10 +5,10 @@
 //! checkpoint uses (`""` or `"bert."`), as the serving plugin does. [`Bert::forward`] is
 //! the eval-mode pass; [`Bert::forward_train`] adds BERT's dropout (see [`Dropout`]).
 
-use crate::config::BertConfig;
 use crate::rng::SplitMix64;
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, D};
+use marquee_bert_text::config::BertConfig;
 
 /// Where the encoder reads its weights: a name (without the checkpoint prefix) and the
 /// expected shape give a tensor tracked by autograd.
@@ -189,7 +189,7 @@ impl Bert {
         let (h, inter, eps) = (
             config.hidden_size,
             config.intermediate_size,
-            config.layer_norm_eps,
+            f64::from(config.layer_norm_eps),
         );
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {

@@ -154,7 +154,48 @@ pub struct FineTuneSummary {
     pub cancelled: bool,
     /// The mean batch loss of each epoch that ran (a cancelled epoch's over its steps).
     pub epoch_losses: Vec<f32>,
+    /// Whether [`EpochHooks::after_epoch`] ended the run before its last epoch.
+    pub stopped_early: bool,
 }
+
+/// What the loop does after an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterEpoch {
+    /// Run the next epoch, if any.
+    Continue,
+    /// End the run here (early stopping).
+    Stop,
+}
+
+/// The caller's work between epochs: refreshing hard negatives with the current
+/// weights, validation, early stopping. Both run inside the run's thread pool.
+pub trait EpochHooks {
+    /// Before epoch `epoch` (0-based): may change the pairs' hard negatives. The epoch's
+    /// batches are planned after it returns.
+    fn before_epoch(
+        &mut self,
+        _epoch: usize,
+        _encoder: &SentenceEncoder,
+        _pairs: &mut [TrainingPair],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// After epoch `epoch` ran to its end, with its mean batch loss.
+    fn after_epoch(
+        &mut self,
+        _epoch: usize,
+        _encoder: &SentenceEncoder,
+        _mean_loss: f32,
+    ) -> Result<AfterEpoch> {
+        Ok(AfterEpoch::Continue)
+    }
+}
+
+/// No work between epochs.
+pub struct NoHooks;
+
+impl EpochHooks for NoHooks {}
 
 /// The batches of every epoch, as indices into the pairs.
 pub fn plan_batches(
@@ -165,17 +206,24 @@ pub fn plan_batches(
     sampling: BatchSampling,
 ) -> Vec<Vec<Vec<usize>>> {
     (0..epochs)
-        .map(|epoch| {
-            let mut order: Vec<usize> = (0..pairs.len()).collect();
-            SplitMix64::derive(seed, epoch as u64).shuffle(&mut order);
-            match sampling {
-                BatchSampling::Shuffled => {
-                    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
-                }
-                BatchSampling::NoDuplicates => no_duplicates(pairs, order, batch_size),
-            }
-        })
+        .map(|epoch| plan_epoch(pairs, epoch, batch_size, seed, sampling))
         .collect()
+}
+
+/// The batches of epoch `epoch`.
+fn plan_epoch(
+    pairs: &[TrainingPair],
+    epoch: usize,
+    batch_size: usize,
+    seed: u64,
+    sampling: BatchSampling,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    SplitMix64::derive(seed, epoch as u64).shuffle(&mut order);
+    match sampling {
+        BatchSampling::Shuffled => order.chunks(batch_size).map(<[usize]>::to_vec).collect(),
+        BatchSampling::NoDuplicates => no_duplicates(pairs, order, batch_size),
+    }
 }
 
 /// sentence-transformers' `NoDuplicatesBatchSampler` over a shuffled `order`.
@@ -204,12 +252,16 @@ fn no_duplicates(pairs: &[TrainingPair], order: Vec<usize>, batch_size: usize) -
 /// Fine-tunes `encoder` in place on `pairs` (texts tokenized with `tokenizer`).
 /// Before each step the `cancel` flag is read; when set, the run stops there and the
 /// summary says so (the weights keep the updates made so far). `progress` is called
-/// after every step.
+/// after every step, `hooks` around every epoch. The schedule spans the batches
+/// planned at the start; when hooks change the hard negatives under the
+/// [`BatchSampling::NoDuplicates`] sampler, later epochs are planned again and may be
+/// a batch or two longer or shorter (the learning rate stays 0 past the end).
 pub fn fine_tune(
     encoder: &SentenceEncoder,
     tokenizer: &BatchTokenizer,
-    pairs: &[TrainingPair],
+    pairs: &mut [TrainingPair],
     config: &FineTuneConfig,
+    hooks: &mut (dyn EpochHooks + Send),
     progress: &mut (dyn FnMut(&Progress) + Send),
     cancel: &AtomicBool,
 ) -> Result<FineTuneSummary> {
@@ -220,17 +272,18 @@ pub fn fine_tune(
                 .num_threads(n)
                 .build()
                 .context("building the thread pool")?;
-            pool.install(|| run(encoder, tokenizer, pairs, config, progress, cancel))
+            pool.install(|| run(encoder, tokenizer, pairs, config, hooks, progress, cancel))
         }
-        None => run(encoder, tokenizer, pairs, config, progress, cancel),
+        None => run(encoder, tokenizer, pairs, config, hooks, progress, cancel),
     }
 }
 
 fn run(
     encoder: &SentenceEncoder,
     tokenizer: &BatchTokenizer,
-    pairs: &[TrainingPair],
+    pairs: &mut [TrainingPair],
     config: &FineTuneConfig,
+    hooks: &mut (dyn EpochHooks + Send),
     progress: &mut (dyn FnMut(&Progress) + Send),
     cancel: &AtomicBool,
 ) -> Result<FineTuneSummary> {
@@ -272,11 +325,20 @@ fn run(
         total_steps,
         cancelled: false,
         epoch_losses: Vec::new(),
+        stopped_early: false,
     };
-    for (epoch, batches) in plan.iter().enumerate() {
+    for epoch in 0..config.epochs {
+        hooks.before_epoch(epoch, encoder, pairs)?;
+        let batches = plan_epoch(
+            pairs,
+            epoch,
+            config.batch_size,
+            config.seed,
+            config.sampling,
+        );
         let mut loss_sum = 0f64;
         let mut loss_count = 0usize;
-        for batch in batches {
+        for batch in &batches {
             if cancel.load(Ordering::SeqCst) {
                 summary.cancelled = true;
                 break;
@@ -305,12 +367,15 @@ fn run(
                 examples_per_sec: batch.len() as f64 / seconds,
             });
         }
+        let mean_loss = (loss_sum / loss_count.max(1) as f64) as f32;
         if loss_count > 0 {
-            summary
-                .epoch_losses
-                .push((loss_sum / loss_count as f64) as f32);
+            summary.epoch_losses.push(mean_loss);
         }
         if summary.cancelled {
+            break;
+        }
+        if hooks.after_epoch(epoch, encoder, mean_loss)? == AfterEpoch::Stop {
+            summary.stopped_early = epoch + 1 < config.epochs;
             break;
         }
     }

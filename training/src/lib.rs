@@ -1,4 +1,5 @@
-//! Fine-tuning a served BERT text encoder with contrastive loss (issue 18, library only).
+//! Fine-tuning a served BERT text encoder with contrastive loss; the server's
+//! `TrainingService` drives it.
 //!
 //! What exists: [`SentenceEncoder`] loads a sentence-transformers BERT directory
 //! (`config.json`, `model.safetensors`, `1_Pooling/`, optional `2_Dense/`, optional
@@ -9,14 +10,14 @@
 //! [`optim`] has `clip_grad_norm_`, torch-equivalent AdamW and the [`Trainer`] step;
 //! [`schedule`] has transformers' constant / linear / cosine schedules with warm-up;
 //! [`tokenize`] turns texts into padded batches with the directory's `tokenizer.json`;
-//! [`finetune`] is the loop over (query, positive, hard negatives) pairs. The tests
+//! [`finetune`] is the loop over (query, positive, hard negatives) pairs with hooks
+//! between epochs (validation, early stopping, hard-negative mining, which the server
+//! implements); [`embed`] embeds many texts with the weights being trained. The tests
 //! check them against torch, transformers and tokenizers on a tiny fixture model.
-//!
-//! Not yet: validation and early stopping, checkpointing during a run, an RPC or CLI.
 //! Everything runs on the CPU in f32.
 
 pub mod bert;
-pub mod config;
+pub mod embed;
 pub mod finetune;
 pub mod loss;
 pub mod model;
@@ -26,11 +27,14 @@ pub mod schedule;
 pub mod tokenize;
 
 pub use bert::Dropout;
-pub use config::{BertConfig, Pooling};
+pub use embed::embed_texts;
 pub use finetune::{
-    fine_tune, BatchSampling, FineTuneConfig, FineTuneSummary, Progress, TrainingPair,
+    fine_tune, AfterEpoch, BatchSampling, EpochHooks, FineTuneConfig, FineTuneSummary, NoHooks,
+    Progress, TrainingPair,
 };
 pub use loss::multiple_negatives_ranking_loss;
+pub use marquee_bert_text::config::BertConfig;
+pub use marquee_kernels::Pooling;
 pub use model::SentenceEncoder;
 pub use optim::{clip_grad_norm, ContrastiveBatch, StepReport, Texts, Trainer};
 pub use schedule::{LrSchedule, ScheduleKind, Warmup};

@@ -2,12 +2,11 @@
 //! Normalize) loaded as trainable candle variables, and written back in the same layout.
 
 use crate::bert::{Bert, Dropout, Linear, ParamSource};
-use crate::config::{
-    read_json, BertConfig, DenseActivation, DenseConfig, ModuleEntry, Pooling, PoolingConfig,
-};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
+use marquee_bert_text::config::{read_json, BertConfig, ModuleEntry, Pipeline};
+use marquee_kernels::{Activation, Pooling};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -126,7 +125,7 @@ impl ParamSource for VarSource<'_> {
 struct Dense {
     folder: String,
     linear: Linear,
-    activation: DenseActivation,
+    activation: Activation,
     file: LoadedFile,
 }
 
@@ -168,60 +167,58 @@ impl SentenceEncoder {
                 prefix,
             },
         )?;
-        let mut encoder = Self {
+        let pipeline = Pipeline::load(dir)?;
+        if !matches!(pipeline.pooling, Pooling::Mean | Pooling::Cls) {
+            bail!(
+                "{:?} pooling is not supported for training (supported: mean, cls)",
+                pipeline.pooling
+            );
+        }
+        let mut dense = Vec::with_capacity(pipeline.dense.len());
+        for (folder, config) in &pipeline.dense {
+            let activation = config.activation()?;
+            if activation == Activation::Gelu {
+                bail!("Dense modules with GELU are not supported for training (supported: Identity, Tanh)");
+            }
+            let relative = folder
+                .strip_prefix(dir)
+                .context("a Dense module outside the model directory")?
+                .to_string_lossy()
+                .into_owned();
+            let key_prefix = format!("{relative}/");
+            let file = load_file(
+                &folder.join("model.safetensors"),
+                &key_prefix,
+                &varmap,
+                device,
+            )
+            .context("Dense weights must be in model.safetensors")?;
+            let linear = Linear::load(
+                &VarSource {
+                    varmap: &varmap,
+                    prefix: key_prefix,
+                },
+                "linear",
+                config.in_features,
+                config.out_features,
+                config.bias,
+            )?;
+            dense.push(Dense {
+                folder: relative,
+                linear,
+                activation,
+                file,
+            });
+        }
+        Ok(Self {
             varmap,
             source: dir.to_path_buf(),
             bert,
             transformer_file,
-            pooling: Pooling::Mean,
-            dense: Vec::new(),
-            normalize: false,
-        };
-        let modules_path = dir.join("modules.json");
-        if !modules_path.is_file() {
-            return Ok(encoder);
-        }
-        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
-        for module in modules {
-            let folder = dir.join(&module.path);
-            match module.kind.rsplit('.').next().unwrap_or_default() {
-                "Transformer" => {}
-                "Pooling" => {
-                    let config: PoolingConfig = read_json(&folder.join("config.json"))?;
-                    encoder.pooling = config.mode()?;
-                }
-                "Dense" => {
-                    let config: DenseConfig = read_json(&folder.join("config.json"))?;
-                    let key_prefix = format!("{}/", module.path);
-                    let file = load_file(
-                        &folder.join("model.safetensors"),
-                        &key_prefix,
-                        &encoder.varmap,
-                        device,
-                    )
-                    .context("Dense weights must be in model.safetensors")?;
-                    let linear = Linear::load(
-                        &VarSource {
-                            varmap: &encoder.varmap,
-                            prefix: key_prefix,
-                        },
-                        "linear",
-                        config.in_features,
-                        config.out_features,
-                        config.bias,
-                    )?;
-                    encoder.dense.push(Dense {
-                        folder: module.path.clone(),
-                        linear,
-                        activation: config.activation()?,
-                        file,
-                    });
-                }
-                "Normalize" => encoder.normalize = true,
-                other => bail!("unsupported sentence-transformers module {other:?}"),
-            }
-        }
-        Ok(encoder)
+            pooling: pipeline.pooling,
+            dense,
+            normalize: pipeline.normalize,
+        })
     }
 
     /// All trainable variables, keyed by checkpoint name (Dense ones as
@@ -290,6 +287,7 @@ impl SentenceEncoder {
             .forward_with(input_ids, attention_mask, None, dropout)?;
         let mut x = match self.pooling {
             Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Max => bail!("max pooling is not supported for training"),
             Pooling::Mean => {
                 let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
                 let sum = states.broadcast_mul(&mask)?.sum(1)?;
@@ -299,7 +297,7 @@ impl SentenceEncoder {
         };
         for dense in &self.dense {
             x = dense.linear.forward(&x)?;
-            if dense.activation == DenseActivation::Tanh {
+            if dense.activation == Activation::Tanh {
                 x = x.tanh()?;
             }
         }

@@ -3,24 +3,12 @@
 //! special tokens added, truncation at `max_seq_length`, padding to the longest text of
 //! the batch with the pad token, attention mask 1 for tokens and 0 for padding.
 
-use crate::config::read_json;
 use crate::optim::{ContrastiveBatch, Texts};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
-use serde::Deserialize;
+use marquee_bert_text::config::Pipeline;
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
-
-#[derive(Default, Deserialize)]
-struct SentenceBertConfig {
-    max_seq_length: Option<usize>,
-}
-
-#[derive(Default, Deserialize)]
-struct TokenizerConfig {
-    model_max_length: Option<f64>,
-    pad_token: Option<String>,
-}
 
 /// A model directory's tokenizer with its truncation length and pad id.
 pub struct BatchTokenizer {
@@ -39,21 +27,15 @@ impl BatchTokenizer {
     pub fn load(dir: &Path, max_position_embeddings: usize) -> Result<Self> {
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| anyhow!("loading {}: {e}", dir.join("tokenizer.json").display()))?;
-        let sbert: SentenceBertConfig = optional_json(&dir.join("sentence_bert_config.json"))?;
-        let tok_config: TokenizerConfig = optional_json(&dir.join("tokenizer_config.json"))?;
-        let model_limit = tok_config
-            .model_max_length
-            .filter(|n| (1.0..1e9).contains(n))
-            .map(|n| n as usize);
-        let max_seq_length = sbert
+        let pipeline = Pipeline::load(dir)?;
+        let max_seq_length = pipeline
             .max_seq_length
-            .or(model_limit)
             .unwrap_or(max_position_embeddings)
             .min(max_position_embeddings);
         if max_seq_length == 0 {
             bail!("max_seq_length is 0");
         }
-        let pad_token = tok_config.pad_token.unwrap_or_else(|| "[PAD]".into());
+        let pad_token = pipeline.pad_token.unwrap_or_else(|| "[PAD]".into());
         let pad_id = tokenizer
             .token_to_id(&pad_token)
             .with_context(|| format!("pad token {pad_token:?} not in the vocabulary"))?;
@@ -143,13 +125,5 @@ impl BatchTokenizer {
                 Some(self.batch(hard_negatives, device)?)
             },
         })
-    }
-}
-
-fn optional_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
-    if path.is_file() {
-        read_json(path)
-    } else {
-        Ok(T::default())
     }
 }

@@ -6,8 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use marquee_training::finetune::plan_batches;
 use marquee_training::optim::adamw_params;
 use marquee_training::{
-    fine_tune, BatchSampling, BatchTokenizer, ContrastiveBatch, Dropout, FineTuneConfig,
-    LrSchedule, Progress, ScheduleKind, SentenceEncoder, Texts, Trainer, TrainingPair, Warmup,
+    embed_texts, fine_tune, AfterEpoch, BatchSampling, BatchTokenizer, ContrastiveBatch, Dropout,
+    EpochHooks, FineTuneConfig, LrSchedule, NoHooks, Progress, ScheduleKind, SentenceEncoder,
+    Texts, Trainer, TrainingPair, Warmup,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -352,8 +353,9 @@ fn fine_tune_lowers_the_loss_improves_mrr_and_is_deterministic() {
         let summary = fine_tune(
             &encoder,
             &tok,
-            &pairs,
+            &mut pairs.clone(),
             &config,
+            &mut NoHooks,
             &mut |p: &Progress| seen.push(*p),
             &AtomicBool::new(false),
         )
@@ -416,8 +418,9 @@ fn cancellation_stops_between_steps_and_threads_are_configurable() {
     let summary = fine_tune(
         &encoder,
         &tok,
-        &pairs,
+        &mut pairs.clone(),
         &config,
+        &mut NoHooks,
         &mut |p: &Progress| {
             steps = p.step;
             if p.step == 3 {
@@ -434,6 +437,102 @@ fn cancellation_stops_between_steps_and_threads_are_configurable() {
         2,
         "one full epoch and a cancelled one"
     );
+}
+
+/// Records the hook calls, gives every pair the epoch's hard negative, stops after
+/// `stop_after` epochs.
+struct Recorder {
+    calls: Vec<String>,
+    stop_after: usize,
+}
+
+impl EpochHooks for Recorder {
+    fn before_epoch(
+        &mut self,
+        epoch: usize,
+        _encoder: &SentenceEncoder,
+        pairs: &mut [TrainingPair],
+    ) -> anyhow::Result<()> {
+        self.calls.push(format!("before {epoch}"));
+        for pair in pairs.iter_mut() {
+            pair.hard_negatives = vec![format!("negative of epoch {epoch}")];
+        }
+        Ok(())
+    }
+
+    fn after_epoch(
+        &mut self,
+        epoch: usize,
+        encoder: &SentenceEncoder,
+        mean_loss: f32,
+    ) -> anyhow::Result<AfterEpoch> {
+        assert!(mean_loss.is_finite());
+        // The hooks see the weights trained so far.
+        assert_ne!(snapshot(encoder), snapshot(&load()));
+        self.calls.push(format!("after {epoch}"));
+        Ok(if epoch + 1 == self.stop_after {
+            AfterEpoch::Stop
+        } else {
+            AfterEpoch::Continue
+        })
+    }
+}
+
+#[test]
+fn hooks_run_around_each_epoch_refresh_negatives_and_stop_early() {
+    let tok = tokenizer();
+    let config = toy_config();
+    let encoder = load();
+    let mut pairs = toy_pairs();
+    let mut hooks = Recorder {
+        calls: Vec::new(),
+        stop_after: 3,
+    };
+    let summary = fine_tune(
+        &encoder,
+        &tok,
+        &mut pairs,
+        &config,
+        &mut hooks,
+        &mut |_: &Progress| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(
+        hooks.calls,
+        ["before 0", "after 0", "before 1", "after 1", "before 2", "after 2"]
+    );
+    assert!(summary.stopped_early && !summary.cancelled);
+    assert_eq!((summary.steps, summary.epoch_losses.len()), (6, 3));
+    assert!(pairs
+        .iter()
+        .all(|p| p.hard_negatives == ["negative of epoch 2"]));
+}
+
+#[test]
+fn embed_texts_keeps_the_order_and_equals_one_forward_per_text() {
+    let tok = tokenizer();
+    let encoder = load();
+    let texts = [
+        "a short one",
+        "a much longer text than the others here",
+        "mid size",
+    ];
+    let (rows, dim) = embed_texts(&encoder, &tok, &texts, 2, &Device::Cpu).unwrap();
+    assert_eq!(rows.len(), 3 * dim);
+    for (i, text) in texts.iter().enumerate() {
+        let single = tok.batch(&[text], &Device::Cpu).unwrap();
+        let want: Vec<f32> = encoder
+            .forward(&single.input_ids, &single.attention_mask)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in rows[i * dim..(i + 1) * dim].iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "text {i}: {a} vs {b}");
+        }
+    }
 }
 
 #[test]

@@ -49,25 +49,7 @@ fn layer_norm<B: Backend>(
 impl<B: Backend> Bert<B> {
     /// Uploads the encoder's weights (Hugging Face `BertModel` names) to `backend`.
     pub fn load(backend: B, config: BertConfig, weights: &Weights) -> Result<Self> {
-        if config.hidden_act != "gelu" {
-            bail!(
-                "unsupported hidden_act {:?} (supported: gelu)",
-                config.hidden_act
-            );
-        }
-        if config.position_embedding_type != "absolute" {
-            bail!(
-                "unsupported position_embedding_type {:?} (supported: absolute)",
-                config.position_embedding_type
-            );
-        }
-        if config.num_attention_heads == 0
-            || !config
-                .hidden_size
-                .is_multiple_of(config.num_attention_heads)
-        {
-            bail!("hidden_size is not a multiple of num_attention_heads");
-        }
+        config.validate()?;
         let (h, inter, eps) = (
             config.hidden_size,
             config.intermediate_size,

@@ -6,9 +6,11 @@ use marquee_kernels::{Activation, Pooling};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// `config.json` of a BERT model (the fields the forward pass needs).
+/// `config.json` of a BERT model (the fields the forward pass and the trainer need).
 #[derive(Clone, Debug, Deserialize)]
 pub struct BertConfig {
+    /// Rows of the word-embedding table.
+    pub vocab_size: usize,
     /// Width of every token vector.
     pub hidden_size: usize,
     /// Number of transformer layers.
@@ -28,6 +30,46 @@ pub struct BertConfig {
     /// Only `absolute` is supported.
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
+    /// Rows of the token-type table.
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: usize,
+    /// Dropout after embeddings, attention output and feed-forward (training only).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on the attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+}
+
+impl BertConfig {
+    /// Checks the fields this encoder supports.
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden_act != "gelu" {
+            bail!(
+                "unsupported hidden_act {:?} (supported: gelu)",
+                self.hidden_act
+            );
+        }
+        if self.position_embedding_type != "absolute" {
+            bail!(
+                "unsupported position_embedding_type {:?} (supported: absolute)",
+                self.position_embedding_type
+            );
+        }
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            bail!("hidden_size is not a multiple of num_attention_heads");
+        }
+        Ok(())
+    }
+}
+
+fn default_type_vocab_size() -> usize {
+    2
+}
+fn default_dropout() -> f64 {
+    0.1
 }
 
 fn default_hidden_act() -> String {
@@ -116,9 +158,13 @@ pub struct DenseConfig {
     /// Whether the layer has a bias.
     #[serde(default = "default_true")]
     pub bias: bool,
-    /// Python class of the activation (Identity or Tanh).
+    /// Python class of the activation. A missing field means Tanh, the constructor
+    /// default of sentence-transformers' `Dense`.
     #[serde(default = "default_dense_activation")]
     pub activation_function: String,
+    /// sentence-transformers ≥ 5.7's residual connection; not supported.
+    #[serde(default)]
+    pub use_residual: bool,
 }
 
 fn default_true() -> bool {
@@ -131,6 +177,9 @@ fn default_dense_activation() -> String {
 impl DenseConfig {
     /// The activation the file names.
     pub fn activation(&self) -> Result<Activation> {
+        if self.use_residual {
+            bail!("Dense modules with use_residual are not supported");
+        }
         match self.activation_function.rsplit('.').next() {
             Some("Identity") => Ok(Activation::Identity),
             Some("Tanh") => Ok(Activation::Tanh),
@@ -143,11 +192,13 @@ impl DenseConfig {
     }
 }
 
-/// `tokenizer_config.json` (only the length limit).
+/// `tokenizer_config.json` (the length limit and the pad token).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct TokenizerConfig {
     /// Token limit of the tokenizer; huge sentinel values mean "none".
     pub model_max_length: Option<f64>,
+    /// The padding token (`[PAD]` when absent).
+    pub pad_token: Option<String>,
 }
 
 /// `sentence_bert_config.json`.
@@ -169,6 +220,8 @@ pub struct Pipeline {
     /// Token limit: `sentence_bert_config.json`'s, else `tokenizer_config.json`'s
     /// `model_max_length` (what sentence-transformers falls back to), if any.
     pub max_seq_length: Option<usize>,
+    /// `tokenizer_config.json`'s pad token, if it names one.
+    pub pad_token: Option<String>,
 }
 
 /// Reads and parses a JSON file, naming it in errors.
@@ -187,19 +240,21 @@ impl Pipeline {
         } else {
             SentenceBertConfig::default()
         };
-        let tokenizer_limit = if dir.join("tokenizer_config.json").is_file() {
-            read_json::<TokenizerConfig>(&dir.join("tokenizer_config.json"))?
-                .model_max_length
-                .filter(|n| (1.0..1e9).contains(n))
-                .map(|n| n as usize)
+        let tokenizer_config: TokenizerConfig = if dir.join("tokenizer_config.json").is_file() {
+            read_json(&dir.join("tokenizer_config.json"))?
         } else {
-            None
+            TokenizerConfig::default()
         };
+        let tokenizer_limit = tokenizer_config
+            .model_max_length
+            .filter(|n| (1.0..1e9).contains(n))
+            .map(|n| n as usize);
         let mut pipeline = Pipeline {
             pooling: Pooling::Mean,
             dense: Vec::new(),
             normalize: false,
             max_seq_length: sbert.max_seq_length.or(tokenizer_limit),
+            pad_token: tokenizer_config.pad_token,
         };
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
@@ -223,5 +278,86 @@ impl Pipeline {
             }
         }
         Ok(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pooling(json: &str) -> Result<Pooling> {
+        serde_json::from_str::<PoolingConfig>(json).unwrap().mode()
+    }
+
+    #[test]
+    fn pooling_modes_new_and_old_style() {
+        assert_eq!(
+            pooling(r#"{"pooling_mode": "mean"}"#).unwrap(),
+            Pooling::Mean
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode": ["cls"]}"#).unwrap(),
+            Pooling::Cls
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#)
+                .unwrap(),
+            Pooling::Mean
+        );
+        assert_eq!(
+            pooling(r#"{"pooling_mode_cls_token": true}"#).unwrap(),
+            Pooling::Cls
+        );
+        assert_eq!(pooling(r#"{"pooling_mode": "max"}"#).unwrap(), Pooling::Max);
+        assert!(pooling(r#"{"pooling_mode": "weightedmean"}"#).is_err());
+        assert!(pooling(r#"{"pooling_mode_lasttoken": true}"#).is_err());
+        assert!(
+            pooling(r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}"#)
+                .is_err()
+        );
+        assert!(pooling("{}").is_err());
+    }
+
+    #[test]
+    fn dense_activation_defaults_to_tanh_and_rejects_residuals() {
+        let dense = |json: &str| serde_json::from_str::<DenseConfig>(json).unwrap();
+        let base = r#""in_features": 4, "out_features": 2"#;
+        assert_eq!(
+            dense(&format!("{{{base}}}")).activation().unwrap(),
+            Activation::Tanh
+        );
+        assert_eq!(
+            dense(&format!(
+                r#"{{{base}, "activation_function": "torch.nn.modules.linear.Identity"}}"#
+            ))
+            .activation()
+            .unwrap(),
+            Activation::Identity
+        );
+        assert!(dense(&format!(
+            r#"{{{base}, "activation_function": "torch.nn.modules.activation.ReLU"}}"#
+        ))
+        .activation()
+        .is_err());
+        assert!(dense(&format!(r#"{{{base}, "use_residual": true}}"#))
+            .activation()
+            .is_err());
+    }
+
+    #[test]
+    fn bert_config_checks() {
+        let json = r#"{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 64, "vocab_size": 100}"#;
+        let config: BertConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.hidden_act, "gelu");
+        assert_eq!(config.layer_norm_eps, 1e-12);
+        assert_eq!(config.type_vocab_size, 2);
+        config.validate().unwrap();
+        let mut bad = config.clone();
+        bad.hidden_act = "gelu_new".into();
+        assert!(bad.validate().is_err());
+        let mut bad = config.clone();
+        bad.num_attention_heads = 5;
+        assert!(bad.validate().is_err());
     }
 }
