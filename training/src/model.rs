@@ -127,6 +127,9 @@ struct Dense {
     linear: Linear,
     activation: Activation,
     file: LoadedFile,
+    /// `config.json` to write for a module added by [`SentenceEncoder::add_projection`]
+    /// (loaded modules keep their own file).
+    new_config: Option<serde_json::Value>,
 }
 
 /// A sentence-transformers BERT model whose weights are all trainable variables.
@@ -208,6 +211,7 @@ impl SentenceEncoder {
                 linear,
                 activation,
                 file,
+                new_config: None,
             });
         }
         Ok(Self {
@@ -254,6 +258,96 @@ impl SentenceEncoder {
     /// Overrides the pooling mode read from `1_Pooling/config.json` (not saved).
     pub fn set_pooling(&mut self, pooling: Pooling) {
         self.pooling = pooling;
+    }
+
+    /// Appends a trainable Dense projection to `out_features` (Identity activation,
+    /// with bias) after the pooling and any Dense modules, before normalisation — the
+    /// `Dense` module sentence-transformers adds for a projection, initialised as
+    /// `torch.nn.Linear` (uniform in ±1/√in, weights and bias) from `seed`. Saved as a
+    /// new `{n}_Dense` module folder.
+    pub fn add_projection(&mut self, out_features: usize, seed: u64) -> Result<()> {
+        if out_features == 0 {
+            bail!("the projection width must be positive");
+        }
+        let in_features = match self.dense.last() {
+            Some(d) => d.linear.out_features(),
+            None => self.bert.config().hidden_size,
+        };
+        let folder = self.new_module_folder("Dense");
+        let device = self
+            .named_vars()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .context("the encoder has no weights")?;
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut uniform = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| (2.0 * rng.next_f32() - 1.0) * bound)
+                .collect()
+        };
+        let weight = Var::from_tensor(&Tensor::from_vec(
+            uniform(out_features * in_features),
+            (out_features, in_features),
+            &device,
+        )?)?;
+        let bias = Var::from_tensor(&Tensor::from_vec(
+            uniform(out_features),
+            out_features,
+            &device,
+        )?)?;
+        let mut names = Vec::new();
+        {
+            let mut vars = self.varmap.data().lock().unwrap();
+            for (name, var) in [("linear.weight", weight), ("linear.bias", bias)] {
+                let key = format!("{folder}/{name}");
+                vars.insert(key.clone(), var);
+                names.push((key, name.to_string()));
+            }
+        }
+        let linear = Linear::load(
+            &VarSource {
+                varmap: &self.varmap,
+                prefix: format!("{folder}/"),
+            },
+            "linear",
+            in_features,
+            out_features,
+            true,
+        )?;
+        self.dense.push(Dense {
+            folder,
+            linear,
+            activation: Activation::Identity,
+            file: LoadedFile {
+                names,
+                raw: Vec::new(),
+            },
+            new_config: Some(serde_json::json!({
+                "in_features": in_features,
+                "out_features": out_features,
+                "bias": true,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            })),
+        });
+        Ok(())
+    }
+
+    /// The width of the sentence embeddings.
+    pub fn output_dim(&self) -> usize {
+        self.dense
+            .last()
+            .map_or(self.bert.config().hidden_size, |d| d.linear.out_features())
+    }
+
+    /// A module folder name `{n}_{kind}` that neither the source directory nor an added
+    /// module uses, `n` from the module's place after Transformer, Pooling and the Dense
+    /// modules before it.
+    fn new_module_folder(&self, kind: &str) -> String {
+        (2 + self.dense.len()..)
+            .map(|n| format!("{n}_{kind}"))
+            .find(|f| !self.source.join(f).exists() && self.dense.iter().all(|d| &d.folder != f))
+            .expect("some folder name is free")
     }
 
     /// Sentence embeddings `(batch, out)` for padded `input_ids` and `attention_mask`
@@ -330,11 +424,59 @@ impl SentenceEncoder {
         }
         self.write_file(&self.transformer_file, &out.join("model.safetensors"))?;
         for dense in &self.dense {
-            self.write_file(
-                &dense.file,
-                &out.join(&dense.folder).join("model.safetensors"),
-            )?;
+            let folder = out.join(&dense.folder);
+            if let Some(config) = &dense.new_config {
+                std::fs::create_dir_all(&folder)?;
+                std::fs::write(
+                    folder.join("config.json"),
+                    serde_json::to_string_pretty(config)?,
+                )?;
+            }
+            self.write_file(&dense.file, &folder.join("model.safetensors"))?;
         }
+        if self.dense.iter().any(|d| d.new_config.is_some()) {
+            self.write_modules(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `modules.json` with the added Dense modules after the last existing
+    /// Pooling or Dense module (so before Normalize), entries renumbered.
+    fn write_modules(&self, out: &Path) -> Result<()> {
+        let modules_path = self.source.join("modules.json");
+        if !modules_path.is_file() {
+            bail!("a projection needs a sentence-transformers directory (modules.json)");
+        }
+        let mut modules: Vec<serde_json::Value> = read_json(&modules_path)?;
+        let kind_of = |m: &serde_json::Value| {
+            m["type"]
+                .as_str()
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut at = modules
+            .iter()
+            .rposition(|m| matches!(kind_of(m).as_str(), "Pooling" | "Dense"))
+            .map_or(modules.len(), |i| i + 1);
+        for dense in self.dense.iter().filter(|d| d.new_config.is_some()) {
+            modules.insert(
+                at,
+                serde_json::json!({
+                    "path": dense.folder,
+                    "type": "sentence_transformers.models.Dense",
+                }),
+            );
+            at += 1;
+        }
+        for (i, module) in modules.iter_mut().enumerate() {
+            module["idx"] = i.into();
+            module["name"] = i.to_string().into();
+        }
+        std::fs::write(
+            out.join("modules.json"),
+            serde_json::to_string_pretty(&modules)?,
+        )?;
         Ok(())
     }
 

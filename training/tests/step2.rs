@@ -536,6 +536,62 @@ fn embed_texts_keeps_the_order_and_equals_one_forward_per_text() {
 }
 
 #[test]
+fn an_added_projection_trains_saves_and_reloads() {
+    let tok = tokenizer();
+    let mut encoder = load();
+    let before = encoder.output_dim();
+    encoder.add_projection(5, 11).unwrap();
+    assert_eq!(encoder.output_dim(), 5);
+    fine_tune(
+        &encoder,
+        &tok,
+        &mut toy_pairs(),
+        &FineTuneConfig {
+            epochs: 1,
+            ..toy_config()
+        },
+        &mut NoHooks,
+        &mut |_: &Progress| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    encoder.save(out.path()).unwrap();
+    let modules: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("modules.json")).unwrap())
+            .unwrap();
+    let paths: Vec<&str> = modules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
+    let dense_at = paths.iter().position(|p| *p == "3_Dense").unwrap();
+    assert_eq!(
+        dense_at,
+        paths.iter().position(|p| *p == "2_Dense").unwrap() + 1
+    );
+    assert_eq!(modules[dense_at]["idx"], dense_at);
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("3_Dense/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            config["in_features"].as_u64(),
+            config["out_features"].as_u64()
+        ),
+        (Some(before as u64), Some(5))
+    );
+    let reloaded = SentenceEncoder::load(out.path(), &Device::Cpu).unwrap();
+    let texts = ["one text", "and another"];
+    let (a, _) = embed_texts(&encoder, &tok, &texts, 8, &Device::Cpu).unwrap();
+    let (b, dim) = embed_texts(&reloaded, &tok, &texts, 8, &Device::Cpu).unwrap();
+    assert_eq!(dim, 5);
+    assert_eq!(a, b);
+}
+
+#[test]
 fn no_duplicates_sampler_keeps_texts_unique_per_batch() {
     // Pairs 0..12 where every third shares its positive with the next pair.
     let pairs: Vec<TrainingPair> = (0..12)
