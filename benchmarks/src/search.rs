@@ -137,6 +137,7 @@ fn exact(data: &Data, args: &Args) -> Result<Value> {
                 id: format!("{i:08}"),
                 vector: data.corpus[i * data.dim..(i + 1) * data.dim].to_vec(),
                 payload: Default::default(),
+                text: String::new(),
             })
             .collect();
         collection.upsert(items)?;

@@ -96,6 +96,11 @@ const RPCS: &[Rpc] = &[
     rpc("/marquee.v1.RetrievalService/Recommend", false, false),
     rpc("/marquee.v1.RetrievalService/RecordRatings", true, true),
     rpc("/marquee.v1.RetrievalService/RepairCollection", false, true),
+    rpc(
+        "/marquee.v1.RetrievalService/ReembedCollection",
+        false,
+        true,
+    ),
 ];
 
 /// Set by the panic hook: a panic on any thread (a spawned task's included, which the

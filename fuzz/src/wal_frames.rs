@@ -263,6 +263,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         id: format!("i{i}"),
         vector: vec![1.0 + (i % 7) as f32, (i % 3) as f32 + 0.5],
         payload: Default::default(),
+        text: format!("text {i}"),
     };
     let prepared = |i: usize| StoredItem {
         vector: c.prepare_vector("v", &item(i).vector).expect("a vector"),

@@ -110,6 +110,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 collection: collection.into(),
                 ids: ids.clone(),
                 with_vectors: true,
+                with_texts: false,
             })
             .await
             .unwrap()
@@ -224,6 +225,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 collection: collection.into(),
                 ids: chunk.to_vec(),
                 with_vectors: true,
+                with_texts: false,
             })
             .await
             .unwrap()

@@ -673,6 +673,7 @@ async fn stored_vector(client: &mut Client, collection: &str, id: &str) -> Optio
             collection: collection.into(),
             ids: vec![id.into()],
             with_vectors: true,
+            with_texts: false,
         })
         .await
         .unwrap()

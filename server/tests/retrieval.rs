@@ -313,6 +313,7 @@ async fn collections_items_search_filters_and_errors() {
             collection: "movies".into(),
             ids: vec!["f".into(), "e".into()],
             with_vectors: true,
+            with_texts: true,
         })
         .await
         .unwrap()

@@ -172,6 +172,7 @@ async fn sigterm_answers_the_calls_in_flight_and_keeps_acknowledged_writes() {
             collection: "films".into(),
             ids: ids.clone(),
             with_vectors: true,
+            with_texts: false,
         })
         .await
         .unwrap()

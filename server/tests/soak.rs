@@ -147,6 +147,7 @@ async fn stored(c: &mut Client, client: usize) -> Items {
             collection: COLLECTION.into(),
             ids: (0..IDS).map(|n| format!("c{client}-{n}")).collect(),
             with_vectors: true,
+            with_texts: false,
         })
         .await
         .unwrap()

@@ -1,12 +1,12 @@
-//! `marquee collections`: create, list, show, delete and repair collections.
+//! `marquee collections`: create, list, show, delete, repair and re-embed collections.
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use marquee_client::proto::{
     index_config::Kind as IndexKind, CollectionInfo, CreateCollectionRequest,
     DeleteCollectionRequest, ExactIndex, GetCollectionRequest, HnswIndex, IndexConfig,
-    ListCollectionsRequest, Metric, RepairCollectionRequest, RepairCollectionResponse,
-    UnopenedCollection,
+    ListCollectionsRequest, Metric, ReembedCollectionRequest, RepairCollectionRequest,
+    RepairCollectionResponse, UnopenedCollection,
 };
 use marquee_client::ConnectOptions;
 use serde_json::json;
@@ -36,6 +36,17 @@ pub enum CollectionsAction {
         /// Make the changes (without it, only report them).
         #[arg(long)]
         yes: bool,
+    },
+    /// Re-embed a collection's items from their stored texts with another text encoder
+    /// (admin), e.g. a fine-tuned one, into a new version that replaces the current one
+    /// once complete; searches and writes go on meanwhile.
+    Reembed {
+        /// Collection name.
+        name: String,
+        /// The loaded text encoder to embed with (its dimension becomes the
+        /// collection's).
+        #[arg(long)]
+        model: String,
     },
 }
 
@@ -289,6 +300,35 @@ pub async fn run(server: &ConnectOptions, action: CollectionsAction, as_json: bo
                 println!("{}", repair_json(&name, &report));
             } else {
                 print!("{}", repair_text(&name, &report));
+            }
+        }
+        CollectionsAction::Reembed { name, model } => {
+            let mut events = client
+                .retrieval
+                .reembed_collection(ReembedCollectionRequest {
+                    name: name.clone(),
+                    model: model.clone(),
+                })
+                .await?
+                .into_inner();
+            let bar = super::progress::bar(0, "items", as_json);
+            let mut info = None;
+            while let Some(event) = events.message().await? {
+                bar.set_length(event.total);
+                bar.set_position(event.done);
+                info = event.collection.or(info);
+            }
+            bar.finish_and_clear();
+            let Some(info) = info else {
+                bail!("the server ended the re-embedding of {name} without its result");
+            };
+            if as_json {
+                println!("{}", collection_json(&info));
+            } else {
+                println!(
+                    "re-embedded collection {} with {}: {} items, dim {}",
+                    info.name, info.model, info.items, info.dimension
+                );
             }
         }
     }

@@ -114,6 +114,7 @@ impl From<EngineError> for ApiError {
                     (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
                 }
                 ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+                ErrorKind::FailedPrecondition => (StatusCode::CONFLICT, "invalid_request_error"),
             },
             EngineError::Invalid(_) | EngineError::Precondition(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")

@@ -67,6 +67,28 @@ pub enum StorageError {
         /// The failure.
         error: WalError,
     },
+    /// A write that waited while the collection switched to a re-embedded version: it
+    /// was not written, and can be sent again.
+    #[error("collection {0} switched to a re-embedded version while this write waited; nothing was written: send it again")]
+    Retired(String),
+    /// The collection is being re-embedded already.
+    #[error("collection {0} is already being re-embedded; wait for that to finish")]
+    ReembedInProgress(String),
+    /// Items that cannot be re-embedded: they were not upserted as text.
+    #[error("{count} items of collection {collection} have no stored text (e.g. {example:?}): only items upserted as text can be re-embedded")]
+    WithoutText {
+        /// The collection.
+        collection: String,
+        /// How many items lack text.
+        count: usize,
+        /// One of them.
+        example: String,
+    },
+    /// The collection was deleted or recreated while it was being re-embedded.
+    #[error(
+        "collection {0} was deleted or recreated during its re-embedding, which was abandoned"
+    )]
+    Replaced(String),
     /// The GPU that searches the collection failed.
     #[error("{}", gpu_message(.0))]
     Gpu(KernelError),
@@ -90,6 +112,8 @@ pub enum ErrorKind {
     DataLoss,
     /// The storage cannot take writes now (a failed write to disk).
     Unavailable,
+    /// The collection is not in the state the request needs (e.g. being re-embedded).
+    FailedPrecondition,
     /// A failure of the server's files or devices.
     Internal,
 }
@@ -113,7 +137,10 @@ impl StorageError {
             Self::Corrupt { .. } | Self::Damaged { .. } => ErrorKind::DataLoss,
             Self::Unopened { kind, .. } => *kind,
             Self::Write { error, .. } if error.no_space() => ErrorKind::ResourceExhausted,
-            Self::Write { .. } => ErrorKind::Unavailable,
+            Self::Write { .. } | Self::Retired(_) => ErrorKind::Unavailable,
+            Self::ReembedInProgress(_) | Self::WithoutText { .. } | Self::Replaced(_) => {
+                ErrorKind::FailedPrecondition
+            }
             Self::Io { .. } | Self::Gpu(_) | Self::CpuSearch(_) => ErrorKind::Internal,
         }
     }

@@ -4,7 +4,9 @@
 //!
 //! With that feature and `MARQUEE_FAULT_DIR` set, a storage operation fails while a file named after it
 //! exists in that directory (`wal-write`, `wal-sync`); the file holds the error to raise,
-//! `ENOSPC` or `EIO` (the default).
+//! `ENOSPC` or `EIO` (the default). Likewise a re-embedding waits at a [`Pause`] point
+//! while a file named after it exists (`reembed-built`, `reembed-exchanged`), so tests
+//! can write, search or kill the server there.
 
 use std::io;
 
@@ -48,3 +50,43 @@ pub fn check(point: Point) -> io::Result<()> {
 pub fn check(_: Point) -> io::Result<()> {
     Ok(())
 }
+
+/// A point where a re-embedding can be made to wait.
+#[derive(Clone, Copy, Debug)]
+pub enum Pause {
+    /// The new version is built from the collection's contents at the start, before the
+    /// writes made since are carried over and the versions switched.
+    ReembedBuilt,
+    /// The new version's directory has just taken the old one's place on disk (writes
+    /// are held off; the old version still serves searches).
+    ReembedExchanged,
+}
+
+impl Pause {
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    fn file_name(self) -> &'static str {
+        match self {
+            Pause::ReembedBuilt => "reembed-built",
+            Pause::ReembedExchanged => "reembed-exchanged",
+        }
+    }
+}
+
+/// Waits while `point` is armed, logging `paused at <point>` once. Blocking.
+#[cfg(feature = "fault-injection")]
+pub fn pause(point: Pause) {
+    let Some(dir) = std::env::var_os("MARQUEE_FAULT_DIR") else {
+        return;
+    };
+    let file = std::path::Path::new(&dir).join(point.file_name());
+    if file.exists() {
+        tracing::warn!("paused at {} (fault injection)", point.file_name());
+        while file.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Without the `fault-injection` feature nothing is ever armed.
+#[cfg(not(feature = "fault-injection"))]
+pub fn pause(_: Pause) {}

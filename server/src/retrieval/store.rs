@@ -1,10 +1,15 @@
 //! All collections of the data directory (`<data_dir>/collections/<name>/`).
 
+mod reembed;
+
+pub use reembed::Progress;
+
 use super::collection::{Collection, Config, RepairReport};
 use super::error::{ErrorKind, StorageError};
 use super::gpu::Placement;
 use dashmap::DashMap;
 use marquee_proto::v1::CreateCollectionRequest;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +24,8 @@ pub struct Store {
     /// Held while an unopened collection is repaired or deleted, so the two never
     /// work on its files at once.
     fixing_unopened: Mutex<()>,
+    /// The collections being re-embedded.
+    reembedding: Mutex<HashSet<String>>,
 }
 
 /// Why a collection on disk is closed.
@@ -41,7 +48,9 @@ impl Unopened {
 
 impl Store {
     /// Opens every collection under `data_dir/collections`; one that cannot be read is
-    /// logged and kept closed, untouched on disk, while the others serve.
+    /// logged and kept closed, untouched on disk, while the others serve. What a crash
+    /// left of a deletion or a re-embedding (directories named `.deleted-*`,
+    /// `.reembed-*`) is removed.
     pub fn open(data_dir: &Path, placement: Placement) -> Result<Self, StorageError> {
         let dir = data_dir.join("collections");
         let listing = || StorageError::io(format!("listing {}", dir.display()));
@@ -59,6 +68,12 @@ impl Store {
                 continue;
             };
             if !path.is_dir() || name.starts_with('.') {
+                if path.is_dir()
+                    && (name.starts_with(reembed::STAGING_PREFIX) || name.starts_with(".deleted-"))
+                {
+                    tracing::info!(dir = %path.display(), "removing what an interrupted job left");
+                    reembed::remove_dir(&path)?;
+                }
                 continue;
             }
             match Collection::open(&path, &placement) {
@@ -83,6 +98,7 @@ impl Store {
             collections,
             unopened,
             fixing_unopened: Mutex::new(()),
+            reembedding: Mutex::new(HashSet::new()),
         })
     }
 

@@ -311,6 +311,12 @@ impl Wal {
         self.bytes
     }
 
+    /// Records that the log's directory was renamed to `dir` (the open segment stays
+    /// open).
+    pub fn relocate(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
+    }
+
     /// Starts the next segment; returns the number of the one just closed.
     pub fn rotate(&mut self) -> io::Result<u64> {
         let closed = self.segment;

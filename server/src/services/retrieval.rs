@@ -7,20 +7,25 @@ use crate::engine::request::{Input, Truncation};
 use crate::retrieval::collection::RepairReport;
 use crate::retrieval::collection::{Collection, Query, ScoredRow};
 use crate::retrieval::error::{ErrorKind, StorageError};
-use crate::retrieval::store::Store;
+use crate::retrieval::store::{Progress, Store};
+use crate::services::deadline::Bounded;
 use crate::services::deadline::DeadlineOf;
 use crate::services::embedding::multimodal;
 use crate::services::observed;
+use marquee_plugin_api::PluginKind;
 use marquee_proto::v1::retrieval_service_server::RetrievalService;
 use marquee_proto::v1::{
     item, recommend_request, search_request, CollectionInfo, CreateCollectionRequest,
     DeleteCollectionRequest, DeleteCollectionResponse, DeleteRequest, DeleteResponse,
     GetCollectionRequest, GetRequest, GetResponse, ListCollectionsRequest, ListCollectionsResponse,
-    Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse, RepairCollectionRequest,
+    Rating, RecommendRequest, RecordRatingsRequest, RecordRatingsResponse,
+    ReembedCollectionRequest, ReembedCollectionResponse, RepairCollectionRequest,
     RepairCollectionResponse, ScoredItem, SearchRequest, SearchResponse, StoredItem,
     UnopenedCollection, UpsertRequest, UpsertResponse,
 };
 use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -45,6 +50,7 @@ impl From<StorageError> for Status {
             ErrorKind::ResourceExhausted => Code::ResourceExhausted,
             ErrorKind::DataLoss => Code::DataLoss,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
             ErrorKind::Internal => Code::Internal,
         };
         Status::new(code, e.to_string())
@@ -154,6 +160,31 @@ impl RetrievalApi {
         Ok(self.embed_inputs(collection, inputs, deadline).await?.0)
     }
 
+    /// Embeds texts with the model `model` in requests of at most
+    /// `max_inputs_per_request`, as the model returns them, within `deadline`.
+    async fn embed_with(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Vec<f32>>, Status> {
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut texts = texts.into_iter().peekable();
+        while texts.peek().is_some() {
+            let chunk: Vec<Input> = texts
+                .by_ref()
+                .take(self.max_inputs_per_request)
+                .map(Input::Text)
+                .collect();
+            let embedded = self
+                .embedder
+                .embed(model, chunk, Truncation::End, deadline)
+                .await?;
+            vectors.extend(embedded.stage.rows().map(<[f32]>::to_vec));
+        }
+        Ok(vectors)
+    }
+
     /// The collections a pipeline-bound collection's intermediate embeddings go to:
     /// text, poster, thumbnail (`None` where not stored).
     fn intermediate_collections(
@@ -193,15 +224,22 @@ impl RetrievalApi {
     ) -> Result<(Vec<StoredItem>, Vec<(Arc<Collection>, Vec<StoredItem>)>), Status> {
         let mut inputs = Vec::new();
         let mut embedded_ids = Vec::new();
+        // Per item: id, vector (once prepared), payload, text (kept for items upserted
+        // as text, so the collection can be re-embedded).
         let mut contents = Vec::with_capacity(items.len());
         for item in items {
             let input = match item.content {
                 Some(item::Content::Vector(v)) => {
                     let v = collection.prepare_vector(&format!("item {:?}", item.id), &v.values)?;
-                    contents.push((item.id, Some(v), item.payload));
+                    contents.push((item.id, Some(v), item.payload, String::new()));
                     continue;
                 }
-                Some(item::Content::Text(t)) => Input::Text(t),
+                Some(item::Content::Text(t)) => {
+                    inputs.push(Input::Text(t.clone()));
+                    embedded_ids.push(contents.len());
+                    contents.push((item.id, None, item.payload, t));
+                    continue;
+                }
                 Some(item::Content::Image(b)) => Input::Image(b),
                 Some(item::Content::Multimodal(m)) => multimodal(m),
                 None => {
@@ -213,7 +251,7 @@ impl RetrievalApi {
             };
             inputs.push(input);
             embedded_ids.push(contents.len());
-            contents.push((item.id, None, item.payload));
+            contents.push((item.id, None, item.payload, String::new()));
         }
         let intermediates = self.intermediate_collections(collection)?;
         let (vectors, parts) = self.embed_inputs(collection, inputs, deadline).await?;
@@ -228,11 +266,12 @@ impl RetrievalApi {
             let mut stored = Vec::new();
             for (&at, vector) in embedded_ids.iter().zip(column) {
                 let Some(vector) = vector else { continue };
-                let (id, _, payload) = &contents[at];
+                let (id, _, payload, _) = &contents[at];
                 stored.push(StoredItem {
                     id: id.clone(),
                     vector: target.prepare_vector(&format!("item {id:?}"), &vector)?,
                     payload: payload.clone(),
+                    text: String::new(),
                 });
             }
             side.push((target, stored));
@@ -242,11 +281,12 @@ impl RetrievalApi {
         }
         let main = contents
             .into_iter()
-            .filter_map(|(id, vector, payload)| {
+            .filter_map(|(id, vector, payload, text)| {
                 vector.map(|vector| StoredItem {
                     id,
                     vector,
                     payload,
+                    text,
                 })
             })
             .collect();
@@ -354,8 +394,68 @@ fn hits(rows: Vec<ScoredRow>) -> SearchResponse {
     }
 }
 
+/// A re-embedding's progress message; the last one carries the collection.
+fn reembed_message(at: Progress, collection: Option<CollectionInfo>) -> ReembedCollectionResponse {
+    ReembedCollectionResponse {
+        done: at.done,
+        total: at.total,
+        collection,
+    }
+}
+
 #[tonic::async_trait]
 impl RetrievalService for RetrievalApi {
+    type ReembedCollectionStream =
+        Bounded<ReceiverStream<Result<ReembedCollectionResponse, Status>>>;
+
+    async fn reembed_collection(
+        &self,
+        request: Request<ReembedCollectionRequest>,
+    ) -> Result<Response<Self::ReembedCollectionStream>, Status> {
+        let deadline = Deadline::of(&request);
+        observed("ReembedCollection", deadline, async {
+            let ReembedCollectionRequest { name, model } = request.into_inner();
+            self.store.get(&name)?;
+            if model.is_empty() {
+                return Err(Status::invalid_argument(
+                    "name the text encoder to re-embed the collection with",
+                ));
+            }
+            let registry = self.embedder.registry();
+            if registry.pipeline(&model).is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "{model} is a pipeline; collections are re-embedded with a text encoder"
+                )));
+            }
+            let dimension = registry
+                .model_of_kind(&model, PluginKind::TextEncoder)?
+                .dimension();
+            let (events, receiver) = mpsc::channel(16);
+            let api = self.clone();
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let last = std::cell::Cell::new(Progress::default());
+                let embed = |texts| runtime.block_on(api.embed_with(&model, texts, deadline));
+                // Progress never blocks the job (it may hold writes off): a message the
+                // client is not ready for is skipped.
+                let progress = |at: Progress| {
+                    last.set(at);
+                    match events.try_send(Ok(reembed_message(at, None))) {
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            Err(Status::cancelled("the client went away"))
+                        }
+                        _ => Ok(()),
+                    }
+                };
+                let result = api.store.reembed(&name, &model, dimension, embed, progress);
+                let end = result.map(|c| reembed_message(last.get(), Some(c.info())));
+                let _ = events.blocking_send(end);
+            });
+            Ok(Bounded::new(ReceiverStream::new(receiver), deadline))
+        })
+        .await
+    }
+
     async fn create_collection(
         &self,
         request: Request<CreateCollectionRequest>,
@@ -496,7 +596,10 @@ impl RetrievalService for RetrievalApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         observed("Get", Deadline::of(&request), async {
             let r = request.into_inner();
-            let (items, missing) = self.store.get(&r.collection)?.get(&r.ids, r.with_vectors);
+            let (items, missing) =
+                self.store
+                    .get(&r.collection)?
+                    .get(&r.ids, r.with_vectors, r.with_texts);
             Ok(GetResponse { items, missing })
         })
         .await

@@ -427,7 +427,7 @@ def rating_request(collection: str, batch: Sequence[Rating]) -> retrieval_pb2.Re
     )
 
 
-def get_result(response: retrieval_pb2.GetResponse, with_vectors: bool) -> GetResult:
+def get_result(response: retrieval_pb2.GetResponse, with_vectors: bool, with_texts: bool = False) -> GetResult:
     """A Get answer."""
     return GetResult(
         items=[
@@ -435,11 +435,34 @@ def get_result(response: retrieval_pb2.GetResponse, with_vectors: bool) -> GetRe
                 i.id,
                 np.array(i.vector, dtype=np.float32) if with_vectors else None,
                 from_payload(i.payload),
+                i.text if with_texts else None,
             )
             for i in response.items
         ],
         missing=list(response.missing),
     )
+
+
+class ReembedCollector:
+    """Follows a re-embedding's progress stream: reports progress, keeps the result."""
+
+    def __init__(self, progress: Optional[Progress]) -> None:
+        """Reports ``(done, total)`` items to ``progress`` if given."""
+        self._progress = progress
+        self._collection: Optional[retrieval_pb2.CollectionInfo] = None
+
+    def add(self, message: retrieval_pb2.ReembedCollectionResponse) -> None:
+        """Handles one message."""
+        if self._progress is not None:
+            self._progress(message.done, message.total)
+        if message.HasField("collection"):
+            self._collection = message.collection
+
+    def collection(self) -> retrieval_pb2.CollectionInfo:
+        """The re-embedded collection; :class:`marquee.Unknown` when the stream ended without it."""
+        if self._collection is None:
+            raise error_for(grpc.StatusCode.UNKNOWN, "the re-embedding ended without its result")
+        return self._collection
 
 
 # Evaluation.

@@ -254,6 +254,22 @@ class AsyncClient:
         request = retrieval_pb2.RepairCollectionRequest(name=name, apply=apply)
         return await self._unary(self._retrieval.RepairCollection, request, timeout)  # type: ignore[no-any-return]
 
+    async def reembed_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        progress: Optional[Progress] = None,
+        timeout: Optional[float] = None,
+    ) -> retrieval_pb2.CollectionInfo:
+        """Re-embeds a collection with another text encoder; see :meth:`marquee.Client.reembed_collection`."""
+        request = retrieval_pb2.ReembedCollectionRequest(name=name, model=model)
+        collector = C.ReembedCollector(progress)
+        async with self._stream(self._retrieval.ReembedCollection, request, lambda m: m, timeout) as stream:
+            async for message in stream:
+                collector.add(message)
+        return collector.collection()
+
     async def list_collections(self, *, timeout: Optional[float] = None) -> List[retrieval_pb2.CollectionInfo]:
         """Every collection (``ListCollections``)."""
         response = await self._unary(self._retrieval.ListCollections, retrieval_pb2.ListCollectionsRequest(), timeout)
@@ -285,11 +301,19 @@ class AsyncClient:
         return int((await self._unary(self._retrieval.Delete, request, timeout)).deleted)
 
     async def get(
-        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False, timeout: Optional[float] = None
+        self,
+        collection: str,
+        ids: Sequence[str],
+        *,
+        with_vectors: bool = False,
+        with_texts: bool = False,
+        timeout: Optional[float] = None,
     ) -> GetResult:
         """Reads items by id; see :meth:`marquee.Client.get`."""
-        request = retrieval_pb2.GetRequest(collection=collection, ids=list(ids), with_vectors=with_vectors)
-        return C.get_result(await self._unary(self._retrieval.Get, request, timeout), with_vectors)
+        request = retrieval_pb2.GetRequest(
+            collection=collection, ids=list(ids), with_vectors=with_vectors, with_texts=with_texts
+        )
+        return C.get_result(await self._unary(self._retrieval.Get, request, timeout), with_vectors, with_texts)
 
     async def search(
         self,

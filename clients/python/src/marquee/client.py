@@ -289,6 +289,34 @@ class Client:
         request = retrieval_pb2.RepairCollectionRequest(name=name, apply=apply)
         return self._unary(self._retrieval.RepairCollection, request, timeout)  # type: ignore[no-any-return]
 
+    def reembed_collection(
+        self,
+        name: str,
+        *,
+        model: str,
+        progress: Optional[Progress] = None,
+        timeout: Optional[float] = None,
+    ) -> retrieval_pb2.CollectionInfo:
+        """Re-embeds a collection's items from their stored texts with another loaded text
+        encoder into a new version that replaces it once complete (``ReembedCollection``;
+        admin tokens only). Searches and writes go on meanwhile.
+
+        Args:
+            name: The collection.
+            model: The text encoder; its dimension becomes the collection's.
+            progress: Called with ``(done, total)`` items as the server reports.
+            timeout: Deadline of the whole re-embedding in seconds.
+
+        Returns:
+            The collection as switched to the new version.
+        """
+        request = retrieval_pb2.ReembedCollectionRequest(name=name, model=model)
+        collector = C.ReembedCollector(progress)
+        with self._stream(self._retrieval.ReembedCollection, request, lambda m: m, timeout) as stream:
+            for message in stream:
+                collector.add(message)
+        return collector.collection()
+
     def list_collections(self, *, timeout: Optional[float] = None) -> List[retrieval_pb2.CollectionInfo]:
         """Every collection (``ListCollections``)."""
         response = self._unary(self._retrieval.ListCollections, retrieval_pb2.ListCollectionsRequest(), timeout)
@@ -332,11 +360,20 @@ class Client:
         return int(self._unary(self._retrieval.Delete, request, timeout).deleted)
 
     def get(
-        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False, timeout: Optional[float] = None
+        self,
+        collection: str,
+        ids: Sequence[str],
+        *,
+        with_vectors: bool = False,
+        with_texts: bool = False,
+        timeout: Optional[float] = None,
     ) -> GetResult:
-        """Reads items by id (``Get``), with their payloads and optionally their stored vectors."""
-        request = retrieval_pb2.GetRequest(collection=collection, ids=list(ids), with_vectors=with_vectors)
-        return C.get_result(self._unary(self._retrieval.Get, request, timeout), with_vectors)
+        """Reads items by id (``Get``), with their payloads and optionally their stored vectors
+        and texts (the texts of items upserted as text)."""
+        request = retrieval_pb2.GetRequest(
+            collection=collection, ids=list(ids), with_vectors=with_vectors, with_texts=with_texts
+        )
+        return C.get_result(self._unary(self._retrieval.Get, request, timeout), with_vectors, with_texts)
 
     def search(
         self,

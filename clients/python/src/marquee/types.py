@@ -192,6 +192,9 @@ class StoredItem:
     vector: Optional[npt.NDArray[np.float32]]
     """As stored (L2-normalised in cosine collections); ``None`` unless ``with_vectors``."""
     payload: Dict[str, PayloadValue]
+    text: Optional[str] = None
+    """The text the item was embedded from (empty for items not upserted as text);
+    ``None`` unless ``with_texts``."""
 
 
 @dataclass(frozen=True)

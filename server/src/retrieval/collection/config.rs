@@ -42,6 +42,34 @@ fn invalid(message: impl Into<String>) -> StorageError {
 }
 
 impl Config {
+    /// Checks a vector's length and values, normalising it for cosine collections.
+    pub fn prepare_vector(&self, what: &str, vector: &[f32]) -> Result<Vec<f32>, StorageError> {
+        if vector.len() != self.dimension {
+            return Err(StorageError::InvalidArgument(format!(
+                "{what} has {} dimensions, collection {} has {}",
+                vector.len(),
+                self.name,
+                self.dimension
+            )));
+        }
+        if vector.iter().any(|v| !v.is_finite()) {
+            return Err(StorageError::InvalidArgument(format!(
+                "{what} has NaN or infinite components"
+            )));
+        }
+        let mut v = vector.to_vec();
+        if self.metric == Metric::Cosine {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm == 0.0 || !norm.is_finite() {
+                return Err(StorageError::InvalidArgument(format!(
+                    "{what} is a zero vector, which has no cosine"
+                )));
+            }
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(v)
+    }
+
     /// Validates a create request, filling defaults.
     pub fn from_request(r: &CreateCollectionRequest) -> Result<Self, StorageError> {
         // A leading '.' is refused too: the data directory keeps such names for itself

@@ -6,6 +6,7 @@
 mod config;
 mod persistence;
 mod ratings;
+mod reembed;
 mod repair;
 mod replay;
 mod search;
@@ -13,6 +14,7 @@ mod state;
 
 pub use config::{Config, IndexKind, MAX_DIMENSION};
 pub use persistence::COMPACT_WAL_BYTES;
+pub use reembed::Contents;
 pub use repair::{repair, RepairReport};
 pub use replay::{check_record, Lost};
 pub use search::{Query, ScoredRow};
@@ -23,10 +25,10 @@ use super::payload::CompiledFilter;
 use super::wal::Wal;
 use marquee_kernels::{Backend, CudaBackend};
 use marquee_proto::storage::v1::{record::Op, Delete, Record};
-use marquee_proto::v1::{CollectionInfo, Metric, StoredItem};
+use marquee_proto::v1::{CollectionInfo, StoredItem};
 use state::{upsert_record, State};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// A stored collection.
@@ -41,6 +43,11 @@ pub struct Collection {
     /// The log size (bytes of the active segment) before which a failed compaction is
     /// not retried; 0 when none failed.
     compaction_retry_at: AtomicU64,
+    /// While the collection is re-embedded: the records written since it started, to
+    /// carry over to the new version.
+    journal: Mutex<Option<Vec<Record>>>,
+    /// Set once a re-embedded version replaced this one: it takes no more writes.
+    retired: AtomicBool,
 }
 
 impl Collection {
@@ -61,6 +68,8 @@ impl Collection {
             wal: Mutex::new(Wal::open(dir, 1, None).map_err(StorageError::io(""))?),
             state: RwLock::new(state),
             compaction_retry_at: AtomicU64::new(0),
+            journal: Mutex::new(None),
+            retired: AtomicBool::new(false),
             dir: dir.to_path_buf(),
             gpu,
             config,
@@ -72,23 +81,15 @@ impl Collection {
     /// available.
     pub fn open(dir: &Path, placement: &Placement) -> Result<Self, StorageError> {
         let config = persistence::read_config(dir)?;
-        let exact = config.index == IndexKind::Exact;
-        let gpu = placement
-            .place(&config.name, &config.device, exact)
-            .unwrap_or_else(|reason| {
-                tracing::warn!(
-                    collection = config.name,
-                    reason,
-                    "device unusable, searching on the CPU"
-                );
-                None
-            });
+        let gpu = reembed::lenient_placement(placement, &config);
         let mut state = State::new(config.dimension, placement.shortlists(&gpu));
         let wal = persistence::replay(dir, &config, &mut state)?;
         Ok(Self {
             wal: Mutex::new(wal),
             state: RwLock::new(state),
             compaction_retry_at: AtomicU64::new(0),
+            journal: Mutex::new(None),
+            retired: AtomicBool::new(false),
             dir: dir.to_path_buf(),
             gpu,
             config,
@@ -115,30 +116,7 @@ impl Collection {
 
     /// Checks a vector's length and values, normalising it for cosine collections.
     pub fn prepare_vector(&self, what: &str, vector: &[f32]) -> Result<Vec<f32>, StorageError> {
-        if vector.len() != self.config.dimension {
-            return Err(StorageError::InvalidArgument(format!(
-                "{what} has {} dimensions, collection {} has {}",
-                vector.len(),
-                self.config.name,
-                self.config.dimension
-            )));
-        }
-        if vector.iter().any(|v| !v.is_finite()) {
-            return Err(StorageError::InvalidArgument(format!(
-                "{what} has NaN or infinite components"
-            )));
-        }
-        let mut v = vector.to_vec();
-        if self.config.metric == Metric::Cosine {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm == 0.0 || !norm.is_finite() {
-                return Err(StorageError::InvalidArgument(format!(
-                    "{what} is a zero vector, which has no cosine"
-                )));
-            }
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
-        Ok(v)
+        self.config.prepare_vector(what, vector)
     }
 
     /// Stores items (prepared vectors) atomically: all of them or, on error, none.
@@ -195,8 +173,14 @@ impl Collection {
         info
     }
 
-    /// Stored items by id, and the ids not found.
-    pub fn get(&self, ids: &[String], with_vectors: bool) -> (Vec<StoredItem>, Vec<String>) {
+    /// Stored items by id (with their vectors and texts when asked for), and the ids
+    /// not found.
+    pub fn get(
+        &self,
+        ids: &[String],
+        with_vectors: bool,
+        with_texts: bool,
+    ) -> (Vec<StoredItem>, Vec<String>) {
         let state = self.state();
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -210,6 +194,11 @@ impl Collection {
                         Vec::new()
                     },
                     payload: state.payloads[row as usize].clone(),
+                    text: if with_texts {
+                        state.texts[row as usize].clone()
+                    } else {
+                        String::new()
+                    },
                 }),
                 None => missing.push(id.clone()),
             }

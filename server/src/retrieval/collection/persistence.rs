@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 /// Log size past which the collection compacts into a snapshot.
 pub const COMPACT_WAL_BYTES: u64 = 64 << 20;
 /// Items per record when writing snapshots.
-const SNAPSHOT_CHUNK: usize = 1024;
+pub(super) const SNAPSHOT_CHUNK: usize = 1024;
 const CONFIG_FILE: &str = "config.pb";
 /// A snapshot being written (renamed into place once complete).
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -96,10 +96,14 @@ impl Collection {
     /// log has grown by [`COMPACT_WAL_BYTES`] again.
     pub(super) fn write(&self, record: Record) -> Result<(), StorageError> {
         let mut wal = self.wal();
+        if self.retired.load(Ordering::Acquire) {
+            return Err(StorageError::Retired(self.config.name.clone()));
+        }
         wal.append(&record).map_err(|error| StorageError::Write {
             collection: self.config.name.clone(),
             error,
         })?;
+        self.journal_write(&record);
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.apply(&self.config, record);
         let due = wal.bytes() > COMPACT_WAL_BYTES
@@ -227,6 +231,7 @@ mod tests {
             id: format!("i{i:05}"),
             vector: v.iter().map(|x| x / n).collect(),
             payload: Payload::new(),
+            text: format!("text {i}"),
         }
     }
 
@@ -306,7 +311,7 @@ mod tests {
             .iter()
             .map(|q| c.search_batch(std::slice::from_ref(q)).unwrap().remove(0))
             .collect();
-        (c.get(ids, true), c.all_ratings(), c.info(), searches)
+        (c.get(ids, true, true), c.all_ratings(), c.info(), searches)
     }
 
     fn ids(range: std::ops::Range<usize>) -> Vec<String> {
@@ -396,7 +401,7 @@ mod tests {
         assert_eq!(wal::numbered_files(&dir, "wal-", ".log").unwrap(), vec![2]);
         let twice = Collection::open(&dir, &cpu()).unwrap();
         assert_eq!(contents(&twice, &all), again);
-        assert!(twice.get(&ids(0..1), false).0.is_empty());
+        assert!(twice.get(&ids(0..1), false, false).0.is_empty());
     }
 
     #[test]
@@ -514,7 +519,7 @@ mod tests {
                 (info.items, 1, 1)
             );
             assert_eq!(again.items, 1010);
-            assert!(reopened.get(&["i00001".into()], false).1 == vec!["i00001".to_string()]);
+            assert!(reopened.get(&["i00001".into()], false, false).1 == vec!["i00001".to_string()]);
         }
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct State {
     /// `-|x|²/2` per row for L2 collections (the dot-product form of the distance).
     pub(super) l2_bias: Vec<f32>,
     pub(super) payloads: Vec<Payload>,
+    /// The text each row was embedded from (empty for items not upserted as text).
+    pub(super) texts: Vec<String>,
     pub(super) schema: Schema,
     pub(super) ratings: HashMap<String, Vec<Rating>>,
     pub(super) rating_count: u64,
@@ -48,6 +50,7 @@ impl State {
             vectors: Matrix::zeros(0, dimension),
             l2_bias: Vec::new(),
             payloads: Vec::new(),
+            texts: Vec::new(),
             schema: Schema::default(),
             ratings: HashMap::new(),
             rating_count: 0,
@@ -74,6 +77,7 @@ impl State {
             id: self.ids[row].clone(),
             vector: self.vector(row, dim).to_vec(),
             payload: self.payloads[row].clone(),
+            text: self.texts[row].clone(),
         }
     }
 
@@ -107,6 +111,7 @@ impl State {
                     }
                     self.schema.learn(&item.payload);
                     self.payloads.push(item.payload);
+                    self.texts.push(item.text);
                     self.rows.insert(item.id.clone(), row as u32);
                     self.ids.push(item.id);
                     self.live.push(true);

@@ -143,6 +143,24 @@ class RepairCollectionResponse(_message.Message):
     applied: bool
     def __init__(self, damaged: bool = ..., file: _Optional[str] = ..., offset: _Optional[int] = ..., problem: _Optional[str] = ..., records_dropped: _Optional[int] = ..., items_upserted_dropped: _Optional[int] = ..., ids_deleted_dropped: _Optional[int] = ..., ratings_dropped: _Optional[int] = ..., bytes_dropped: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., applied: bool = ...) -> None: ...
 
+class ReembedCollectionRequest(_message.Message):
+    __slots__ = ("name", "model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ReembedCollectionResponse(_message.Message):
+    __slots__ = ("done", "total", "collection")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    total: int
+    collection: CollectionInfo
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -227,17 +245,19 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "with_vectors")
+    __slots__ = ("collection", "ids", "with_vectors", "with_texts")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_TEXTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     with_vectors: bool
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: bool = ...) -> None: ...
+    with_texts: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: bool = ..., with_texts: bool = ...) -> None: ...
 
 class StoredItem(_message.Message):
-    __slots__ = ("id", "vector", "payload")
+    __slots__ = ("id", "vector", "payload", "text")
     class PayloadEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -248,10 +268,12 @@ class StoredItem(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     payload: _containers.MessageMap[str, Value]
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., payload: _Optional[_Mapping[str, Value]] = ...) -> None: ...
+    text: str
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., payload: _Optional[_Mapping[str, Value]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("items", "missing")

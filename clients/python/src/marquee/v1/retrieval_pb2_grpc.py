@@ -92,6 +92,11 @@ class RetrievalServiceStub(object):
                 request_serializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.SerializeToString,
                 response_deserializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.FromString,
                 _registered_method=True)
+        self.ReembedCollection = channel.unary_stream(
+                '/marquee.v1.RetrievalService/ReembedCollection',
+                request_serializer=marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionRequest.SerializeToString,
+                response_deserializer=marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer(object):
@@ -176,6 +181,18 @@ class RetrievalServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReembedCollection(self, request, context):
+        """Admin. Re-embeds a collection's items from their stored texts with another text
+        encoder (e.g. a fine-tuned one) into a new version of the collection, streaming
+        progress. Searches answer from the current version until the new one is complete,
+        then the switch is atomic (a crash at any point leaves one whole version); writes
+        made meanwhile are carried over. Every item must have been upserted as text.
+        Cancelling the call abandons the new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +250,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.RepairCollection,
                     request_deserializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.FromString,
                     response_serializer=marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.SerializeToString,
+            ),
+            'ReembedCollection': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReembedCollection,
+                    request_deserializer=marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionRequest.FromString,
+                    response_serializer=marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +557,33 @@ class RetrievalService(object):
             '/marquee.v1.RetrievalService/RepairCollection',
             marquee_dot_v1_dot_retrieval__pb2.RepairCollectionRequest.SerializeToString,
             marquee_dot_v1_dot_retrieval__pb2.RepairCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReembedCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/marquee.v1.RetrievalService/ReembedCollection',
+            marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionRequest.SerializeToString,
+            marquee_dot_v1_dot_retrieval__pb2.ReembedCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
