@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "marquee/v1/retrieval.proto",
     "marquee/v1/evaluation.proto",
     "marquee/v1/generation.proto",
+    "marquee/v1/training.proto",
     "marquee/storage/v1/storage.proto",
 ];
 

@@ -34,6 +34,7 @@ use proto::evaluation_service_client::EvaluationServiceClient;
 use proto::generation_service_client::GenerationServiceClient;
 use proto::model_service_client::ModelServiceClient;
 use proto::retrieval_service_client::RetrievalServiceClient;
+use proto::training_service_client::TrainingServiceClient;
 use proto::{embed_input::Input, EmbedInput, EmbedRequest, EmbedResponse, Truncation};
 use std::path::PathBuf;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -154,6 +155,8 @@ pub struct Client {
     pub evaluation: EvaluationServiceClient<Transport>,
     /// Text generation (streamed or whole) and LoRA adapters.
     pub generation: GenerationServiceClient<Transport>,
+    /// Fine-tuning served encoders.
+    pub training: TrainingServiceClient<Transport>,
 }
 
 impl Client {
@@ -188,7 +191,10 @@ impl Client {
             evaluation: EvaluationServiceClient::new(transport.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            generation: GenerationServiceClient::new(transport)
+            generation: GenerationServiceClient::new(transport.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            training: TrainingServiceClient::new(transport)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         }

@@ -16,6 +16,7 @@ use marquee_proto::v1::{
     evaluation_service_server::EvaluationServiceServer,
     generation_service_server::GenerationServiceServer, model_service_server::ModelServiceServer,
     retrieval_service_server::RetrievalServiceServer,
+    training_service_server::TrainingServiceServer,
 };
 use marquee_proto::v1::{
     index_config, item, value, CreateCollectionRequest, HnswIndex, IndexConfig, Item, Metric,
@@ -33,6 +34,7 @@ use marquee_server::services::evaluation::EvaluationApi;
 use marquee_server::services::generation::GenerationApi;
 use marquee_server::services::models::ModelApi;
 use marquee_server::services::retrieval::RetrievalApi;
+use marquee_server::services::training::TrainingApi;
 use marquee_server::shutdown::Shutdown;
 use prost::Message;
 use std::collections::HashMap;
@@ -101,6 +103,7 @@ const RPCS: &[Rpc] = &[
         false,
         true,
     ),
+    rpc("/marquee.v1.TrainingService/FineTune", true, false),
 ];
 
 /// Set by the panic hook: a panic on any thread (a spawned task's included, which the
@@ -160,6 +163,16 @@ impl Server {
             limits.max_inputs_per_request,
         );
         let generation = Generation::new(Arc::clone(&registry), limits.clone());
+        let training = TrainingApi::new(
+            Arc::clone(&registry),
+            Arc::clone(&store),
+            data.path().to_path_buf(),
+            settings.training.clone(),
+            settings.batching.clone(),
+            settings.generation.clone(),
+            limits.max_eval_queries,
+            limits.max_eval_bytes,
+        );
         let routes = Routes::new(EmbeddingServiceServer::new(EmbeddingApi::new(
             embedder,
             limits.clone(),
@@ -177,7 +190,8 @@ impl Server {
             settings.batching.clone(),
             settings.generation.clone(),
         )))
-        .add_service(RetrievalServiceServer::new(retrieval));
+        .add_service(RetrievalServiceServer::new(retrieval))
+        .add_service(TrainingServiceServer::new(training));
         let server = Self {
             runtime,
             routes,

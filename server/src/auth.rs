@@ -18,12 +18,13 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 /// Paths of the RPCs that need an admin token.
-pub const ADMIN_RPCS: [&str; 7] = [
+pub const ADMIN_RPCS: [&str; 8] = [
     "/marquee.v1.ModelService/LoadModel",
     "/marquee.v1.ModelService/UnloadModel",
     "/marquee.v1.RetrievalService/DeleteCollection",
     "/marquee.v1.RetrievalService/RepairCollection",
     "/marquee.v1.RetrievalService/ReembedCollection",
+    "/marquee.v1.TrainingService/FineTune",
     "/marquee.v1.GenerationService/LoadAdapter",
     "/marquee.v1.GenerationService/UnloadAdapter",
 ];

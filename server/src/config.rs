@@ -88,6 +88,26 @@ pub struct Tokenization {
     pub workers: usize,
 }
 
+/// Fine-tuning jobs (`TrainingService`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Worker threads of a job that names none; 0 means half the cores (at least one),
+    /// so that serving goes on beside it.
+    pub threads: usize,
+}
+
+impl Training {
+    /// The worker threads of a job asking for `requested` (0: the configured share).
+    pub fn threads(&self, requested: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        match (requested, self.threads) {
+            (0, 0) => (cores / 2).max(1),
+            (0, n) | (n, _) => n,
+        }
+    }
+}
+
 /// Retrieval limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +243,8 @@ pub struct Settings {
     pub generation: GenerationSettings,
     /// Tokenization worker pool.
     pub tokenization: Tokenization,
+    /// Fine-tuning jobs.
+    pub training: Training,
     /// Retrieval limits.
     pub retrieval: Retrieval,
     /// TLS for the gRPC port.

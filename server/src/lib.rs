@@ -35,3 +35,4 @@ pub mod server;
 pub mod services;
 pub mod shutdown;
 pub mod tls;
+pub mod training;

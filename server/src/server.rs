@@ -22,6 +22,7 @@ use crate::services::evaluation::EvaluationApi;
 use crate::services::generation::GenerationApi;
 use crate::services::retrieval::RetrievalApi;
 use crate::services::status::oversize_as_resource_exhausted;
+use crate::services::training::TrainingApi;
 use crate::services::{embedding::EmbeddingApi, models::ModelApi};
 use crate::shutdown::{Shutdown, Signals};
 use anyhow::{Context, Result};
@@ -31,6 +32,7 @@ use marquee_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use marquee_proto::v1::generation_service_server::GenerationServiceServer;
 use marquee_proto::v1::model_service_server::ModelServiceServer;
 use marquee_proto::v1::retrieval_service_server::RetrievalServiceServer;
+use marquee_proto::v1::training_service_server::TrainingServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +80,39 @@ pub async fn load_configured(settings: &Settings, registry: &Arc<Registry>) {
     for (name, pipeline) in &settings.pipelines {
         if let Err(e) = registry.add_pipeline(name, pipeline) {
             tracing::error!(pipeline = name, error = %e, "pipeline not served");
+        }
+    }
+}
+
+/// Serves the fine-tuned models of the data directory under their names (after
+/// removing what interrupted jobs left); failures are logged and skipped.
+pub async fn load_finetuned(settings: &Settings, registry: &Arc<Registry>) {
+    let data_dir = settings.data_dir.clone();
+    let found =
+        tokio::task::spawn_blocking(move || crate::training::finetuned::recover(&data_dir)).await;
+    let models = match found {
+        Ok(Ok(models)) => models,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the fine-tuned models");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the fine-tuned models crashed");
+            return;
+        }
+    };
+    for (name, path) in models {
+        let registry = Arc::clone(registry);
+        let (batching, generation) = (settings.batching.clone(), settings.generation.clone());
+        let model_name = name.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            registry.load_model(&model_name, "bert-text", &path, "", batching, generation)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(model = name, error = %e, "fine-tuned model not loaded"),
+            Err(e) => tracing::error!(model = name, error = %e, "model loader crashed"),
         }
     }
 }
@@ -148,6 +183,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let plugin_dir = settings.plugin_dir()?;
     let registry = Arc::new(Registry::new(plugin_dir, settings.default_model.clone()));
     load_configured(&settings, &registry).await;
+    load_finetuned(&settings, &registry).await;
     let tokenizer = Arc::new(TokenizerPool::new(settings.tokenization.workers)?);
     let data_dir = settings.data_dir.clone();
     let placement = Placement::from_settings(&settings.retrieval)?;
@@ -184,6 +220,7 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
             RetrievalServiceServer::<RetrievalApi>::NAME,
             EvaluationServiceServer::<EvaluationApi>::NAME,
             GenerationServiceServer::<GenerationApi>::NAME,
+            TrainingServiceServer::<TrainingApi>::NAME,
         ],
         shutdown.drain(),
     );
@@ -253,6 +290,18 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
     let generation = GenerationServiceServer::new(GenerationApi::new(generation_engine))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
+    let training = TrainingServiceServer::new(TrainingApi::new(
+        Arc::clone(&registry),
+        Arc::clone(&store),
+        settings.data_dir.clone(),
+        settings.training.clone(),
+        settings.batching.clone(),
+        settings.generation.clone(),
+        limits.max_eval_queries,
+        limits.max_eval_bytes,
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(max_bytes);
     let models = ModelServiceServer::new(ModelApi::new(
         Arc::clone(&registry),
         settings.batching.clone(),
@@ -283,7 +332,8 @@ pub async fn run(settings: Settings, mut signals: Signals) -> Result<()> {
         .add_service(models)
         .add_service(retrieval)
         .add_service(evaluation)
-        .add_service(generation);
+        .add_service(generation)
+        .add_service(training);
 
     if !settings.ignored_env.is_empty() {
         tracing::info!(

@@ -139,6 +139,8 @@ pub struct Progress {
     pub lr: f64,
     /// The global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Pairs in this step's batch.
+    pub examples: usize,
     /// Pairs of this batch per second of this step (tokenization included).
     pub examples_per_sec: f64,
 }
@@ -364,6 +366,7 @@ fn run(
                 loss: report.loss,
                 lr: report.lr,
                 grad_norm: report.grad_norm,
+                examples: batch.len(),
                 examples_per_sec: batch.len() as f64 / seconds,
             });
         }

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod tokenize;
 
 pub use bert::Dropout;
+pub use candle_core::Device;
 pub use embed::embed_texts;
 pub use finetune::{
     fine_tune, AfterEpoch, BatchSampling, EpochHooks, FineTuneConfig, FineTuneSummary, NoHooks,

@@ -455,20 +455,22 @@ impl SentenceEncoder {
                 .unwrap_or_default()
                 .to_string()
         };
-        let mut at = modules
+        let at = modules
             .iter()
             .rposition(|m| matches!(kind_of(m).as_str(), "Pooling" | "Dense"))
             .map_or(modules.len(), |i| i + 1);
-        for dense in self.dense.iter().filter(|d| d.new_config.is_some()) {
-            modules.insert(
-                at,
+        let added: Vec<serde_json::Value> = self
+            .dense
+            .iter()
+            .filter(|d| d.new_config.is_some())
+            .map(|d| {
                 serde_json::json!({
-                    "path": dense.folder,
+                    "path": d.folder,
                     "type": "sentence_transformers.models.Dense",
-                }),
-            );
-            at += 1;
-        }
+                })
+            })
+            .collect();
+        modules.splice(at..at, added);
         for (i, module) in modules.iter_mut().enumerate() {
             module["idx"] = i.into();
             module["name"] = i.to_string().into();

@@ -8,6 +8,7 @@ pub mod collections;
 pub mod eval;
 mod eval_generation;
 pub mod filter;
+pub mod finetune;
 pub mod ingest;
 pub mod progress;
 pub mod ratings;
@@ -44,6 +45,9 @@ pub enum Command {
         #[command(subcommand)]
         action: eval::EvalAction,
     },
+    /// Fine-tune a served encoder on a query set against a collection, and serve the
+    /// result under a new name.
+    Finetune(finetune::FinetuneArgs),
 }
 
 /// Runs `command` against `server`; `as_json` selects JSON output.
@@ -55,6 +59,7 @@ pub async fn run(command: Command, server: &ConnectOptions, as_json: bool) -> Re
         Command::Search(args) => search::search(server, args, as_json).await,
         Command::Recommend(args) => search::recommend(server, args, as_json).await,
         Command::Eval { action } => eval::run(server, action, as_json).await,
+        Command::Finetune(args) => finetune::run(server, args, as_json).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod generation_eval;
 pub mod models;
 pub mod retrieval;
 pub mod status;
+pub mod training;
 
 use crate::engine::deadline::Deadline;
 use std::future::Future;

@@ -31,6 +31,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+/// Items with their texts ([`Collection::text_items`]).
+#[derive(Debug, Default)]
+pub struct TextItems {
+    /// Item ids.
+    pub ids: Vec<String>,
+    /// The text of each.
+    pub texts: Vec<String>,
+    /// The stored vector of each, one row after the other.
+    pub vectors: Vec<f32>,
+}
+
 /// A stored collection.
 pub struct Collection {
     /// Its configuration.
@@ -213,6 +224,22 @@ impl Collection {
             .rows
             .get(id)
             .map(|&row| state.vector(row as usize, self.config.dimension).to_vec())
+    }
+
+    /// The live items that were upserted as text: ids, texts and stored vectors, in
+    /// storage order.
+    pub fn text_items(&self) -> TextItems {
+        let state = self.state();
+        let dim = self.config.dimension;
+        let mut items = TextItems::default();
+        for row in 0..state.row_count() {
+            if state.live[row] && !state.texts[row].is_empty() {
+                items.ids.push(state.ids[row].clone());
+                items.texts.push(state.texts[row].clone());
+                items.vectors.extend_from_slice(state.vector(row, dim));
+            }
+        }
+        items
     }
 
     /// Whether an item exists.
