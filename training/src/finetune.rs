@@ -103,6 +103,9 @@ pub struct FineTuneConfig {
     /// physical-core-count chunks, run on the current rayon pool). `None` (default):
     /// rayon's global pool.
     pub threads: Option<usize>,
+    /// Texts per forward pass with a graph ([`Trainer::mini_batch`]); `None` for the
+    /// whole batch at once.
+    pub mini_batch: Option<usize>,
 }
 
 impl Default for FineTuneConfig {
@@ -120,6 +123,7 @@ impl Default for FineTuneConfig {
             sampling: BatchSampling::Shuffled,
             dropout: None,
             threads: None,
+            mini_batch: None,
         }
     }
 }
@@ -304,6 +308,7 @@ fn run(
     let mut trainer = Trainer::new(encoder, params)?;
     trainer.scale = config.scale;
     trainer.max_grad_norm = config.max_grad_norm;
+    trainer.mini_batch = config.mini_batch;
     trainer.schedule = Some(LrSchedule::new(
         config.schedule,
         config.learning_rate,

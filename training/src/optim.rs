@@ -59,6 +59,25 @@ pub struct Texts {
     pub attention_mask: Tensor,
 }
 
+/// Rows `start..start + len` of `texts`, cut to the longest of them (the padding the
+/// rest of the column needed).
+fn trimmed(texts: &Texts, start: usize, len: usize) -> Result<Texts> {
+    let mask = texts.attention_mask.narrow(0, start, len)?;
+    let longest = mask
+        .to_dtype(candle_core::DType::F32)?
+        .sum(1)?
+        .max(0)?
+        .to_scalar::<f32>()? as usize;
+    let longest = longest.max(1);
+    Ok(Texts {
+        input_ids: texts
+            .input_ids
+            .narrow(0, start, len)?
+            .narrow(1, 0, longest)?,
+        attention_mask: mask.narrow(1, 0, longest)?,
+    })
+}
+
 /// A contrastive batch: query `i`'s positive is doc `i`; hard negatives are extra
 /// candidates for every query.
 pub struct ContrastiveBatch {
@@ -82,6 +101,12 @@ pub struct Trainer {
     pub schedule: Option<LrSchedule>,
     /// Training-mode dropout; `None`: the forward pass is the eval-mode one.
     pub dropout: Option<Dropout>,
+    /// Texts embedded per forward pass with a graph: `None` embeds each column of the
+    /// batch at once; `Some(m)` computes the same loss and gradients in chunks of `m`
+    /// (GradCache, as sentence-transformers' `CachedMultipleNegativesRankingLoss`), so
+    /// memory holds one chunk's activations instead of the whole batch's, for one more
+    /// forward pass.
+    pub mini_batch: Option<usize>,
     steps: usize,
 }
 
@@ -108,6 +133,7 @@ impl Trainer {
             schedule: None,
             dropout: None,
             steps: 0,
+            mini_batch: None,
         })
     }
 
@@ -132,6 +158,9 @@ impl Trainer {
         encoder: &SentenceEncoder,
         batch: &ContrastiveBatch,
     ) -> Result<(Tensor, GradStore)> {
+        if let Some(m) = self.mini_batch {
+            return self.loss_and_grads_cached(encoder, batch, m.max(1));
+        }
         let mut dropout = self.dropout.as_mut();
         let mut embed = |t: &Texts| {
             encoder.forward_with(&t.input_ids, &t.attention_mask, dropout.as_deref_mut())
@@ -142,6 +171,91 @@ impl Trainer {
         let loss = multiple_negatives_ranking_loss(&q, &d, n.as_ref(), self.scale)?;
         let grads = loss.backward()?;
         Ok((loss, grads))
+    }
+
+    /// [`Trainer::loss_and_grads`] by GradCache: every column embedded chunk by chunk
+    /// without a graph; the loss and its gradient with respect to the embeddings; then
+    /// each chunk embedded again with the same dropout masks and a graph, and
+    /// `Σ embedding · gradient` back-propagated into the weights, chunk by chunk.
+    fn loss_and_grads_cached(
+        &mut self,
+        encoder: &SentenceEncoder,
+        batch: &ContrastiveBatch,
+        mini_batch: usize,
+    ) -> Result<(Tensor, GradStore)> {
+        let columns: Vec<&Texts> = [Some(&batch.queries), Some(&batch.docs)]
+            .into_iter()
+            .chain([batch.hard_negatives.as_ref()])
+            .flatten()
+            .collect();
+        // Pass 1: embeddings without a graph, remembering each chunk's dropout state.
+        let mut chunks: Vec<(usize, Texts, Option<Dropout>)> = Vec::new();
+        let mut embeddings: Vec<Vec<Tensor>> = vec![Vec::new(); columns.len()];
+        for (c, texts) in columns.iter().enumerate() {
+            let rows = texts.input_ids.dims()[0];
+            for start in (0..rows).step_by(mini_batch) {
+                let chunk = trimmed(texts, start, mini_batch.min(rows - start))?;
+                let state = self.dropout.clone();
+                let e = encoder
+                    .forward_with(
+                        &chunk.input_ids,
+                        &chunk.attention_mask,
+                        self.dropout.as_mut(),
+                    )?
+                    .detach();
+                embeddings[c].push(e);
+                chunks.push((c, chunk, state));
+            }
+        }
+        // The loss, and its gradient with respect to each column's embeddings.
+        let leaves: Vec<Var> = embeddings
+            .iter()
+            .map(|parts| Var::from_tensor(&Tensor::cat(parts, 0)?))
+            .collect::<candle_core::Result<_>>()?;
+        let loss = multiple_negatives_ranking_loss(
+            leaves[0].as_tensor(),
+            leaves[1].as_tensor(),
+            leaves.get(2).map(Var::as_tensor),
+            self.scale,
+        )?;
+        let leaf_grads = loss.backward()?;
+        let column_grads: Vec<Tensor> = leaves
+            .iter()
+            .map(|v| {
+                leaf_grads
+                    .get(v)
+                    .cloned()
+                    .map_or_else(|| v.zeros_like(), Ok)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        // Pass 2: each chunk again with a graph, its share of the gradient pushed through.
+        let mut total: Option<GradStore> = None;
+        let mut offsets = vec![0usize; columns.len()];
+        for (c, chunk, state) in chunks {
+            let rows = chunk.input_ids.dims()[0];
+            let mut dropout = state;
+            let e =
+                encoder.forward_with(&chunk.input_ids, &chunk.attention_mask, dropout.as_mut())?;
+            let g = column_grads[c].narrow(0, offsets[c], rows)?;
+            offsets[c] += rows;
+            let grads = (e * g)?.sum_all()?.backward()?;
+            match total.as_mut() {
+                None => total = Some(grads),
+                Some(total) => {
+                    for var in &self.vars {
+                        if let Some(part) = grads.get(var) {
+                            let sum = match total.get(var) {
+                                Some(previous) => (previous + part)?,
+                                None => part.clone(),
+                            };
+                            total.insert(var, sum);
+                        }
+                    }
+                }
+            }
+        }
+        let total = total.ok_or_else(|| anyhow::anyhow!("an empty batch"))?;
+        Ok((loss.detach(), total))
     }
 
     /// Forward, backward, clipping and one AdamW update.

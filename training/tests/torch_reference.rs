@@ -158,9 +158,20 @@ fn dense_with_identity_activation_matches_torch() {
 
 #[test]
 fn loss_and_every_gradient_match_torch() {
+    check_loss_and_gradients(None);
+}
+
+/// GradCache (two texts per forward pass) gives the same loss and gradients.
+#[test]
+fn loss_and_every_gradient_match_torch_in_chunks() {
+    check_loss_and_gradients(Some(2));
+}
+
+fn check_loss_and_gradients(mini_batch: Option<usize>) {
     let r = reference();
     let encoder = load();
     let mut trainer = Trainer::new(&encoder, adamw_params(LR)).unwrap();
+    trainer.mini_batch = mini_batch;
     let (loss, grads) = trainer.loss_and_grads(&encoder, &batch(&r)).unwrap();
     let loss_err = rel_err(&loss.reshape(1).unwrap(), &r["loss"]);
     println!(

@@ -15,8 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-/// Texts embedded per forward pass when ranking the collection.
-const EMBED_BATCH: usize = 64;
+/// Texts embedded per forward pass when ranking the collection (the weights are
+/// variables, so each pass holds its graph until its embeddings are read: a small pass
+/// keeps that memory small).
+const EMBED_BATCH: usize = 8;
+
+/// Texts per forward pass with a graph in a training step (GradCache): the activations
+/// of 8 texts of 256 tokens instead of a whole batch's (a batch of 32 queries and 32
+/// documents of 256 tokens holds over 20 GB otherwise), for one more forward pass.
+const MINI_BATCH: usize = 8;
 
 /// What a job reads from the server: the base model's directory and the collection.
 pub struct JobInputs {
@@ -441,6 +448,7 @@ fn train(
         sampling: BatchSampling::Shuffled,
         dropout: None,
         threads: None,
+        mini_batch: Some(MINI_BATCH),
     };
     let mut step_seconds = 0f64;
     let mut trained_pairs = 0usize;
