@@ -72,7 +72,9 @@ impl Store {
                     && (name.starts_with(reembed::STAGING_PREFIX) || name.starts_with(".deleted-"))
                 {
                     tracing::info!(dir = %path.display(), "removing what an interrupted job left");
-                    reembed::remove_dir(&path)?;
+                    if let Err(error) = reembed::remove_dir(&path) {
+                        tracing::warn!(%error, "could not remove it");
+                    }
                 }
                 continue;
             }

@@ -299,3 +299,23 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
         "re-embedding needs Linux (renameat2 with RENAME_EXCHANGE)",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::exchange;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn exchange_swaps_two_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        for (dir, file) in [(&a, "from-a"), (&b, "from-b")] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join(file), "").unwrap();
+        }
+        exchange(&a, &b).unwrap();
+        assert!(a.join("from-b").exists() && b.join("from-a").exists());
+        assert!(!a.join("from-a").exists() && !b.join("from-b").exists());
+        assert!(exchange(&a, &root.path().join("missing")).is_err());
+    }
+}
