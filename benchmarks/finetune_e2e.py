@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Issue 18 end to end on the shared tip-of-the-tongue data, with the peer in the same run:
 Marquee fine-tunes all-MiniLM-L6-v2 on the real training queries against the movie
-collection, re-embeds the collection with the result and evaluates it; sentence-transformers
+collection (`TrainingService.FineTune` through the Python client, which logs the steps), re-embeds the collection with the result and evaluates it; sentence-transformers
 runs the same recipe (`SentenceTransformerTrainer`, MultipleNegativesRankingLoss) on the same
 pairs with the same threads. Reported: validation MRR / R@10 before and after (both sides),
 training examples/s of each and their ratio, Search p50/p99 on the server while it trains
-(against an idle baseline), and the cosine between sentence-transformers' embeddings of the
+(a probe of 5 searches a second, against the same probe on an idle server), and the cosine between sentence-transformers' embeddings of the
 saved directory and the vectors the server stored after re-embedding.
 
     python benchmarks/finetune_e2e.py [--addr http://127.0.0.1:50051] [--data ../shared/data]
@@ -58,14 +58,16 @@ def cli(args, *rest):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def search_latencies(client, queries, stop, out):
-    """Issues text searches one after another until `stop`; appends seconds per call."""
+def search_latencies(client, queries, stop, out, interval=0.2):
+    """Issues a text search every `interval` seconds (an open-loop probe that leaves the
+    CPU to the training) until `stop`; appends seconds per call."""
     i = 0
     while not stop.is_set():
         start = time.perf_counter()
         client.search(COLLECTION, queries[i % len(queries)], k=10)
         out.append(time.perf_counter() - start)
         i += 1
+        stop.wait(max(0.0, interval - (time.perf_counter() - start)))
 
 
 def percentiles(samples):
@@ -201,12 +203,29 @@ def main():
     t = threading.Thread(target=search_latencies, args=(client, probe, stop, busy))
     t.start()
     start = time.perf_counter()
-    result = cli(
-        args, "finetune", COLLECTION, "--base", BASE, "--as", args.output_model,
-        "--queries", str(data / "tot" / "reddit_train.jsonl"), "--validation", val_path,
-        "--epochs", str(args.epochs), "--batch-size", "32", "--lr", "2e-5",
-        "--threads", str(args.threads),
+    def log_step(step, total):
+        if step % 10 == 0 or step == total:
+            print(f"step {step}/{total} at {time.perf_counter() - start:.0f} s", flush=True)
+
+    def log_epoch(epoch):
+        print(f"epoch {epoch.epoch}: loss {epoch.mean_loss:.4f}, "
+              f"mrr {epoch.validation.values.get('mrr', 0):.4f} ({epoch.seconds:.0f} s)", flush=True)
+
+    def queries(rows):
+        return [marquee.EvalQuery(q["query_id"], q["query"], q["relevant"]) for q in rows]
+
+    trained = client.fine_tune(
+        COLLECTION, base_model=BASE, output_model=args.output_model,
+        train=queries(train), validation=queries(validation),
+        progress=log_step, on_epoch=log_epoch, timeout=24 * 3600,
+        epochs=args.epochs, batch_size=32, learning_rate=2e-5, threads=args.threads,
     )
+    result = {
+        "model": trained.model, "path": trained.path, "dimension": trained.dimension,
+        "steps": trained.steps, "best_epoch": trained.best_epoch, "seconds": round(trained.seconds, 1),
+        "examples_per_second": round(trained.examples_per_second, 3),
+        "before": dict(trained.before.values), "after": dict(trained.after.values),
+    }
     stop.set()
     t.join()
     report["marquee_finetune"] = result

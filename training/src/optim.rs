@@ -7,7 +7,7 @@ use crate::model::SentenceEncoder;
 use crate::schedule::LrSchedule;
 use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm)` (L2): the global norm over every
@@ -59,22 +59,24 @@ pub struct Texts {
     pub attention_mask: Tensor,
 }
 
-/// Rows `start..start + len` of `texts`, cut to the longest of them (the padding the
-/// rest of the column needed).
-fn trimmed(texts: &Texts, start: usize, len: usize) -> Result<Texts> {
-    let mask = texts.attention_mask.narrow(0, start, len)?;
-    let longest = mask
-        .to_dtype(candle_core::DType::F32)?
-        .sum(1)?
-        .max(0)?
-        .to_scalar::<f32>()? as usize;
-    let longest = longest.max(1);
+/// The rows `index` (also given as `rows`) of `texts`, cut to the longest of them by
+/// `lengths` (token counts of every row; padding is at the end).
+fn gathered(texts: &Texts, index: &Tensor, rows: &[u32], lengths: &[f32]) -> Result<Texts> {
+    let longest = rows
+        .iter()
+        .map(|&r| lengths[r as usize] as usize)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     Ok(Texts {
         input_ids: texts
             .input_ids
-            .narrow(0, start, len)?
+            .index_select(index, 0)?
             .narrow(1, 0, longest)?,
-        attention_mask: mask.narrow(1, 0, longest)?,
+        attention_mask: texts
+            .attention_mask
+            .index_select(index, 0)?
+            .narrow(1, 0, longest)?,
     })
 }
 
@@ -174,7 +176,7 @@ impl Trainer {
     }
 
     /// [`Trainer::loss_and_grads`] by GradCache: every column embedded chunk by chunk
-    /// without a graph; the loss and its gradient with respect to the embeddings; then
+    /// (its rows longest first, each chunk cut to its own longest text) without a graph; the loss and its gradient with respect to the embeddings; then
     /// each chunk embedded again with the same dropout masks and a graph, and
     /// `Σ embedding · gradient` back-propagated into the weights, chunk by chunk.
     fn loss_and_grads_cached(
@@ -189,12 +191,21 @@ impl Trainer {
             .flatten()
             .collect();
         // Pass 1: embeddings without a graph, remembering each chunk's dropout state.
-        let mut chunks: Vec<(usize, Texts, Option<Dropout>)> = Vec::new();
-        let mut embeddings: Vec<Vec<Tensor>> = vec![Vec::new(); columns.len()];
+        // Each column's rows go longest first, so a chunk pads to lengths close to its own.
+        let mut chunks: Vec<(usize, Tensor, Texts, Option<Dropout>)> = Vec::new();
+        let mut embeddings: Vec<Tensor> = Vec::with_capacity(columns.len());
         for (c, texts) in columns.iter().enumerate() {
-            let rows = texts.input_ids.dims()[0];
-            for start in (0..rows).step_by(mini_batch) {
-                let chunk = trimmed(texts, start, mini_batch.min(rows - start))?;
+            let lengths: Vec<f32> = texts
+                .attention_mask
+                .to_dtype(DType::F32)?
+                .sum(1)?
+                .to_vec1()?;
+            let mut order: Vec<u32> = (0..lengths.len() as u32).collect();
+            order.sort_by(|&a, &b| lengths[b as usize].total_cmp(&lengths[a as usize]));
+            let mut parts = Vec::new();
+            for rows in order.chunks(mini_batch) {
+                let index = Tensor::new(rows, texts.input_ids.device())?;
+                let chunk = gathered(texts, &index, rows, &lengths)?;
                 let state = self.dropout.clone();
                 let e = encoder
                     .forward_with(
@@ -203,14 +214,21 @@ impl Trainer {
                         self.dropout.as_mut(),
                     )?
                     .detach();
-                embeddings[c].push(e);
-                chunks.push((c, chunk, state));
+                parts.push(e);
+                chunks.push((c, index, chunk, state));
             }
+            // Back to the batch's order.
+            let mut inverse = vec![0u32; order.len()];
+            for (sorted, &row) in order.iter().enumerate() {
+                inverse[row as usize] = sorted as u32;
+            }
+            let inverse = Tensor::new(inverse.as_slice(), texts.input_ids.device())?;
+            embeddings.push(Tensor::cat(&parts, 0)?.index_select(&inverse, 0)?);
         }
         // The loss, and its gradient with respect to each column's embeddings.
         let leaves: Vec<Var> = embeddings
             .iter()
-            .map(|parts| Var::from_tensor(&Tensor::cat(parts, 0)?))
+            .map(Var::from_tensor)
             .collect::<candle_core::Result<_>>()?;
         let loss = multiple_negatives_ranking_loss(
             leaves[0].as_tensor(),
@@ -230,14 +248,11 @@ impl Trainer {
             .collect::<candle_core::Result<_>>()?;
         // Pass 2: each chunk again with a graph, its share of the gradient pushed through.
         let mut total: Option<GradStore> = None;
-        let mut offsets = vec![0usize; columns.len()];
-        for (c, chunk, state) in chunks {
-            let rows = chunk.input_ids.dims()[0];
+        for (c, index, chunk, state) in chunks {
             let mut dropout = state;
             let e =
                 encoder.forward_with(&chunk.input_ids, &chunk.attention_mask, dropout.as_mut())?;
-            let g = column_grads[c].narrow(0, offsets[c], rows)?;
-            offsets[c] += rows;
+            let g = column_grads[c].index_select(&index, 0)?;
             let grads = (e * g)?.sum_all()?.backward()?;
             match total.as_mut() {
                 None => total = Some(grads),

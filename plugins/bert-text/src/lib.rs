@@ -149,7 +149,9 @@ pub struct BertText {
 }
 
 impl BertText {
-    fn load(dir: &Path, options: Options) -> anyhow::Result<Self> {
+    /// Loads a model directory with `options` (as the plugin's JSON config gives them),
+    /// for use in-process (the trainer embeds with it between epochs).
+    pub fn load(dir: &Path, options: Options) -> anyhow::Result<Self> {
         let (device, precision) =
             placement(options.device.as_deref(), options.precision.as_deref())
                 .map_err(anyhow::Error::msg)?;
@@ -189,6 +191,22 @@ impl BertText {
             hidden_size: config.hidden_size,
             num_layers: config.num_hidden_layers,
         })
+    }
+
+    /// Embeds `texts` (each cut at the token limit): `texts.len() × output_dim` values.
+    pub fn embed_texts(&self, texts: &[&str]) -> anyhow::Result<Vec<f32>> {
+        let mut ids = Vec::new();
+        let mut offsets = vec![0];
+        for text in texts {
+            ids.extend(self.tokenizer.encode(text, self.max_seq_length)?.0);
+            offsets.push(ids.len());
+        }
+        self.embed_batch(&ids, &offsets)
+    }
+
+    /// Width of the embeddings.
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
     }
 
     /// Embeds a ragged batch (validated offsets) into `n × output_dim` values.

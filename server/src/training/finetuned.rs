@@ -23,6 +23,11 @@ pub fn staging_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(FOLDER).join(format!(".{name}.partial"))
 }
 
+/// Where a job writing `name` keeps the weights it embeds with between epochs.
+pub fn scratch_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(FOLDER).join(format!(".{name}.scratch"))
+}
+
 /// Syncs every file under `dir` and the directories themselves.
 fn sync_tree(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

@@ -5,20 +5,19 @@
 
 use super::ranking::{mine, validate, ItemIndex};
 use super::{finetuned, FineTuneSpec, LabeledQuery, Metrics, TrainingError};
+use marquee_bert_text::{BertText, Options};
 use marquee_proto::v1::Metric;
 use marquee_training::{
-    embed_texts, fine_tune, AfterEpoch, BatchSampling, BatchTokenizer, Device, EpochHooks,
-    FineTuneConfig, Progress, SentenceEncoder, TrainingPair, Warmup,
+    fine_tune, AfterEpoch, BatchSampling, BatchTokenizer, Device, EpochHooks, FineTuneConfig,
+    Progress, SentenceEncoder, TrainingPair, Warmup,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-/// Texts embedded per forward pass when ranking the collection (the weights are
-/// variables, so each pass holds its graph until its embeddings are read: a small pass
-/// keeps that memory small).
-const EMBED_BATCH: usize = 8;
+/// Texts embedded per forward pass when ranking the collection.
+const EMBED_BATCH: usize = 32;
 
 /// Texts per forward pass with a graph in a training step (GradCache): the activations
 /// of 8 texts of 256 tokens instead of a whole batch's (a batch of 32 queries and 32
@@ -133,7 +132,6 @@ fn check_queries(
 struct Ranking<'a> {
     spec: &'a FineTuneSpec,
     inputs: &'a JobInputs,
-    tokenizer: &'a BatchTokenizer,
     /// Item embeddings of the current weights, if computed since the last step.
     items: Option<ItemIndex>,
     /// Per pair, its query's index in `spec.train`.
@@ -143,15 +141,35 @@ struct Ranking<'a> {
     best: Option<(usize, f64, Metrics)>,
     since_best: usize,
     staged: PathBuf,
+    /// The weights so far, written to `scratch` and loaded by the serving encoder
+    /// (the bert-text plugin's CPU path, many times faster than the training graph) to
+    /// embed many texts; dropped whenever training changes the weights.
+    snapshot: Option<BertText>,
+    scratch: PathBuf,
 }
 
 impl Ranking<'_> {
+    /// Embeds `texts` with the current weights: rows of the returned width.
     fn embed(
-        &self,
+        &mut self,
         encoder: &SentenceEncoder,
         texts: &[&str],
     ) -> anyhow::Result<(Vec<f32>, usize)> {
-        embed_texts(encoder, self.tokenizer, texts, EMBED_BATCH, &Device::Cpu)
+        if self.snapshot.is_none() {
+            stage(encoder, &self.scratch)?;
+            let options = Options {
+                threads: Some(self.spec.threads),
+                device: Some("cpu".into()),
+                ..Options::default()
+            };
+            self.snapshot = Some(BertText::load(&self.scratch, options)?);
+        }
+        let model = self.snapshot.as_ref().expect("just loaded");
+        let mut rows = Vec::with_capacity(texts.len() * model.output_dim());
+        for chunk in texts.chunks(EMBED_BATCH) {
+            rows.extend(model.embed_texts(chunk)?);
+        }
+        Ok((rows, model.output_dim()))
     }
 
     /// The collection ranked by the current weights (embedding the items if needed).
@@ -205,7 +223,9 @@ impl EpochHooks for Ranking<'_> {
                     .collect();
             }
         }
+        // The epoch changes the weights.
         self.items = None;
+        self.snapshot = None;
         Ok(())
     }
 
@@ -308,6 +328,7 @@ pub fn run(
         .map_err(|e| TrainingError::Failed(format!("starting the training threads: {e}")))?;
     let staged = finetuned::staging_dir(&inputs.data_dir, &spec.output_model);
     let result = pool.install(|| train(spec, inputs, &text_of, &staged, events, cancel));
+    let _ = std::fs::remove_dir_all(finetuned::scratch_dir(&inputs.data_dir, &spec.output_model));
     let (summary_steps, best, stopped_early, before, train_seconds, total_pairs) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -413,7 +434,6 @@ fn train(
     let mut hooks = Ranking {
         spec,
         inputs,
-        tokenizer: &tokenizer,
         items: None,
         pair_query,
         events,
@@ -421,6 +441,8 @@ fn train(
         best: None,
         since_best: 0,
         staged: staged.to_path_buf(),
+        snapshot: None,
+        scratch: finetuned::scratch_dir(&inputs.data_dir, &spec.output_model),
     };
     let before = if spec.validation.is_empty() {
         Metrics::new()

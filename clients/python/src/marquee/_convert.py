@@ -51,7 +51,7 @@ from .types import (
     StoredItem,
     Vector,
 )
-from .v1 import embedding_pb2, evaluation_pb2, generation_pb2, models_pb2, retrieval_pb2
+from .v1 import embedding_pb2, evaluation_pb2, generation_pb2, models_pb2, retrieval_pb2, training_pb2
 
 T = TypeVar("T")
 
@@ -627,3 +627,61 @@ def stream_event(response: generation_pb2.GenerateStreamResponse) -> StreamEvent
     if response.WhichOneof("event") == "delta":
         return response.delta
     return response.result
+
+
+# Training.
+
+
+def fine_tune_requests(
+    collection: str,
+    base_model: str,
+    output_model: str,
+    train: Sequence[EvalQuery],
+    validation: Sequence[EvalQuery],
+    settings: Mapping[str, Any],
+    batch_size: int = 256,
+) -> Iterator[training_pb2.FineTuneRequest]:
+    """The FineTune request stream: the settings, then the training and validation queries."""
+    for q in list(train) + list(validation):
+        if not isinstance(q, EvalQuery) or not isinstance(q.query, str):
+            raise TypeError("fine_tune takes marquee.EvalQuery values with text queries")
+    first = training_pb2.FineTuneRequest(collection=collection, base_model=base_model, output_model=output_model)
+    for name, value in settings.items():
+        if value is not None:
+            setattr(first, name, value)
+    yield first
+    for column, queries in (("train", list(train)), ("validation", list(validation))):
+        for start in range(0, len(queries), batch_size):
+            message = training_pb2.FineTuneRequest()
+            getattr(message, column).extend(eval_query(q) for q in queries[start : start + batch_size])
+            yield message
+
+
+class FineTuneCollector:
+    """Follows a fine-tuning stream: reports steps and epochs, keeps the result."""
+
+    def __init__(
+        self,
+        progress: Optional[Progress],
+        on_epoch: Optional[Callable[[training_pb2.EpochReport], None]],
+    ) -> None:
+        """Reports ``(step, total_steps)`` to ``progress`` and each epoch to ``on_epoch``."""
+        self._progress = progress
+        self._on_epoch = on_epoch
+        self._result: Optional[training_pb2.FineTuneResult] = None
+
+    def add(self, event: training_pb2.FineTuneEvent) -> None:
+        """Handles one event."""
+        kind = event.WhichOneof("event")
+        if kind == "step" and self._progress is not None:
+            self._progress(event.step.step, event.step.total_steps)
+        elif kind == "epoch" and self._on_epoch is not None:
+            self._on_epoch(event.epoch)
+        elif kind == "result":
+            self._result = event.result
+
+    def result(self) -> training_pb2.FineTuneResult:
+        """The result; :class:`marquee.Unknown` when the stream ended without it."""
+        if self._result is None:
+            raise error_for(grpc.StatusCode.UNKNOWN, "the fine-tuning ended without its result")
+        return self._result

@@ -57,6 +57,8 @@ from .v1 import (
     models_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -103,6 +105,7 @@ class AsyncClient:
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)
         self._evaluation = evaluation_pb2_grpc.EvaluationServiceStub(self._channel)
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -448,6 +451,27 @@ class AsyncClient:
             self._evaluation.EvaluateGeneration, requests(), lambda e: e, timeout, client_streaming=True
         )
         return await self._report(stream, "generation", progress)  # type: ignore[no-any-return]
+
+    async def fine_tune(
+        self,
+        collection: str,
+        *,
+        base_model: str,
+        output_model: str,
+        train: Sequence[EvalQuery],
+        validation: Sequence[EvalQuery] = (),
+        progress: Optional[Progress] = None,
+        on_epoch: Optional[Callable[[training_pb2.EpochReport], None]] = None,
+        timeout: Optional[float] = None,
+        **settings: Any,
+    ) -> training_pb2.FineTuneResult:
+        """Fine-tunes a served text encoder; see :meth:`marquee.Client.fine_tune`."""
+        requests = C.fine_tune_requests(collection, base_model, output_model, train, validation, settings)
+        collector = C.FineTuneCollector(progress, on_epoch)
+        async with self._stream(self._training.FineTune, requests, lambda e: e, timeout, client_streaming=True) as stream:
+            async for event in stream:
+                collector.add(event)
+        return collector.result()
 
     @staticmethod
     async def _report(

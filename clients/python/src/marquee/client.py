@@ -39,6 +39,8 @@ from .v1 import (
     models_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -94,6 +96,7 @@ class Client:
         self._retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)
         self._evaluation = evaluation_pb2_grpc.EvaluationServiceStub(self._channel)
         self._generation = generation_pb2_grpc.GenerationServiceStub(self._channel)
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
 
     def close(self) -> None:
         """Closes the channel; calls in progress are cancelled."""
@@ -576,6 +579,50 @@ class Client:
             for event in stream:
                 collector.add(event)
         return collector.report()
+
+    # TrainingService.
+
+    def fine_tune(
+        self,
+        collection: str,
+        *,
+        base_model: str,
+        output_model: str,
+        train: Sequence[EvalQuery],
+        validation: Sequence[EvalQuery] = (),
+        progress: Optional[Progress] = None,
+        on_epoch: Optional[Callable[[training_pb2.EpochReport], None]] = None,
+        timeout: Optional[float] = None,
+        **settings: Any,
+    ) -> training_pb2.FineTuneResult:
+        """Fine-tunes a served text encoder on queries whose relevant items are in
+        ``collection`` (their stored texts are the positives), and serves the result as
+        ``output_model`` (``FineTune``; admin tokens only). Validation queries are ranked
+        over the collection before training and after every epoch; the best epoch is kept.
+
+        Args:
+            collection: The collection holding the items as text.
+            base_model: The served bert-text encoder to start from.
+            output_model: The name the result is served under.
+            train: :class:`marquee.EvalQuery` values with text queries.
+            validation: The same, for validation and early stopping.
+            progress: Called with ``(step, total_steps)`` after every step.
+            on_epoch: Called with each ``EpochReport`` (epoch 0: the base model).
+            timeout: Deadline of the whole job in seconds.
+            **settings: ``epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``,
+                ``schedule``, ``warmup_ratio``, ``max_grad_norm``, ``scale``,
+                ``hard_negatives``, ``projection_dim``, ``seed``, ``patience``, ``threads``
+                (server defaults when left out).
+
+        Returns:
+            The result: served name, directory, dimension, steps, validation before and after.
+        """
+        requests = C.fine_tune_requests(collection, base_model, output_model, train, validation, settings)
+        collector = C.FineTuneCollector(progress, on_epoch)
+        with self._stream(self._training.FineTune, requests, lambda e: e, timeout, client_streaming=True) as stream:
+            for event in stream:
+                collector.add(event)
+        return collector.result()
 
     # GenerationService.
 
