@@ -8,7 +8,7 @@
 use crate::rng::SplitMix64;
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, D};
-use marquee_bert_text::config::BertConfig;
+use marquee_bert_config::BertConfig;
 
 /// Where the encoder reads its weights: a name (without the checkpoint prefix) and the
 /// expected shape give a tensor tracked by autograd.

@@ -34,7 +34,7 @@ pub use finetune::{
     Progress, TrainingPair,
 };
 pub use loss::multiple_negatives_ranking_loss;
-pub use marquee_bert_text::config::BertConfig;
+pub use marquee_bert_config::BertConfig;
 pub use marquee_kernels::Pooling;
 pub use model::SentenceEncoder;
 pub use optim::{clip_grad_norm, ContrastiveBatch, StepReport, Texts, Trainer};

@@ -5,7 +5,7 @@ use crate::bert::{Bert, Dropout, Linear, ParamSource};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
-use marquee_bert_text::config::{read_json, BertConfig, ModuleEntry, Pipeline};
+use marquee_bert_config::{read_json, BertConfig, ModuleEntry, Pipeline};
 use marquee_kernels::{Activation, Pooling};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};

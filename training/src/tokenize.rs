@@ -6,7 +6,7 @@
 use crate::optim::{ContrastiveBatch, Texts};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
-use marquee_bert_text::config::Pipeline;
+use marquee_bert_config::Pipeline;
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 

@@ -4,7 +4,7 @@
 //! `Dense` projections, `Normalize`). Batches are ragged, so padding costs nothing.
 
 pub mod bert;
-pub mod config;
+pub use marquee_bert_config as config;
 pub mod tokenize;
 pub mod weights;
 pub mod wordpiece;

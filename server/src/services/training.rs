@@ -249,6 +249,7 @@ impl TrainingApi {
             .then(|| (items.vectors, collection.config.dimension));
         Ok(JobInputs {
             base_dir: base.path.clone(),
+            plugin: Arc::clone(base.instance.library()),
             data_dir: self.data_dir.clone(),
             ids: items.ids,
             texts: items.texts,

@@ -5,7 +5,7 @@
 
 use super::ranking::{mine, validate, ItemIndex};
 use super::{finetuned, FineTuneSpec, LabeledQuery, Metrics, TrainingError};
-use marquee_bert_text::{BertText, Options};
+use marquee_plugin_api::host::{PluginInstance, PluginLibrary};
 use marquee_proto::v1::Metric;
 use marquee_training::{
     fine_tune, AfterEpoch, BatchSampling, BatchTokenizer, Device, EpochHooks, FineTuneConfig,
@@ -14,6 +14,7 @@ use marquee_training::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Texts embedded per forward pass when ranking the collection.
@@ -28,6 +29,8 @@ const MINI_BATCH: usize = 8;
 pub struct JobInputs {
     /// The base model's directory.
     pub base_dir: PathBuf,
+    /// The plugin serving the base model: it embeds with snapshots of the weights.
+    pub plugin: Arc<PluginLibrary>,
     /// The data directory (the result goes under its `finetuned/`).
     pub data_dir: PathBuf,
     /// Ids of the collection's items that have a stored text, and those texts.
@@ -141,10 +144,10 @@ struct Ranking<'a> {
     best: Option<(usize, f64, Metrics)>,
     since_best: usize,
     staged: PathBuf,
-    /// The weights so far, written to `scratch` and loaded by the serving encoder
-    /// (the bert-text plugin's CPU path, many times faster than the training graph) to
-    /// embed many texts; dropped whenever training changes the weights.
-    snapshot: Option<BertText>,
+    /// The weights so far, written to `scratch` and loaded by the serving plugin (its
+    /// CPU path, many times faster than the training graph) to embed many texts;
+    /// dropped whenever training changes the weights.
+    snapshot: Option<PluginInstance>,
     scratch: PathBuf,
 }
 
@@ -157,19 +160,29 @@ impl Ranking<'_> {
     ) -> anyhow::Result<(Vec<f32>, usize)> {
         if self.snapshot.is_none() {
             stage(encoder, &self.scratch)?;
-            let options = Options {
-                threads: Some(self.spec.threads),
-                device: Some("cpu".into()),
-                ..Options::default()
-            };
-            self.snapshot = Some(BertText::load(&self.scratch, options)?);
+            let options = serde_json::json!({"threads": self.spec.threads, "device": "cpu"});
+            self.snapshot = Some(
+                self.inputs
+                    .plugin
+                    .create(&self.scratch, &options.to_string())?,
+            );
         }
         let model = self.snapshot.as_ref().expect("just loaded");
-        let mut rows = Vec::with_capacity(texts.len() * model.output_dim());
+        let (dim, limit) = (
+            model.info().output_dim as usize,
+            model.info().max_input_tokens,
+        );
+        let mut rows = Vec::with_capacity(texts.len() * dim);
         for chunk in texts.chunks(EMBED_BATCH) {
-            rows.extend(model.embed_texts(chunk)?);
+            let mut ids = Vec::new();
+            let mut offsets = vec![0u32];
+            for text in chunk {
+                ids.extend(model.tokenize(text, limit)?.ids);
+                offsets.push(ids.len() as u32);
+            }
+            rows.extend(model.embed_tokens(&ids, &offsets)?);
         }
-        Ok((rows, model.output_dim()))
+        Ok((rows, dim))
     }
 
     /// The collection ranked by the current weights (embedding the items if needed).
@@ -387,11 +400,11 @@ pub fn run(
 
 /// The output width of a staged model (its last Dense, else the hidden size).
 fn read_dimension(dir: &Path) -> Result<usize, TrainingError> {
-    let pipeline = marquee_bert_text::config::Pipeline::load(dir)?;
+    let pipeline = marquee_bert_config::Pipeline::load(dir)?;
     Ok(match pipeline.dense.last() {
         Some((_, dense)) => dense.out_features,
         None => {
-            marquee_bert_text::config::read_json::<marquee_bert_text::config::BertConfig>(
+            marquee_bert_config::read_json::<marquee_bert_config::BertConfig>(
                 &dir.join("config.json"),
             )?
             .hidden_size

@@ -1,5 +1,7 @@
 //! Configuration files of a Hugging Face BERT directory with sentence-transformers
-//! modules, as serde structs mirroring the JSON files.
+//! modules, as serde structs mirroring the JSON files: read by the bert-text plugin and
+//! by the trainer (a crate of its own, so the trainer and the server never link the
+//! plugin, whose library exports the plugin entry point).
 
 use anyhow::{bail, Context, Result};
 use marquee_kernels::{Activation, Pooling};
