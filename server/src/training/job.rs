@@ -342,15 +342,13 @@ pub fn run(
     let staged = finetuned::staging_dir(&inputs.data_dir, &spec.output_model);
     let result = pool.install(|| train(spec, inputs, &text_of, &staged, events, cancel));
     let _ = std::fs::remove_dir_all(finetuned::scratch_dir(&inputs.data_dir, &spec.output_model));
-    let (summary_steps, best, stopped_early, before, train_seconds, total_pairs) = match result {
-        Ok(done) => done,
+    let trained = match result {
+        Ok(trained) => trained,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staged);
             return Err(e);
         }
     };
-    let dimension = read_dimension(&staged)?;
-    let (best_epoch, after) = best;
     let record = serde_json::json!({
         "base_model": spec.base_model,
         "collection": spec.collection,
@@ -368,11 +366,11 @@ pub fn run(
         "projection_dim": spec.projection_dim,
         "seed": spec.seed,
         "patience": spec.patience,
-        "steps": summary_steps,
-        "best_epoch": best_epoch,
-        "validation_before": before,
-        "validation_after": after,
-        "stopped_early": stopped_early,
+        "steps": trained.steps,
+        "best_epoch": trained.best_epoch,
+        "validation_before": trained.before,
+        "validation_after": trained.after,
+        "stopped_early": trained.stopped_early,
     });
     let written = serde_json::to_string_pretty(&record)
         .map_err(anyhow::Error::from)
@@ -387,34 +385,31 @@ pub fn run(
     };
     Ok(JobOutcome {
         path,
-        dimension,
-        steps: summary_steps,
-        best_epoch,
-        before,
-        after,
-        stopped_early,
+        dimension: trained.dimension,
+        steps: trained.steps,
+        best_epoch: trained.best_epoch,
+        before: trained.before,
+        after: trained.after,
+        stopped_early: trained.stopped_early,
         seconds: started.elapsed().as_secs_f64(),
-        examples_per_second: total_pairs as f64 / train_seconds.max(1e-9),
+        examples_per_second: trained.pairs as f64 / trained.step_seconds.max(1e-9),
     })
 }
 
-/// The output width of a staged model (its last Dense, else the hidden size).
-fn read_dimension(dir: &Path) -> Result<usize, TrainingError> {
-    let pipeline = marquee_bert_config::Pipeline::load(dir)?;
-    Ok(match pipeline.dense.last() {
-        Some((_, dense)) => dense.out_features,
-        None => {
-            marquee_bert_config::read_json::<marquee_bert_config::BertConfig>(
-                &dir.join("config.json"),
-            )?
-            .hidden_size
-        }
-    })
+/// What [`train`] hands back.
+struct Trained {
+    steps: usize,
+    best_epoch: usize,
+    /// Validation metrics of the base model and of the kept epoch.
+    before: Metrics,
+    after: Metrics,
+    stopped_early: bool,
+    /// Seconds spent in training steps, and the pairs they trained on.
+    step_seconds: f64,
+    pairs: usize,
+    /// Width of the embeddings the kept weights give.
+    dimension: usize,
 }
-
-/// What [`train`] hands back: steps, (best epoch, its metrics), stopped early, the base
-/// model's metrics, seconds spent in training steps, pairs trained on.
-type Trained = (usize, (usize, Metrics), bool, Metrics, f64, usize);
 
 /// Loads, validates the base, trains, and stages the kept weights in `staged`.
 fn train(
@@ -522,12 +517,15 @@ fn train(
             (summary.epoch_losses.len(), Metrics::new())
         }
     };
-    Ok((
-        summary.steps,
-        best,
-        summary.stopped_early,
+    let (best_epoch, after) = best;
+    Ok(Trained {
+        steps: summary.steps,
+        best_epoch,
         before,
+        after,
+        stopped_early: summary.stopped_early,
         step_seconds,
-        trained_pairs,
-    ))
+        pairs: trained_pairs,
+        dimension: encoder.output_dim(),
+    })
 }
