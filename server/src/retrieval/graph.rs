@@ -75,22 +75,29 @@ impl Graph {
             params.ef_construction,
             ScoreDistance { metric },
         );
-        let batch: Vec<(&[f32], usize)> = rows.iter().map(|&(row, v)| (v, row)).collect();
-        if !batch.is_empty() {
-            hnsw.parallel_insert_slice(&batch);
-        }
-        Self {
+        let graph = Self {
             hnsw,
             params,
             metric,
             frozen: RwLock::new(None),
-        }
+        };
+        graph.insert(rows);
+        graph
     }
 
     /// Adds rows (in parallel when there are several).
-    pub fn insert(&self, rows: &[(usize, &[f32])]) {
+    pub fn insert(&self, mut rows: &[(usize, &[f32])]) {
+        // `hnsw_rs` links nothing to a point that finds no entry point, and a point
+        // inserted alongside the first one can: the pair would stay unreachable. The
+        // first point of an empty graph goes in alone.
+        if self.hnsw.get_nb_point() == 0 {
+            if let Some((&(row, v), rest)) = rows.split_first() {
+                self.hnsw.insert_slice((v, row));
+                rows = rest;
+            }
+        }
         match rows {
-            [] => return,
+            [] => {}
             [(row, v)] => self.hnsw.insert_slice((v, *row)),
             _ => {
                 let batch: Vec<(&[f32], usize)> = rows.iter().map(|&(row, v)| (v, row)).collect();
@@ -230,5 +237,40 @@ mod tests {
         matrix.extend_from_slice(&[1e6; 8]);
         let best = graph.search(&[1.0; 8], &matrix, None, 1, None);
         assert_eq!(best.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![500]);
+    }
+
+    #[test]
+    fn rows_inserted_in_parallel_into_an_empty_graph_are_all_reachable() {
+        let vectors: Vec<Vec<f32>> = (0..6)
+            .map(|i| {
+                let mut v = vec![0.01; 8];
+                v[i] = 1.0;
+                v
+            })
+            .collect();
+        let rows: Vec<(usize, &[f32])> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.as_slice()))
+            .collect();
+        let matrix = vectors.concat();
+        let params = HnswParams {
+            m: 4,
+            ef_construction: 16,
+            ef_search: 16,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .expect("a thread pool");
+        for _ in 0..200 {
+            let graph = Graph::build(params, Metric::InnerProduct, &[], 0);
+            pool.install(|| graph.insert(&rows));
+            for (row, v) in vectors.iter().enumerate() {
+                let found = graph.search(v, &matrix, None, 6, None);
+                assert_eq!(found.len(), 6);
+                assert_eq!(found[0].0, row);
+            }
+        }
     }
 }
