@@ -5,9 +5,10 @@
 //! checkpoint uses (`""` or `"bert."`), as the serving plugin does. [`Bert::forward`] is
 //! the eval-mode pass; [`Bert::forward_train`] adds BERT's dropout (see [`Dropout`]).
 
+use crate::ops;
 use crate::rng::SplitMix64;
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use marquee_bert_config::BertConfig;
 
 /// Where the encoder reads its weights: a name (without the checkpoint prefix) and the
@@ -80,13 +81,12 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(&self.gamma)?
-            .broadcast_add(&self.beta)?)
+        Ok(ops::layer_norm(
+            x,
+            &self.gamma,
+            &self.beta,
+            self.eps as f32,
+        )?)
     }
 }
 
@@ -134,12 +134,7 @@ impl Dropout {
         if p == 1.0 {
             return Ok(x.zeros_like()?);
         }
-        let scale = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if self.rng.next_f32() < p { 0.0 } else { scale })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok(x.mul(&mask)?)
+        Ok(ops::dropout(x, p, self.rng.next_u64())?)
     }
 }
 
@@ -156,14 +151,6 @@ fn maybe_drop(
         }
         None => Ok(x),
     }
-}
-
-/// Softmax over the last dimension; the subtracted maximum is a constant for autograd.
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&sum)?)
 }
 
 struct Layer {
@@ -311,10 +298,10 @@ impl Bert {
 
         // Additive mask as transformers' eager attention: 0 for tokens, f32::MIN for padding.
         let mask = attention_mask.to_dtype(DType::F32)?;
-        let bias = ((1.0 - mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, len))?;
+        let bias = ((1.0 - mask)? * f32::MIN as f64)?;
         let heads = self.config.num_attention_heads;
         let head_dim = h / heads;
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scale = 1.0 / (head_dim as f32).sqrt();
         let split = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((batch, len, heads, head_dim))?
                 .transpose(1, 2)?
@@ -324,8 +311,12 @@ impl Bert {
             let q = split(layer.query.forward(&x)?)?;
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&bias)?;
-            let probs = maybe_drop(&mut dropout, softmax_last(&scores)?, attention_p)?;
+            let scores = q.matmul(&k.t()?.contiguous()?)?;
+            let probs = maybe_drop(
+                &mut dropout,
+                ops::masked_softmax(&scores, &bias, scale)?,
+                attention_p,
+            )?;
             let context = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -337,7 +328,7 @@ impl Bert {
                 hidden_p,
             )?;
             let attended = layer.attention_norm.forward(&(projected + &x)?)?;
-            let intermediate = layer.intermediate.forward(&attended)?.gelu_erf()?;
+            let intermediate = ops::gelu_erf(&layer.intermediate.forward(&attended)?)?;
             let output = maybe_drop(&mut dropout, layer.output.forward(&intermediate)?, hidden_p)?;
             x = layer.output_norm.forward(&(output + &attended)?)?;
         }

@@ -21,6 +21,7 @@ pub mod embed;
 pub mod finetune;
 pub mod loss;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod schedule;
