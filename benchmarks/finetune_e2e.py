@@ -10,6 +10,7 @@ saved directory and the vectors the server stored after re-embedding.
 
     python benchmarks/finetune_e2e.py [--addr http://127.0.0.1:50051] [--data ../shared/data]
         [--cli target/release/marquee] [--threads 2] [--epochs 1] [--skip-peer]
+        [--train-queries N]
 
 Needs a running server on its defaults (`scripts/serve.sh`: all-MiniLM-L6-v2 served as
 `all-MiniLM-L6-v2`), a Python with sentence-transformers 6, torch, datasets, accelerate,
@@ -17,7 +18,9 @@ grpcio and protobuf (the Marquee Python client is imported from clients/python/s
 two trainings run one after the other, never together. Recipe (both sides): 1 epoch,
 batch 32, lr 2e-5, linear decay after 10% warm-up, weight decay 0.01, gradient clipping 1.0,
 scale 20, one pair per (query, relevant movie); document text
-"{title} ({year}). {overview or plot}" truncated at the model's 256 tokens.
+"{title} ({year}). {overview or plot}" truncated at the model's 256 tokens. `--train-queries N`
+trains both sides on the first N training queries only: a shorter run for the speed ratio
+(its validation figures are then not the recipe's).
 """
 
 import argparse
@@ -157,6 +160,7 @@ def main():
     parser.add_argument("--output-model", default="minilm-tot")
     parser.add_argument("--workdir", default="/tmp/marquee-finetune-e2e")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--train-queries", type=int, default=None)
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     data = Path(args.data)
@@ -164,11 +168,16 @@ def main():
         sys.exit(f"{data} has no tot/reddit_train.jsonl (the shared data); nothing to do")
     with gzip.open(data / "movies.jsonl.gz", "rt") as f:
         movies = [json.loads(line) for line in f]
-    train = read_jsonl(data / "tot" / "reddit_train.jsonl")
+    train = read_jsonl(data / "tot" / "reddit_train.jsonl")[: args.train_queries]
     validation = read_jsonl(data / "tot" / "reddit_validation.jsonl")
     text_of = {m["imdb_id"]: doc_text(m) for m in movies}
     pairs = [(q["query"], text_of[r]) for q in train for r in q["relevant"]]
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "train_pairs": len(pairs), "threads": args.threads}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "train_queries": len(train),
+        "train_pairs": len(pairs),
+        "threads": args.threads,
+    }
 
     client = marquee.Client(args.addr.removeprefix("http://"))
     names = [c.name for c in client.list_collections()]

@@ -3,13 +3,15 @@
 //! backward: the attention softmax with its scale and padding mask, the erf GELU,
 //! LayerNorm, and dropout.
 //! candle's own versions are chains of single-purpose operations, each a full pass
-//! over a fresh buffer, forward and backward (its fused softmax has no backward).
+//! over a fresh buffer, forward and backward (its fused softmax has no backward). The
+//! inner loops are `marquee_kernels`' vectorised ones (polynomial `erf` and `exp`).
 
 use crate::rng::SplitMix64;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
+use marquee_kernels::cpu::{gelu, gelu_backward, masked_softmax_row, softmax_backward_row};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of the elementwise operations.
@@ -90,18 +92,7 @@ impl CustomOp2 for MaskedSoftmax {
             .for_each(|(row, (out, x))| {
                 let b = row / rows_per_batch;
                 let mask = &mask[b * keys..(b + 1) * keys];
-                let mut max = f32::NEG_INFINITY;
-                for ((o, &x), &m) in out.iter_mut().zip(x).zip(mask) {
-                    *o = x * self.scale + m;
-                    max = max.max(*o);
-                }
-                let mut sum = 0f32;
-                for o in out.iter_mut() {
-                    *o = (*o - max).exp();
-                    sum += *o;
-                }
-                let inverse = 1.0 / sum;
-                out.iter_mut().for_each(|o| *o *= inverse);
+                masked_softmax_row(out, x, mask, self.scale);
             });
         Ok((CpuStorage::F32(out), shape.clone()))
     }
@@ -151,12 +142,7 @@ impl CustomOp2 for MaskedSoftmaxGrad {
         let mut out = vec![0f32; p.len()];
         out.par_chunks_mut(keys.max(1))
             .zip(p.par_chunks(keys.max(1)).zip(g.par_chunks(keys.max(1))))
-            .for_each(|(out, (p, g))| {
-                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
-                    *o = self.scale * p * (g - dot);
-                }
-            });
+            .for_each(|(out, (p, g))| softmax_backward_row(out, p, g, self.scale));
         Ok((CpuStorage::F32(out), shape.clone()))
     }
 }
@@ -173,11 +159,7 @@ impl CustomOp1 for GeluErf {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(out, x)| {
-                for (o, &x) in out.iter_mut().zip(x) {
-                    *o = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                }
-            });
+            .for_each(|(out, x)| gelu(out, x));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -211,18 +193,10 @@ impl CustomOp2 for GeluErfGrad {
                 grad_layout.shape()
             )
         }
-        // 1/√(2π): the standard normal density's constant.
-        const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(out, (x, g))| {
-                for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-                    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    let density = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-                    *o = g * (cdf + x * density);
-                }
-            });
+            .for_each(|(out, (x, g))| gelu_backward(out, x, g));
         Ok((CpuStorage::F32(out), input_layout.shape().clone()))
     }
 }
@@ -417,11 +391,6 @@ impl CustomOp3 for LayerNormGrad<'_> {
         }
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, hidden))))
     }
-}
-
-/// candle's f32 error function (the one its `gelu_erf` uses).
-fn erf(x: f32) -> f32 {
-    candle_core::cpu::erf::erf_f32(x)
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub(crate) mod shortlist;
 pub(crate) mod simd;
 mod topk;
 
+pub use self::simd::{gelu, gelu_backward, masked_softmax_row, softmax_backward_row};
+
 use self::gemm::{gemm_parallelism, matmul, View};
 use self::packed::{matmul_packed, PackedWeight, Rows};
 use crate::search::{Hit, TopKOptions};

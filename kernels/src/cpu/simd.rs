@@ -342,6 +342,62 @@ multiversion! {
 }
 
 multiversion! {
+    /// `dst = gelu(x)` (erf form), as `torch.nn.functional.gelu`.
+    pub fn gelu(dst: &mut [f32], x: &[f32]) {
+        for (d, &v) in dst.iter_mut().zip(x) {
+            *d = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+multiversion! {
+    /// `dst = g · (Φ(x) + x·φ(x))`: the erf GELU's backward from its input `x` and the
+    /// output's gradient `g` (Φ, φ the standard normal distribution and density).
+    pub fn gelu_backward(dst: &mut [f32], x: &[f32], g: &[f32]) {
+        // 1/√(2π): the standard normal density's constant.
+        const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+        for ((d, &v), &g) in dst.iter_mut().zip(x).zip(g) {
+            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            let density = FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
+            *d = g * v.mul_add(density, cdf);
+        }
+    }
+}
+
+multiversion! {
+    /// `dst = softmax(scale · x + mask)` over one row (`mask` additive: 0 to keep, a
+    /// large negative number to drop).
+    pub fn masked_softmax_row(dst: &mut [f32], x: &[f32], mask: &[f32], scale: f32) {
+        for ((d, &v), &m) in dst.iter_mut().zip(x).zip(mask) {
+            *d = v.mul_add(scale, m);
+        }
+        let max = lane_max(dst);
+        for d in dst.iter_mut() {
+            // Below e^-87 (f32's smallest normal) a term is exactly 0, as in libm: masked
+            // keys get no weight at all.
+            let shifted = *d - max;
+            let e = exp(shifted);
+            *d = if shifted < -87.0 { 0.0 } else { e };
+        }
+        let inverse = 1.0 / lane_sum(dst);
+        for d in dst.iter_mut() {
+            *d *= inverse;
+        }
+    }
+}
+
+multiversion! {
+    /// `dst = scale · p ⊙ (g − Σ g ⊙ p)` over one row: the softmax's backward from its
+    /// output `p` and the output's gradient `g`.
+    pub fn softmax_backward_row(dst: &mut [f32], p: &[f32], g: &[f32], scale: f32) {
+        let dot = lane_dot(p, g);
+        for ((d, &p), &g) in dst.iter_mut().zip(p).zip(g) {
+            *d = scale * p * (g - dot);
+        }
+    }
+}
+
+multiversion! {
     /// `x ← tanh(x)` in place.
     pub fn tanh_in_place(xs: &mut [f32]) {
         for x in xs.iter_mut() {
@@ -508,6 +564,53 @@ mod tests {
         assert!(worst_exp < 1e-6, "exp rel error {worst_exp}");
         assert!(exp(-200.0) < 2e-38);
         assert_eq!(erf(10.0), 1.0);
+    }
+
+    #[test]
+    fn gelu_softmax_and_their_backward_passes_match_f64_formulas() {
+        let x: Vec<f32> = (0..300).map(|i| (i as f32 - 150.0) * 0.05).collect();
+        let g: Vec<f32> = (0..300)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        let (mut y, mut dx) = (vec![0f32; 300], vec![0f32; 300]);
+        gelu(&mut y, &x);
+        gelu_backward(&mut dx, &x, &g);
+        for ((&x, &g), (&y, &dx)) in x.iter().zip(&g).zip(y.iter().zip(&dx)) {
+            let v = x as f64;
+            let cdf = 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+            let density = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!((y as f64 - v * cdf).abs() < 2e-6, "gelu({x})");
+            assert!(
+                (dx as f64 - g as f64 * (cdf + v * density)).abs() < 2e-6,
+                "gelu'({x})"
+            );
+        }
+
+        // One row of 7 keys, the last two masked; scale 0.5.
+        let scores = [1.0f32, -2.0, 0.5, 3.0, 0.0, 9.0, -9.0];
+        let mask = [0.0f32, 0.0, 0.0, 0.0, 0.0, f32::MIN, f32::MIN];
+        let mut p = [0f32; 7];
+        masked_softmax_row(&mut p, &scores, &mask, 0.5);
+        let e: Vec<f64> = scores[..5]
+            .iter()
+            .map(|&s| (0.5 * s as f64).exp())
+            .collect();
+        let total: f64 = e.iter().sum();
+        for (p, e) in p.iter().zip(&e) {
+            assert!((*p as f64 - e / total).abs() < 1e-7);
+        }
+        assert_eq!(p[5..], [0.0, 0.0]);
+        let upstream = [0.3f32, -1.0, 2.0, 0.5, 0.0, 4.0, 4.0];
+        let mut grad = [0f32; 7];
+        softmax_backward_row(&mut grad, &p, &upstream, 0.5);
+        let dot: f64 = p
+            .iter()
+            .zip(&upstream)
+            .map(|(&p, &u)| p as f64 * u as f64)
+            .sum();
+        for ((&gr, &p), &u) in grad.iter().zip(&p).zip(&upstream) {
+            assert!((gr as f64 - 0.5 * p as f64 * (u as f64 - dot)).abs() < 1e-7);
+        }
     }
 
     #[test]
