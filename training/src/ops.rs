@@ -37,10 +37,11 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
     x.contiguous()?.apply_op3(gamma, beta, LayerNorm { eps })
 }
 
-/// Inverted dropout: each element zeroed with probability `p` (in `(0, 1)`), the rest
-/// scaled by `1/(1−p)`. The mask is a function of `seed` and the element's position
-/// only (one [`SplitMix64`] stream per chunk), so the backward recomputes it instead
-/// of keeping it, and the thread count does not change it.
+/// Inverted dropout: each element zeroed with probability `p` (in `(0, 1)`, rounded to
+/// a multiple of 2⁻¹⁶), the rest scaled by `1/(1−p)`. The mask is a function of `seed`
+/// and the element's position only (one [`SplitMix64`] stream per chunk, each draw
+/// deciding four elements by 16 bits each), so the backward recomputes it instead of
+/// keeping it, and the thread count does not change it.
 pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(DropoutMask { p, seed })
 }
@@ -214,18 +215,20 @@ impl CustomOp1 for DropoutMask {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(storage, layout, self.name())?;
         let scale = 1.0 / (1.0 - self.p);
+        // An element is dropped when its 16 random bits are below this.
+        let threshold = (self.p as f64 * 65_536.0).round() as u64;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()
             .for_each(|(chunk, (out, x))| {
                 let mut rng = SplitMix64::derive(self.seed, chunk as u64);
-                for (o, &x) in out.iter_mut().zip(x) {
-                    *o = if rng.next_f32() < self.p {
-                        0.0
-                    } else {
-                        x * scale
-                    };
+                for (out, x) in out.chunks_mut(4).zip(x.chunks(4)) {
+                    let bits = rng.next_u64();
+                    for (lane, (o, &x)) in out.iter_mut().zip(x).enumerate() {
+                        let dropped = (bits >> (16 * lane)) & 0xFFFF < threshold;
+                        *o = if dropped { 0.0 } else { x * scale };
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
