@@ -26,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod evaluation;
 pub mod health;
+pub mod heap;
 pub mod http;
 pub mod memory;
 pub mod metrics;

@@ -78,25 +78,6 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-/// glibc's malloc hands every buffer above its (adaptive, at most 32 MiB) threshold
-/// straight to `mmap` and back to the kernel when freed, and trims the heap after every
-/// large free; the encoders' activations and the trainer's tensors are such buffers,
-/// allocated and freed many times a second, so each one costs fresh zeroed pages (a
-/// fifth of a training step's time went to page faults and `memset`). Here buffers up
-/// to 32 MiB come from the heap and it grows in steps of 256 MiB, so freed memory is
-/// reused; pages never touched are not resident.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn reuse_large_buffers() {
-    // SAFETY: `mallopt` only sets allocator parameters; called before any other thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn reuse_large_buffers() {}
-
 /// candle's CPU element-wise operations run on its own pool of threads, which spin for
 /// 25,000 rounds after each operation before sleeping; on a few cores that spinning
 /// takes the CPU from the trainer's rayon threads and from serving (measured: 6% more
@@ -105,7 +86,7 @@ fn reuse_large_buffers() {}
 const CANDLE_SPIN_LIMIT: &str = "200";
 
 fn main() -> Result<()> {
-    reuse_large_buffers();
+    marquee_server::heap::reuse_large_buffers();
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // SAFETY: no other thread exists yet (the runtime starts below).
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT) };

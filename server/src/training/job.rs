@@ -341,6 +341,9 @@ pub fn run(
         .map_err(|e| TrainingError::Failed(format!("starting the training threads: {e}")))?;
     let staged = finetuned::staging_dir(&inputs.data_dir, &spec.output_model);
     let result = pool.install(|| train(spec, inputs, &text_of, &staged, events, cancel));
+    drop(pool);
+    // The job's tensors are freed: give their memory back rather than keep it.
+    crate::heap::release_free_memory();
     let _ = std::fs::remove_dir_all(finetuned::scratch_dir(&inputs.data_dir, &spec.output_model));
     let trained = match result {
         Ok(trained) => trained,
