@@ -1,9 +1,11 @@
-//! bf16 products on Intel AMX tiles (`tdpbf16ps`: a 16×32 by 32×16 bf16 product into a
-//! 16×16 f32 tile in one instruction), for the `bf16` precision: weights stored bf16 in
-//! the tiles' pair-interleaved layout at load, inputs rounded to bf16 as they are
-//! copied for the tiles, sums in f32. AMX instructions are written with `asm!` (their
-//! intrinsics are not stable Rust); [`available`] checks the CPU and asks Linux for the
-//! tile state once per process.
+//! bf16 products for the `bf16` precision: weights stored bf16 in a pair-interleaved
+//! layout at load, inputs rounded to bf16 as they are copied, sums in f32. On Intel AMX
+//! tiles (`tdpbf16ps`: a 16×32 by 32×16 bf16 product into a 16×16 f32 tile in one
+//! instruction) where the CPU has them, else with AVX512-BF16 (`vdpbf16ps`: 16 f32 sums
+//! of bf16 pair products per instruction, twice the multiply-adds of an f32 FMA; AMD
+//! Zen 4 and later, Intel Cooper Lake) in registers. AMX instructions are written with
+//! `asm!` (their intrinsics are not stable Rust); [`available`] checks the CPU and asks
+//! Linux for the tile state once per process.
 
 use super::gemm::SharedMut;
 use super::packed::{apply, for_each_piece, Rows, PANEL};
@@ -45,6 +47,22 @@ pub(crate) fn available() -> bool {
         #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
         false
     })
+}
+
+/// Whether this CPU runs bf16 products on AMX tiles or with AVX512-BF16.
+pub(crate) fn any_available() -> bool {
+    available() || avx512_bf16_available()
+}
+
+/// Whether this CPU has AVX512-BF16 (with AVX-512F).
+fn avx512_bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// A weight in AMX's B-tile layout: per panel of [`PANEL`] outputs, for each pair of
@@ -90,10 +108,11 @@ impl AmxPanels {
     }
 }
 
-/// `dst[m × n] = activation(x[m × k] · Wᵀ + bias)` on AMX tiles.
+/// `dst[m × n] = activation(x[m × k] · Wᵀ + bias)` on AMX tiles, or with AVX512-BF16
+/// where AMX is missing.
 ///
 /// # Safety
-/// As [`super::packed::matmul_packed`]; [`available`] returned true.
+/// As [`super::packed::matmul_packed`]; [`any_available`] returned true.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul(
     m: usize,
@@ -109,6 +128,7 @@ pub(crate) unsafe fn matmul(
     let block_rows = (ROWS_BYTES / (weight.depth * 2) / BLOCK_ROWS).max(1) * BLOCK_ROWS;
     let (x_ptr, x_stride) = (x.ptr as usize, x.row_stride);
     let out = SharedMut(dst.ptr);
+    let tiles = available();
     for_each_piece(m, n, k, block_rows, parallel, |rows, panels| {
         INPUTS.with_borrow_mut(|inputs| {
             let padded = rows.len().div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
@@ -124,12 +144,19 @@ pub(crate) unsafe fn matmul(
                 depth: weight.depth,
                 scratch: [[0.0; PANEL]; BLOCK_ROWS],
             };
-            configure_tiles();
+            if tiles {
+                configure_tiles();
+            }
             for p in panels.clone() {
                 let panel = weight.values[weight.start + p * weight.depth * PANEL..].as_ptr();
                 let cols = PANEL.min(n - p * PANEL);
                 for first in (0..rows.len()).step_by(BLOCK_ROWS) {
-                    block.product(first, panel);
+                    if tiles {
+                        block.product(first, panel);
+                    } else {
+                        #[cfg(target_arch = "x86_64")]
+                        block.product_avx512(first, (rows.len() - first).min(BLOCK_ROWS), panel);
+                    }
                     for (i, values) in block.scratch.iter().enumerate() {
                         if first + i >= rows.len() {
                             break;
@@ -143,7 +170,9 @@ pub(crate) unsafe fn matmul(
                     }
                 }
             }
-            release_tiles();
+            if tiles {
+                release_tiles();
+            }
             if activation != Activation::Identity {
                 let (start, end) = (panels.start * PANEL, n.min(panels.end * PANEL));
                 for r in rows {
@@ -222,6 +251,48 @@ impl Block<'_> {
             s = in(reg) PANEL * 4,
             options(nostack)
         );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block<'_> {
+    /// Rows of one register tile: 8 rows × the panel's 32 outputs in 16 accumulators.
+    const REGISTER_ROWS: usize = 8;
+
+    /// `scratch[..rows] = inputs[first..first + rows] · panel` with `vdpbf16ps`, eight
+    /// rows at a time: per input pair, the panel's two registers of 16 outputs × the
+    /// pair, each row's pair broadcast.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16; `panel` holds `depth × PANEL` values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn product_avx512(&mut self, first: usize, rows: usize, panel: *const u16) {
+        use std::arch::x86_64::*;
+        let pairs = self.depth / 2;
+        // Row r's inputs as bf16 pairs, one 32-bit word each (rows padded with zeros).
+        let a = self.inputs[first * self.depth..].as_ptr() as *const u32;
+        for group in (0..rows).step_by(Self::REGISTER_ROWS) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; Self::REGISTER_ROWS];
+            for q in 0..pairs {
+                let b = panel.add(q * PANEL * 2);
+                // SAFETY (transmutes): __m512i and __m512bh are both 64 plain bytes.
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const _));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pair = a.add((group + r) * pairs + q).read_unaligned() as i32;
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], x, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], x, b1);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let Some(row) = self.scratch.get_mut(group + r) else {
+                    break;
+                };
+                _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+            }
+        }
     }
 }
 

@@ -52,7 +52,7 @@ enum Values {
         start: usize,
         round_inputs: bool,
     },
-    /// bf16 in AMX tile layout.
+    /// bf16 in AMX tile layout (also read by the AVX512-BF16 products).
     Amx(AmxPanels),
 }
 
@@ -69,11 +69,12 @@ impl PackedWeight {
     }
 
     /// Packs a row-major `out × in` weight as bf16, for products with bf16 inputs and
-    /// f32 sums: on AMX tiles where the CPU has them, else on bf16-rounded f32 panels.
+    /// f32 sums: on AMX tiles or with AVX512-BF16 where the CPU has them, else on
+    /// bf16-rounded f32 panels.
     pub fn pack_bf16(out_features: usize, in_features: usize, weight: &[f32]) -> Self {
         assert_eq!(weight.len(), out_features * in_features);
         let row = |j: usize| &weight[j * in_features..][..in_features];
-        if amx::available() {
+        if amx::any_available() {
             return Self {
                 out_features,
                 in_features,
@@ -692,9 +693,9 @@ mod tests {
 
     #[test]
     fn bf16_products_are_the_products_of_bf16_rounded_operands() {
-        // Whichever path this CPU takes (AMX tiles or f32 registers), the result is
+        // Whichever path this CPU takes (AMX tiles, AVX512-BF16 or f32 registers), the result is
         // the f32-summed product of the bf16-rounded inputs and weights.
-        for (m, k, n) in [(1, 5, 3), (45, 70, 33), (70, 384, 100)] {
+        for (m, k, n) in [(1, 5, 3), (45, 70, 33), (70, 384, 100), (13, 1536, 40)] {
             let (x, w, b) = (values(m * k, 0.4), values(n * k, 2.3), values(n, 0.7));
             let packed = PackedWeight::pack_bf16(n, k, &w);
             let rx: Vec<f32> = x.iter().map(|&v| round_bf16(v)).collect();

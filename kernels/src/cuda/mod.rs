@@ -37,8 +37,8 @@ pub enum Precision {
     /// f32 storage (on CUDA, GEMMs on TF32 tensor cores; on the CPU, exact f32).
     #[default]
     F32,
-    /// bf16 weights and GEMM inputs, f32 sums (bf16 tensor cores on CUDA; AMX tiles on
-    /// the CPU where it has them, else f32 registers on bf16-rounded values).
+    /// bf16 weights and GEMM inputs, f32 sums (bf16 tensor cores on CUDA; AMX tiles or
+    /// AVX512-BF16 on the CPU where it has them, else f32 registers on bf16-rounded values).
     Bf16,
 }
 

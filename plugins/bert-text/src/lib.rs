@@ -37,7 +37,7 @@ pub struct Options {
     /// `auto` (the GPU when CUDA is usable, else the CPU), `cpu` or `cuda:N`.
     pub device: Option<String>,
     /// `fp32` (default) or `bf16` (bf16 weights and linear-layer inputs, f32 sums: on
-    /// the GPU's tensor cores, or on the CPU's AMX tiles where it has them).
+    /// the GPU's tensor cores, or on the CPU's AMX tiles or AVX512-BF16 where it has them).
     pub precision: Option<String>,
 }
 
