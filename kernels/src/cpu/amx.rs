@@ -151,12 +151,24 @@ pub(crate) unsafe fn matmul(
                 let panel = weight.values[weight.start + p * weight.depth * PANEL..].as_ptr();
                 let cols = PANEL.min(n - p * PANEL);
                 for first in (0..rows.len()).step_by(BLOCK_ROWS) {
-                    if tiles {
-                        block.product(first, panel);
-                    } else {
+                    if !tiles {
                         #[cfg(target_arch = "x86_64")]
-                        block.product_avx512(first, (rows.len() - first).min(BLOCK_ROWS), panel);
+                        block.product_avx512(
+                            first,
+                            (rows.len() - first).min(BLOCK_ROWS),
+                            panel,
+                            &Output {
+                                c: out
+                                    .get()
+                                    .add((rows.start + first) * dst.row_stride + p * PANEL),
+                                ldc: dst.row_stride,
+                                cols,
+                                bias: bias.map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
+                            },
+                        );
+                        continue;
                     }
+                    block.product(first, panel);
                     for (i, values) in block.scratch.iter().enumerate() {
                         if first + i >= rows.len() {
                             break;
@@ -254,20 +266,46 @@ impl Block<'_> {
     }
 }
 
+/// Where [`Block::product_avx512`] writes: `rows × cols` values at `c` (row stride
+/// `ldc`), plus `cols` biases from `bias` unless it is null.
+#[cfg(target_arch = "x86_64")]
+struct Output {
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    bias: *const f32,
+}
+
 #[cfg(target_arch = "x86_64")]
 impl Block<'_> {
     /// Rows of one register tile: 8 rows × the panel's 32 outputs in 16 accumulators.
     const REGISTER_ROWS: usize = 8;
 
-    /// `scratch[..rows] = inputs[first..first + rows] · panel` with `vdpbf16ps`, eight
-    /// rows at a time: per input pair, the panel's two registers of 16 outputs × the
-    /// pair, each row's pair broadcast.
+    /// `out[..rows] = inputs[first..first + rows] · panel + bias` with `vdpbf16ps`,
+    /// eight rows at a time: per input pair, the panel's two registers of 16 outputs ×
+    /// the pair, each row's pair broadcast; stored from the registers with the bias.
     ///
     /// # Safety
-    /// The CPU has AVX-512F and AVX512-BF16; `panel` holds `depth × PANEL` values.
+    /// The CPU has AVX-512F and AVX512-BF16; `panel` holds `depth × PANEL` values; `out`
+    /// is valid for `rows` rows of `out.cols` values (and biases).
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn product_avx512(&mut self, first: usize, rows: usize, panel: *const u16) {
+    unsafe fn product_avx512(&self, first: usize, rows: usize, panel: *const u16, out: &Output) {
         use std::arch::x86_64::*;
+        let low: __mmask16 = if out.cols >= 16 {
+            0xffff
+        } else {
+            (1u16 << out.cols) - 1
+        };
+        let high: __mmask16 = match out.cols {
+            c if c >= PANEL => 0xffff,
+            c if c > 16 => (1u16 << (c - 16)) - 1,
+            _ => 0,
+        };
+        let (mut bias0, mut bias1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        if !out.bias.is_null() {
+            bias0 = _mm512_maskz_loadu_ps(low, out.bias);
+            bias1 = _mm512_maskz_loadu_ps(high, out.bias.add(16));
+        }
         let pairs = self.depth / 2;
         // Row r's inputs as bf16 pairs, one 32-bit word each (rows padded with zeros).
         let a = self.inputs[first * self.depth..].as_ptr() as *const u32;
@@ -285,12 +323,10 @@ impl Block<'_> {
                     acc[1] = _mm512_dpbf16_ps(acc[1], x, b1);
                 }
             }
-            for (r, acc) in acc.iter().enumerate() {
-                let Some(row) = self.scratch.get_mut(group + r) else {
-                    break;
-                };
-                _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
-                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+            for (r, acc) in acc.iter().enumerate().take(rows - group) {
+                let c = out.c.add((group + r) * out.ldc);
+                _mm512_mask_storeu_ps(c, low, _mm512_add_ps(acc[0], bias0));
+                _mm512_mask_storeu_ps(c.add(16), high, _mm512_add_ps(acc[1], bias1));
             }
         }
     }
