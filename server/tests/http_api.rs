@@ -286,6 +286,26 @@ async fn errors_take_openai_shape_and_http_status() {
         cases[1].0.body
     );
     assert_eq!(cases[6].0.json()["error"]["param"], "dimensions");
+    // A body refused unread closes a kept-alive connection, and says so: a client must
+    // not send its next request on it.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = json!({"input": "x".repeat(50_000)}).to_string();
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let refused = read_reply(stream);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(
+        refused.head.contains("connection: close"),
+        "{}",
+        refused.head
+    );
     // The server is unharmed.
     let reply = post(&addr, "/v1/embeddings", &json!({"input": "still here"}));
     assert_eq!(reply.status, 200);

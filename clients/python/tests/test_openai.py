@@ -222,6 +222,8 @@ def test_overload_size_and_drain_statuses(limited_server: Server) -> None:
     with pytest.raises(openai.APIStatusError) as large:
         oai.embeddings.create(model="minilm", input="x" * 100_000)
     assert large.value.status_code == 413
+    # Its body was refused unread, so its connection is not reused for the next call.
+    assert large.value.response.headers["connection"] == "close"
     # One stream holds the only place: the next call is refused with a retry hint.
     stream = oai.chat.completions.create(
         model="tiny",

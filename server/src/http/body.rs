@@ -2,7 +2,8 @@
 //! application/json` (else 415), at most `limits.max_message_bytes` (else 413, before
 //! reading when `Content-Length` says so), the whole body within
 //! `limits.http_read_timeout_ms` (else 408), and JSON that parses into the request type
-//! (else 400 naming the line and column, or the field).
+//! (else 400 naming the line and column, or the field). A body refused before its end is
+//! answered with `Connection: close`.
 
 use super::error::ApiError;
 use super::HttpApi;
@@ -39,9 +40,23 @@ async fn read(request: Request, limit: usize, timeout: Duration) -> Result<Vec<u
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
+    let result = if declared.is_some_and(|n| n > limit as u64) {
+        Err(too_large(limit))
+    } else {
+        read_within(request, declared, limit, timeout).await
+    };
+    // A body left unread (refused, stalled or broken) leaves the connection unusable for
+    // the next request: a client that reused it would see it closed under its request.
+    result.map_err(ApiError::closing_connection)
+}
+
+/// The body's bytes as they arrive, at most `limit` of them, within `timeout`.
+async fn read_within(
+    request: Request,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
     let mut chunks = request.into_body().into_data_stream();
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
     let reading = async {

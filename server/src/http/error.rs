@@ -23,6 +23,9 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// When to try again (429, 503): sent as `Retry-After`.
     pub retry_after: Option<Duration>,
+    /// The request body was left unread, so the connection cannot carry another request:
+    /// the response says `Connection: close` and the server closes it after sending.
+    pub close_connection: bool,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             param: None,
             code: None,
             retry_after: None,
+            close_connection: false,
         }
     }
 
@@ -72,6 +76,13 @@ impl ApiError {
             retry_after: Some(retry_after),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
         }
+    }
+
+    /// The same error, answered with `Connection: close` (its request body was not read
+    /// to the end).
+    pub fn closing_connection(mut self) -> Self {
+        self.close_connection = true;
+        self
     }
 
     /// The same error with `code` set.
@@ -145,6 +156,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after_seconds(after)),
             );
         }
+        if self.close_connection {
+            // HTTP/1.1 only: hyper leaves connection headers out of HTTP/2 responses.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -169,6 +186,9 @@ mod tests {
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         let response = e.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(!response.headers().contains_key(header::CONNECTION));
+        let closing = ApiError::invalid("x").closing_connection().into_response();
+        assert_eq!(closing.headers()[header::CONNECTION], "close");
         for (error, status) in [
             (EngineError::Invalid("x".into()), 400),
             (EngineError::Exhausted("x".into()), 413),

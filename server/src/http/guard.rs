@@ -6,7 +6,8 @@
 //! none), and the request's deadline, read from `X-Request-Timeout` (seconds, fractions
 //! allowed). The admission place and the charge are held and the request counted in
 //! the metrics until the response body, a stream's last event included, is finished or
-//! dropped.
+//! dropped. A refused request that carries a body is answered with `Connection: close`,
+//! as its body is left unread.
 
 use super::error::ApiError;
 use super::HttpApi;
@@ -106,6 +107,16 @@ fn body_bytes(request: &Request, limit: usize) -> usize {
         .map_or(limit, |n| n.min(limit as u64) as usize)
 }
 
+/// Whether the request carries a body (declared non-empty, or of undeclared length),
+/// which a refusal here leaves unread.
+fn has_body(request: &Request) -> bool {
+    let headers = request.headers();
+    match headers.get(axum::http::header::CONTENT_LENGTH) {
+        Some(length) => length.to_str().map_or(true, |v| v.trim() != "0"),
+        None => headers.contains_key(axum::http::header::TRANSFER_ENCODING),
+    }
+}
+
 /// The middleware in front of every API route (not `/health` and `/ready`).
 pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -141,6 +152,11 @@ pub async fn guard(State(api): State<HttpApi>, mut request: Request, next: Next)
         (Ok(permit), Ok(deadline)) => (permit, deadline.map(Deadline::after)),
         (Err(error), _) | (_, Err(error)) => {
             crate::metrics::record_http(route, error.status.as_u16(), started.elapsed());
+            let error = if has_body(&request) {
+                error.closing_connection()
+            } else {
+                error
+            };
             return error.into_response();
         }
     };
@@ -191,6 +207,21 @@ mod tests {
         assert_eq!(body_bytes(&request("POST", Some("5000")), 1000), 1000);
         assert_eq!(body_bytes(&request("POST", None), 1000), 1000);
         assert_eq!(body_bytes(&request("POST", Some("many")), 1000), 1000);
+    }
+
+    #[test]
+    fn bodies_are_declared_by_length_or_transfer_encoding() {
+        let request = |header: Option<(&str, &str)>| {
+            let mut builder = axum::http::Request::builder().method("POST").uri("/v1/x");
+            if let Some((name, value)) = header {
+                builder = builder.header(name, value);
+            }
+            builder.body(Body::empty()).unwrap()
+        };
+        assert!(!has_body(&request(None)));
+        assert!(!has_body(&request(Some(("content-length", "0")))));
+        assert!(has_body(&request(Some(("content-length", "12")))));
+        assert!(has_body(&request(Some(("transfer-encoding", "chunked")))));
     }
 
     #[test]
