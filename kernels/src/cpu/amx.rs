@@ -19,6 +19,9 @@ use std::sync::OnceLock;
 const DEPTH_STEP: usize = 32;
 /// Rows of one output block: two A tiles.
 const BLOCK_ROWS: usize = 32;
+/// Rows of one AVX512-BF16 register tile: 8 rows × a panel's 32 outputs in 16
+/// accumulators.
+const REGISTER_ROWS: usize = 8;
 /// Bytes of bf16 inputs per row block.
 const ROWS_BYTES: usize = 256 << 10;
 
@@ -125,80 +128,95 @@ pub(crate) unsafe fn matmul(
     dst: Rows<*mut f32>,
     parallel: bool,
 ) {
-    let block_rows = (ROWS_BYTES / (weight.depth * 2) / BLOCK_ROWS).max(1) * BLOCK_ROWS;
+    let tiles = available();
+    // AMX products take 32 rows at a time, the AVX512-BF16 ones 8.
+    let granule = if tiles { BLOCK_ROWS } else { REGISTER_ROWS };
+    let max_block_rows = ROWS_BYTES / (weight.depth * 2);
     let (x_ptr, x_stride) = (x.ptr as usize, x.row_stride);
     let out = SharedMut(dst.ptr);
-    let tiles = available();
-    for_each_piece(m, n, k, block_rows, parallel, |rows, panels| {
-        INPUTS.with_borrow_mut(|inputs| {
-            let padded = rows.len().div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
-            inputs.clear();
-            inputs.resize(padded * weight.depth, 0);
-            for (i, r) in rows.clone().enumerate() {
-                // SAFETY: row `r` of `x` holds `k` values (the caller's contract).
-                let src = std::slice::from_raw_parts((x_ptr as *const f32).add(r * x_stride), k);
-                simd::to_bf16_bits(&mut inputs[i * weight.depth..][..k], src);
-            }
-            let mut block = Block {
-                inputs,
-                depth: weight.depth,
-                scratch: [[0.0; PANEL]; BLOCK_ROWS],
-            };
-            if tiles {
-                configure_tiles();
-            }
-            for p in panels.clone() {
-                let panel = weight.values[weight.start + p * weight.depth * PANEL..].as_ptr();
-                let cols = PANEL.min(n - p * PANEL);
-                for first in (0..rows.len()).step_by(BLOCK_ROWS) {
-                    if !tiles {
-                        #[cfg(target_arch = "x86_64")]
-                        block.product_avx512(
-                            first,
-                            (rows.len() - first).min(BLOCK_ROWS),
-                            panel,
-                            &Output {
-                                c: out
-                                    .get()
-                                    .add((rows.start + first) * dst.row_stride + p * PANEL),
-                                ldc: dst.row_stride,
-                                cols,
-                                bias: bias.map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
-                            },
-                        );
-                        continue;
-                    }
-                    block.product(first, panel);
-                    for (i, values) in block.scratch.iter().enumerate() {
-                        if first + i >= rows.len() {
-                            break;
+    for_each_piece(
+        m,
+        n,
+        k,
+        (max_block_rows, granule),
+        parallel,
+        |rows, panels| {
+            INPUTS.with_borrow_mut(|inputs| {
+                let padded = rows.len().div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
+                inputs.clear();
+                inputs.resize(padded * weight.depth, 0);
+                for (i, r) in rows.clone().enumerate() {
+                    // SAFETY: row `r` of `x` holds `k` values (the caller's contract).
+                    let src =
+                        std::slice::from_raw_parts((x_ptr as *const f32).add(r * x_stride), k);
+                    simd::to_bf16_bits(&mut inputs[i * weight.depth..][..k], src);
+                }
+                let mut block = Block {
+                    inputs,
+                    depth: weight.depth,
+                    scratch: [[0.0; PANEL]; BLOCK_ROWS],
+                };
+                if tiles {
+                    configure_tiles();
+                }
+                for p in panels.clone() {
+                    let panel = weight.values[weight.start + p * weight.depth * PANEL..].as_ptr();
+                    let cols = PANEL.min(n - p * PANEL);
+                    for first in (0..rows.len()).step_by(BLOCK_ROWS) {
+                        if !tiles {
+                            #[cfg(target_arch = "x86_64")]
+                            block.product_avx512(
+                                first,
+                                (rows.len() - first).min(BLOCK_ROWS),
+                                panel,
+                                &Output {
+                                    c: out
+                                        .get()
+                                        .add((rows.start + first) * dst.row_stride + p * PANEL),
+                                    ldc: dst.row_stride,
+                                    cols,
+                                    bias: bias
+                                        .map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
+                                },
+                            );
+                            continue;
                         }
-                        let r = rows.start + first + i;
-                        let row = std::slice::from_raw_parts_mut(
-                            out.get().add(r * dst.row_stride + p * PANEL),
-                            cols,
-                        );
-                        simd::copy_with_bias(row, values, bias.map(|b| &b[p * PANEL..][..cols]));
+                        block.product(first, panel);
+                        for (i, values) in block.scratch.iter().enumerate() {
+                            if first + i >= rows.len() {
+                                break;
+                            }
+                            let r = rows.start + first + i;
+                            let row = std::slice::from_raw_parts_mut(
+                                out.get().add(r * dst.row_stride + p * PANEL),
+                                cols,
+                            );
+                            simd::copy_with_bias(
+                                row,
+                                values,
+                                bias.map(|b| &b[p * PANEL..][..cols]),
+                            );
+                        }
                     }
                 }
-            }
-            if tiles {
-                release_tiles();
-            }
-            if activation != Activation::Identity {
-                let (start, end) = (panels.start * PANEL, n.min(panels.end * PANEL));
-                for r in rows {
-                    apply(
-                        activation,
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(r * dst.row_stride + start),
-                            end - start,
-                        ),
-                    );
+                if tiles {
+                    release_tiles();
                 }
-            }
-        });
-    });
+                if activation != Activation::Identity {
+                    let (start, end) = (panels.start * PANEL, n.min(panels.end * PANEL));
+                    for r in rows {
+                        apply(
+                            activation,
+                            std::slice::from_raw_parts_mut(
+                                out.get().add(r * dst.row_stride + start),
+                                end - start,
+                            ),
+                        );
+                    }
+                }
+            });
+        },
+    );
 }
 
 thread_local! {
@@ -278,9 +296,6 @@ struct Output {
 
 #[cfg(target_arch = "x86_64")]
 impl Block<'_> {
-    /// Rows of one register tile: 8 rows × the panel's 32 outputs in 16 accumulators.
-    const REGISTER_ROWS: usize = 8;
-
     /// `out[..rows] = inputs[first..first + rows] · panel + bias` with `vdpbf16ps`,
     /// eight rows at a time: per input pair, the panel's two registers of 16 outputs ×
     /// the pair, each row's pair broadcast; stored from the registers with the bias.
@@ -309,8 +324,8 @@ impl Block<'_> {
         let pairs = self.depth / 2;
         // Row r's inputs as bf16 pairs, one 32-bit word each (rows padded with zeros).
         let a = self.inputs[first * self.depth..].as_ptr() as *const u32;
-        for group in (0..rows).step_by(Self::REGISTER_ROWS) {
-            let mut acc = [[_mm512_setzero_ps(); 2]; Self::REGISTER_ROWS];
+        for group in (0..rows).step_by(REGISTER_ROWS) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; REGISTER_ROWS];
             for q in 0..pairs {
                 let b = panel.add(q * PANEL * 2);
                 // SAFETY (transmutes): __m512i and __m512bh are both 64 plain bytes.

@@ -19,6 +19,9 @@ use std::ops::Range;
 pub const PANEL: usize = 32;
 /// Most rows of one register tile.
 const TILE_ROWS: usize = 12;
+/// Row blocks of an f32 product are multiples of this many rows (but the last), so few
+/// tiles are short.
+const ROW_GRANULE: usize = 4;
 /// Inputs accumulated per pass over a panel (a 48 KiB slice of it, kept in L1/L2).
 const DEPTH_BLOCK: usize = 256;
 /// Bytes of packed inputs per row block (a quarter of an L2 cache).
@@ -225,7 +228,7 @@ pub(crate) unsafe fn matmul_packed(
     };
     // Rows per block: as many whole tiles as keep the block's packed inputs within
     // ROWS_BYTES.
-    let block_rows = (ROWS_BYTES / (k * 4) / TILE_ROWS).max(1) * TILE_ROWS;
+    let max_block_rows = ROWS_BYTES / (k * 4);
     let job = Job {
         x: Rows {
             ptr: x.ptr as usize,
@@ -240,29 +243,37 @@ pub(crate) unsafe fn matmul_packed(
         k,
         n,
     };
-    for_each_piece(m, n, k, block_rows, parallel, |rows, panels| {
-        job.run(rows, panels)
-    });
+    for_each_piece(
+        m,
+        n,
+        k,
+        (max_block_rows, ROW_GRANULE),
+        parallel,
+        |rows, panels| job.run(rows, panels),
+    );
 }
 
-/// Splits an `m × n × k` product into pieces of `block_rows` rows × a range of panels
-/// and runs `piece` on each: one piece per row block, each split by panels when the
-/// threads need more pieces; on the rayon pool when `parallel` and the work pays.
+/// Splits an `m × n × k` product into pieces of at most `max_block_rows` rows × a range
+/// of panels and runs `piece` on each; on the rayon pool when `parallel` and the work
+/// pays. The row blocks are of equal size (a multiple of `granule` rows, but the last)
+/// and as many as a multiple of the threads, so no thread waits on another's extra
+/// block; with fewer rows than that, each row block is split by panels.
 pub(crate) fn for_each_piece(
     m: usize,
     n: usize,
     k: usize,
-    block_rows: usize,
+    (max_block_rows, granule): (usize, usize),
     parallel: bool,
     piece: impl Fn(Range<usize>, Range<usize>) + Sync,
 ) {
     let panels = n.div_ceil(PANEL);
-    let row_blocks = m.div_ceil(block_rows);
     let threads = if parallel && m * n * k >= PARALLEL_WORK {
         rayon::current_num_threads()
     } else {
         1
     };
+    let block_rows = balanced_block_rows(m, max_block_rows, granule, threads);
+    let row_blocks = m.div_ceil(block_rows);
     let splits = (SPLITS_PER_THREAD * threads)
         .div_ceil(row_blocks)
         .clamp(1, panels);
@@ -280,6 +291,21 @@ pub(crate) fn for_each_piece(
     } else {
         (0..row_blocks * splits).into_par_iter().for_each(run);
     }
+}
+
+/// Rows per block for [`for_each_piece`]: at most `max_block_rows` (rounded down to a
+/// multiple of `granule`, at least one granule), in as few blocks as that allows, their
+/// count rounded up to a multiple of `threads` when there are several, the rows shared
+/// evenly among them.
+fn balanced_block_rows(m: usize, max_block_rows: usize, granule: usize, threads: usize) -> usize {
+    let max_block_rows = (max_block_rows / granule).max(1) * granule;
+    let mut blocks = m.div_ceil(max_block_rows).max(1);
+    if blocks > 1 {
+        blocks = blocks.next_multiple_of(threads);
+    }
+    m.div_ceil(blocks)
+        .next_multiple_of(granule)
+        .min(max_block_rows)
 }
 
 /// Applies an activation in place.
@@ -695,7 +721,13 @@ mod tests {
     fn bf16_products_are_the_products_of_bf16_rounded_operands() {
         // Whichever path this CPU takes (AMX tiles, AVX512-BF16 or f32 registers), the result is
         // the f32-summed product of the bf16-rounded inputs and weights.
-        for (m, k, n) in [(1, 5, 3), (45, 70, 33), (70, 384, 100), (13, 1536, 40)] {
+        for (m, k, n) in [
+            (1, 5, 3),
+            (45, 70, 33),
+            (70, 384, 100),
+            (13, 1536, 40),
+            (700, 384, 40),
+        ] {
             let (x, w, b) = (values(m * k, 0.4), values(n * k, 2.3), values(n, 0.7));
             let packed = PackedWeight::pack_bf16(n, k, &w);
             let rx: Vec<f32> = x.iter().map(|&v| round_bf16(v)).collect();
@@ -716,6 +748,7 @@ mod tests {
             (25, 384, 64),
             (200, 800, 70),
             (7, 1536, 384),
+            (523, 384, 40),
         ] {
             let (x, w, b) = (values(m * k, 0.2), values(n * k, 1.7), values(n, 3.1));
             let packed = PackedWeight::pack(n, k, &w);
@@ -725,5 +758,17 @@ mod tests {
                 assert!(worst < 1e-5, "{m}x{k}x{n}: relative error {worst}");
             }
         }
+    }
+
+    #[test]
+    fn row_blocks_are_even_and_a_multiple_of_the_threads() {
+        // One block when the rows fit; else equal blocks, as many as a multiple of the
+        // threads, rounded to the granule, never past the most rows per block.
+        assert_eq!(balanced_block_rows(91, 252, 4, 2), 92);
+        assert_eq!(balanced_block_rows(256, 252, 4, 2), 128);
+        assert_eq!(balanced_block_rows(256, 60, 4, 2), 44);
+        assert_eq!(balanced_block_rows(3200, 256, 4, 2), 232);
+        assert_eq!(balanced_block_rows(100, 30, 32, 2), 32);
+        assert_eq!(balanced_block_rows(1, 100, 8, 1), 8);
     }
 }
