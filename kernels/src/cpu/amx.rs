@@ -105,6 +105,15 @@ impl AmxPanels {
         }
     }
 
+    /// Copies output feature `j`'s `out.len()` inputs, widened to f32, into `out`.
+    pub(crate) fn copy_output_row(&self, j: usize, out: &mut [f32]) {
+        let (p, col) = (j / PANEL, j % PANEL);
+        let panel = &self.values[self.start + p * self.depth * PANEL..];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = bf16::from_bits(panel[((i / 2) * PANEL + col) * 2 + i % 2]).to_f32();
+        }
+    }
+
     /// Bytes the packed values take.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.values.len() * 2

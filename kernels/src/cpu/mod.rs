@@ -3,8 +3,10 @@
 //! Convolutions are im2col plus GEMM (`conv`); exact top-K search scans the rows
 //! (`topk`), a few queries through the f16 copy (`shortlist`). The ops of decoder
 //! transformers (RMSNorm, rotary, SwiGLU, attention) live in [`decoder`], choosing
-//! tokens from logits in [`sampling`]; linear layers on a few rows (decode steps, short
-//! prompts) are matrix-vector products in [`matvec`].
+//! tokens from logits in [`sampling`]. Linear layers against weights packed at load run
+//! in [`packed`] for any number of rows (a decode step's one row streams each panel
+//! once); unpacked weights on a few rows (LoRA adapters) are matrix-vector products in
+//! [`matvec`].
 
 mod amx;
 mod attention;
@@ -21,7 +23,7 @@ mod topk;
 pub use self::simd::{gelu, gelu_backward, masked_softmax_row, softmax_backward_row};
 
 use self::gemm::{gemm_parallelism, matmul, View};
-use self::packed::{matmul_packed, PackedWeight, Rows};
+use self::packed::PackedWeight;
 use crate::search::{Hit, TopKOptions};
 use crate::shapes;
 use crate::{
@@ -240,38 +242,7 @@ impl Backend for CpuBackend {
         bias: Option<&Matrix>,
         activation: Activation,
     ) -> Result<Matrix> {
-        shapes::linear(
-            x.cols,
-            (weight.out_features(), weight.in_features()),
-            bias.map(|b| b.data.len()),
-        )?;
-        let (m, n) = (x.rows, weight.out_features());
-        let mut data: Vec<f32> = Vec::with_capacity(m * n);
-        // SAFETY: the shapes were checked; the product writes every one of the `m × n`
-        // values of the spare capacity before `set_len`.
-        unsafe {
-            matmul_packed(
-                m,
-                Rows {
-                    ptr: x.data.as_ptr(),
-                    row_stride: x.cols,
-                },
-                weight,
-                bias.map(|b| b.data.as_slice()),
-                activation,
-                Rows {
-                    ptr: data.as_mut_ptr(),
-                    row_stride: n,
-                },
-                true,
-            );
-            data.set_len(m * n);
-        }
-        Ok(Matrix {
-            rows: m,
-            cols: n,
-            data,
-        })
+        packed::linear(x, weight, bias, activation)
     }
 
     fn add_layer_norm(

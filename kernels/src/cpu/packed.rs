@@ -6,12 +6,14 @@
 //! registers (up to [`TILE_ROWS`] rows × one panel, AVX-512 when the CPU has it),
 //! blocked over the inputs ([`DEPTH_BLOCK`]) and rows ([`ROWS_BYTES`]) to stay in cache,
 //! with the bias added in the tile's store and the activation applied while the block
-//! is still in cache. Rayon tasks take disjoint (row block, panel range) pieces.
+//! is still in cache. Rayon tasks take disjoint (row block, panel range) pieces. Panels
+//! may hold a checkpoint's bf16 or f16 values as they are, widened exactly as products
+//! read them.
 
 use super::amx::{self, AmxPanels};
 use super::gemm::SharedMut;
-use super::simd;
-use crate::Activation;
+use super::{simd, Matrix};
+use crate::{shapes, Activation, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -57,6 +59,40 @@ enum Values {
     },
     /// bf16 in AMX tile layout (also read by the AVX512-BF16 products).
     Amx(AmxPanels),
+    /// A 16-bit checkpoint's values as stored, in the layout of `F32`'s panels: products
+    /// widen a group of panels at a time (exactly: every bf16 and f16 value is an f32),
+    /// so they equal those of the f32 panels while reading half the bytes.
+    Half {
+        panels: Vec<u16>,
+        format: HalfFormat,
+    },
+}
+
+/// A 16-bit floating-point format weights can be stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfFormat {
+    /// bfloat16: f32's exponent, 7 mantissa bits.
+    Bf16,
+    /// IEEE 754 binary16.
+    F16,
+}
+
+impl HalfFormat {
+    /// Widens `values` (bit patterns of this format) into `out`, which is as long.
+    pub fn widen(self, values: &[u16], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        // SAFETY (both casts): bf16 and f16 are `repr(transparent)` over u16.
+        match self {
+            HalfFormat::Bf16 => {
+                let values: &[half::bf16] = unsafe { std::mem::transmute(values) };
+                values.convert_to_f32_slice(out);
+            }
+            HalfFormat::F16 => {
+                let values: &[half::f16] = unsafe { std::mem::transmute(values) };
+                values.convert_to_f32_slice(out);
+            }
+        }
+    }
 }
 
 impl PackedWeight {
@@ -90,6 +126,41 @@ impl PackedWeight {
             *round_inputs = true;
         }
         packed
+    }
+
+    /// Packs a row-major `out × in` weight of 16-bit values (`format`'s bit patterns) and
+    /// keeps them 16-bit: products equal those of [`PackedWeight::pack`] on the widened
+    /// values, with half the memory (and half the bytes read by a decode step).
+    ///
+    /// # Panics
+    /// When `weight.len() != out * in`.
+    pub fn pack_half(
+        out_features: usize,
+        in_features: usize,
+        weight: &[u16],
+        format: HalfFormat,
+    ) -> Self {
+        assert_eq!(weight.len(), out_features * in_features);
+        let panel_len = (in_features * PANEL).max(1);
+        let mut panels = vec![0u16; out_features.div_ceil(PANEL) * in_features * PANEL];
+        let fill = |(p, panel): (usize, &mut [u16])| {
+            for j in 0..PANEL.min(out_features - p * PANEL) {
+                let row = &weight[(p * PANEL + j) * in_features..][..in_features];
+                for (i, &v) in row.iter().enumerate() {
+                    panel[i * PANEL + j] = v;
+                }
+            }
+        };
+        if panels.len() >= PARALLEL_WORK {
+            panels.par_chunks_mut(panel_len).enumerate().for_each(fill);
+        } else {
+            panels.chunks_mut(panel_len).enumerate().for_each(fill);
+        }
+        Self {
+            out_features,
+            in_features,
+            values: Values::Half { panels, format },
+        }
     }
 
     /// Packs an `out × in` weight given row by row (`row(j)`: `in` values).
@@ -154,6 +225,31 @@ impl PackedWeight {
         }
     }
 
+    /// Copies the weights of output feature `j` (row `j` of the `out × in` weight,
+    /// widened to f32) into `out`: a tied LM head's panels serve its embedding's rows.
+    ///
+    /// # Panics
+    /// When `j` is not below [`PackedWeight::out_features`] or `out` is not
+    /// [`PackedWeight::in_features`] long.
+    pub fn copy_output_row(&self, j: usize, out: &mut [f32]) {
+        assert!(j < self.out_features && out.len() == self.in_features);
+        let (p, col, k) = (j / PANEL, j % PANEL, self.in_features);
+        let at = |i: usize| (p * k + i) * PANEL + col;
+        match &self.values {
+            Values::F32 { panels, start, .. } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = panels[start + at(i)];
+                }
+            }
+            Values::Half { panels, format } => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    format.widen(&panels[at(i)..][..1], std::slice::from_mut(o));
+                }
+            }
+            Values::Amx(panels) => panels.copy_output_row(j, out),
+        }
+    }
+
     /// Output features (the weight's rows).
     pub fn out_features(&self) -> usize {
         self.out_features
@@ -169,6 +265,7 @@ impl PackedWeight {
         match &self.values {
             Values::F32 { panels, .. } => panels.len() * std::mem::size_of::<f32>(),
             Values::Amx(panels) => panels.memory_bytes(),
+            Values::Half { panels, .. } => panels.len() * 2,
         }
     }
 }
@@ -176,6 +273,48 @@ impl PackedWeight {
 /// `v` rounded to the nearest bf16 (ties to even), as f32.
 fn round_bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
+}
+
+/// `activation(x·Wᵀ + b)` against a packed weight ([`crate::Backend::linear`] on the
+/// CPU), for any number of rows: a decode step's single row streams each panel once.
+pub fn linear(
+    x: &Matrix,
+    weight: &PackedWeight,
+    bias: Option<&Matrix>,
+    activation: Activation,
+) -> Result<Matrix> {
+    shapes::linear(
+        x.cols,
+        (weight.out_features(), weight.in_features()),
+        bias.map(|b| b.data.len()),
+    )?;
+    let (m, n) = (x.rows, weight.out_features());
+    let mut data: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the shapes were checked; the product writes every one of the `m × n`
+    // values of the spare capacity before `set_len`.
+    unsafe {
+        matmul_packed(
+            m,
+            Rows {
+                ptr: x.data.as_ptr(),
+                row_stride: x.cols,
+            },
+            weight,
+            bias.map(|b| b.data.as_slice()),
+            activation,
+            Rows {
+                ptr: data.as_mut_ptr(),
+                row_stride: n,
+            },
+            true,
+        );
+        data.set_len(m * n);
+    }
+    Ok(Matrix {
+        rows: m,
+        cols: n,
+        data,
+    })
 }
 
 /// A row-major operand in memory: row `r` starts at `ptr + r * row_stride`.
@@ -216,12 +355,13 @@ pub(crate) unsafe fn matmul_packed(
         }
         return;
     }
-    let (panels, start, round_inputs) = match &weight.values {
+    let (panels, round_inputs) = match &weight.values {
         Values::F32 {
             panels,
             start,
             round_inputs,
-        } => (panels, *start, *round_inputs),
+        } => (Panels::F32(&panels[*start..]), *round_inputs),
+        Values::Half { panels, format } => (Panels::Half(panels, *format), false),
         Values::Amx(panels) => {
             return amx::matmul(m, x, k, panels, n, bias, activation, dst, parallel);
         }
@@ -236,7 +376,7 @@ pub(crate) unsafe fn matmul_packed(
         },
         dst: SharedMut(dst.ptr),
         dst_stride: dst.row_stride,
-        panels: &panels[start..],
+        panels,
         round_inputs,
         bias,
         activation,
@@ -317,13 +457,21 @@ pub(crate) fn apply(activation: Activation, values: &mut [f32]) {
     }
 }
 
+/// A weight's panels as a product reads them, from the first on.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// 16-bit values, widened a group of panels at a time.
+    Half(&'a [u16], HalfFormat),
+}
+
 /// One product's operands, shared by its tasks.
 struct Job<'a> {
     x: Rows<usize>,
     dst: SharedMut,
     dst_stride: usize,
-    /// The f32 panels, from the first on.
-    panels: &'a [f32],
+    panels: Panels<'a>,
     round_inputs: bool,
     bias: Option<&'a [f32]>,
     activation: Activation,
@@ -339,20 +487,37 @@ impl Job<'_> {
     /// inputs packed once, then the panels in groups whose weights stay in L2, each
     /// group's outputs accumulated over the depth blocks while they stay in cache.
     fn run(&self, rows: Range<usize>, panels: Range<usize>) {
-        let tile = tile_kernel();
+        let (tile, reads_half) = tile_kernel();
         let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
         PACKED_ROWS.with_borrow_mut(|packed| {
             self.pack_rows(rows.clone(), packed);
-            for first in panels.clone().step_by(group) {
-                let group = first..panels.end.min(first + group);
-                for depth in (0..self.k).step_by(DEPTH_BLOCK) {
-                    let depth_len = DEPTH_BLOCK.min(self.k - depth);
-                    let block = &packed[depth * rows.len()..];
-                    for p in group.clone() {
-                        self.panel(tile, p, depth, depth_len, rows.clone(), block);
+            WIDENED.with_borrow_mut(|widened| {
+                for first in panels.clone().step_by(group) {
+                    let group = first..panels.end.min(first + group);
+                    let span = first * self.k * PANEL..group.end * self.k * PANEL;
+                    let weights = match self.panels {
+                        Panels::F32(all) => Panels::F32(&all[span]),
+                        Panels::Half(all, format) if reads_half => Panels::Half(&all[span], format),
+                        Panels::Half(all, format) => {
+                            widened.resize(span.len(), 0.0);
+                            format.widen(&all[span], widened);
+                            Panels::F32(widened)
+                        }
+                    };
+                    for depth in (0..self.k).step_by(DEPTH_BLOCK) {
+                        let depth_len = DEPTH_BLOCK.min(self.k - depth);
+                        let block = &packed[depth * rows.len()..];
+                        for p in group.clone() {
+                            let at = ((p - first) * self.k + depth) * PANEL;
+                            let b = match weights {
+                                Panels::F32(w) => PanelPtr::F32(w[at..].as_ptr()),
+                                Panels::Half(w, format) => PanelPtr::Half(w[at..].as_ptr(), format),
+                            };
+                            self.panel(tile, p, b, (depth, depth_len), rows.clone(), block);
+                        }
                     }
                 }
-            }
+            });
         });
         if self.activation == Activation::Identity {
             return;
@@ -369,18 +534,18 @@ impl Job<'_> {
         }
     }
 
-    /// Panel `p` over one depth block, for every tile of `rows` (`block`: the rows'
-    /// packed inputs of this depth block).
+    /// Panel `p` over one depth block, for every tile of `rows` (`b`: the panel's
+    /// weights from the block's first input on; `block`: the rows' packed inputs of this
+    /// depth block).
     fn panel(
         &self,
         tile: unsafe fn(Tile),
         p: usize,
-        depth: usize,
-        depth_len: usize,
+        b: PanelPtr,
+        (depth, depth_len): (usize, usize),
         rows: Range<usize>,
         block: &[f32],
     ) {
-        let b = self.panels[(p * self.k + depth) * PANEL..].as_ptr();
         let cols = PANEL.min(self.n - p * PANEL);
         let bias = match (depth, self.bias) {
             (0, Some(bias)) => bias[p * PANEL..].as_ptr(),
@@ -438,6 +603,26 @@ impl Job<'_> {
 thread_local! {
     /// Each thread's buffer for [`Job::pack_rows`].
     static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's f32 copy of a group of 16-bit panels.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where a tile reads a panel's weights: f32 values, or 16-bit ones (only the tile
+/// kernel [`tile_kernel`] says reads them).
+#[derive(Clone, Copy)]
+enum PanelPtr {
+    F32(*const f32),
+    Half(*const u16, HalfFormat),
+}
+
+impl PanelPtr {
+    /// The f32 values; a 16-bit panel here is a bug of the caller.
+    fn f32(self) -> *const f32 {
+        match self {
+            PanelPtr::F32(b) => b,
+            PanelPtr::Half(..) => unreachable!("this tile kernel reads f32 panels only"),
+        }
+    }
 }
 
 /// One register tile: `c[rows × cols] (+)= a[rows × depth] · b[depth × PANEL]`, plus
@@ -446,7 +631,7 @@ thread_local! {
 struct Tile {
     rows: usize,
     a: *const f32,
-    b: *const f32,
+    b: PanelPtr,
     depth: usize,
     c: *mut f32,
     ldc: usize,
@@ -455,19 +640,27 @@ struct Tile {
     bias: *const f32,
 }
 
-/// The widest tile kernel this CPU runs.
-fn tile_kernel() -> unsafe fn(Tile) {
+/// The widest tile kernel this CPU runs, and whether it reads 16-bit panels (else they
+/// are widened to f32 first).
+fn tile_kernel() -> (unsafe fn(Tile), bool) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        return avx512::tile;
+        return (avx512::tile, true);
     }
-    portable::tile
+    (portable::tile, false)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Tile, PANEL, TILE_ROWS};
+    use super::{HalfFormat, PanelPtr, Tile, PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
+
+    /// Panel weights stored as f32.
+    const F32: u8 = 0;
+    /// Panel weights stored as bf16.
+    const BF16: u8 = 1;
+    /// Panel weights stored as f16.
+    const F16: u8 = 2;
 
     /// [`Tile`] with AVX-512: `rows × 2` accumulators, the panel's two registers loaded
     /// once per input, each row's input broadcast.
@@ -476,23 +669,54 @@ mod avx512 {
     /// The CPU has AVX-512F; the tile's pointers are valid for its extents.
     pub(super) unsafe fn tile(t: Tile) {
         macro_rules! rows {
-            ($($r:literal)*) => {
+            ($format:ident, $($r:literal)*) => {
                 match t.rows {
-                    $($r => tile_rows::<$r>(&t),)*
+                    $($r => tile_rows::<$r, $format>(&t),)*
                     _ => unreachable!("tile of {} rows", t.rows),
                 }
             };
         }
         const _: () = assert!(TILE_ROWS <= 14 && PANEL == 32);
-        rows!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+        match t.b {
+            PanelPtr::F32(_) => rows!(F32, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+            PanelPtr::Half(_, HalfFormat::Bf16) => rows!(BF16, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+            PanelPtr::Half(_, HalfFormat::F16) => rows!(F16, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+        }
+    }
+
+    /// Input `p`'s row of the panel (its 32 outputs) as two registers of f32: read
+    /// from `f32s` when `FORMAT` is [`F32`], else widened from the bf16 or f16 `halves`.
+    #[inline(always)]
+    unsafe fn panel_row<const FORMAT: u8>(
+        f32s: *const f32,
+        halves: *const u16,
+        p: usize,
+    ) -> (__m512, __m512) {
+        if FORMAT == F32 {
+            return (
+                _mm512_loadu_ps(f32s.add(p * PANEL)),
+                _mm512_loadu_ps(f32s.add(p * PANEL + 16)),
+            );
+        }
+        let low = _mm256_loadu_si256(halves.add(p * PANEL) as *const __m256i);
+        let high = _mm256_loadu_si256(halves.add(p * PANEL + 16) as *const __m256i);
+        if FORMAT == BF16 {
+            let widen = |v| _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+            (widen(low), widen(high))
+        } else {
+            (_mm512_cvtph_ps(low), _mm512_cvtph_ps(high))
+        }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_rows<const R: usize>(t: &Tile) {
+    unsafe fn tile_rows<const R: usize, const FORMAT: u8>(t: &Tile) {
+        let (f32s, halves) = match t.b {
+            PanelPtr::F32(b) => (b, std::ptr::null()),
+            PanelPtr::Half(b, _) => (std::ptr::null(), b),
+        };
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for p in 0..t.depth {
-            let b0 = _mm512_loadu_ps(t.b.add(p * PANEL));
-            let b1 = _mm512_loadu_ps(t.b.add(p * PANEL + 16));
+            let (b0, b1) = panel_row::<FORMAT>(f32s, halves, p);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm512_set1_ps(*t.a.add(p * R + r));
                 acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
@@ -554,7 +778,7 @@ mod portable {
             let rows = ROWS.min(t.rows - r);
             let mut acc = [[0f32; PANEL]; ROWS];
             for p in 0..t.depth {
-                let b = std::slice::from_raw_parts(t.b.add(p * PANEL), PANEL);
+                let b = std::slice::from_raw_parts(t.b.f32().add(p * PANEL), PANEL);
                 for (i, acc) in acc.iter_mut().enumerate().take(rows) {
                     let a = *t.a.add(p * t.rows + r + i);
                     for j in 0..PANEL {
@@ -621,7 +845,7 @@ mod portable {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn block<const R: usize>(t: &Tile, r0: usize, half: usize) {
             let col = half * 16;
-            let b = t.b.add(col);
+            let b = t.b.f32().add(col);
             let a = t.a.add(r0);
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for p in 0..t.depth {
@@ -770,5 +994,75 @@ mod tests {
         assert_eq!(balanced_block_rows(3200, 256, 4, 2), 232);
         assert_eq!(balanced_block_rows(100, 30, 32, 2), 32);
         assert_eq!(balanced_block_rows(1, 100, 8, 1), 8);
+    }
+
+    #[test]
+    fn half_weights_give_the_products_of_their_widened_values() {
+        // Bit for bit what the f32 panels of the same (exactly widened) values give: one
+        // row (a decode step), a few, and many, serial and parallel.
+        for (m, k, n) in [(1, 896, 200), (3, 37, 33), (40, 300, 70), (1, 1536, 5000)] {
+            let (x, w, b) = (values(m * k, 0.9), values(n * k, 4.1), values(n, 0.3));
+            for format in [HalfFormat::Bf16, HalfFormat::F16] {
+                let bits: Vec<u16> = w
+                    .iter()
+                    .map(|&v| match format {
+                        HalfFormat::Bf16 => half::bf16::from_f32(v).to_bits(),
+                        HalfFormat::F16 => half::f16::from_f32(v).to_bits(),
+                    })
+                    .collect();
+                let mut widened = vec![0f32; bits.len()];
+                format.widen(&bits, &mut widened);
+                let half = PackedWeight::pack_half(n, k, &bits, format);
+                assert_eq!(half.memory_bytes(), n.div_ceil(PANEL) * PANEL * k * 2);
+                let full = PackedWeight::pack(n, k, &widened);
+                let x = Matrix {
+                    rows: m,
+                    cols: k,
+                    data: x.clone(),
+                };
+                let bias = Matrix {
+                    rows: 1,
+                    cols: n,
+                    data: b.clone(),
+                };
+                let got = linear(&x, &half, Some(&bias), Activation::Gelu).unwrap();
+                let want = linear(&x, &full, Some(&bias), Activation::Gelu).unwrap();
+                assert_eq!(got, want, "{m}x{k}x{n} {format:?}");
+                let reference = reference(m, k, n, &x.data, &widened, &b);
+                let plain = linear(&x, &half, Some(&bias), Activation::Identity).unwrap();
+                let worst = plain
+                    .data
+                    .iter()
+                    .zip(&reference)
+                    .map(|(g, w)| (*g as f64 - w).abs() / (1.0 + w.abs()))
+                    .fold(0.0, f64::max);
+                assert!(worst < 1e-5, "{m}x{k}x{n} {format:?}: {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn output_rows_come_back_from_every_layout() {
+        let (n, k) = (70, 45);
+        let w = values(n * k, 1.1);
+        let bits: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let rounded: Vec<f32> = w.iter().map(|&v| round_bf16(v)).collect();
+        for (packed, want) in [
+            (PackedWeight::pack(n, k, &w), &w),
+            (
+                PackedWeight::pack_half(n, k, &bits, HalfFormat::Bf16),
+                &rounded,
+            ),
+            (PackedWeight::pack_bf16(n, k, &w), &rounded),
+        ] {
+            let mut row = vec![0f32; k];
+            for j in [0, 31, 32, 69] {
+                packed.copy_output_row(j, &mut row);
+                assert_eq!(row, want[j * k..][..k], "row {j}");
+            }
+        }
     }
 }

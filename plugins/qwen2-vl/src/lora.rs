@@ -4,7 +4,8 @@
 
 use crate::weights::{canonical_name, read_safetensors, Checkpoint};
 use crate::{read_to_string, Error, Result};
-use marquee_kernels::cpu::matvec;
+use marquee_kernels::cpu::packed::PackedWeight;
+use marquee_kernels::cpu::{matvec, packed};
 use marquee_kernels::{Activation, Matrix};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -29,11 +30,11 @@ impl LinearRegistry {
     }
 }
 
-/// A linear layer, `weight` stored `out × in` as in PyTorch.
+/// A linear layer, `weight` (`out × in` as in PyTorch) packed for products.
 #[derive(Debug)]
 pub struct Linear {
     id: usize,
-    weight: Matrix,
+    weight: PackedWeight,
     bias: Option<Matrix>,
 }
 
@@ -47,7 +48,7 @@ impl Linear {
         (out, input): (usize, usize),
         bias: bool,
     ) -> Result<Self> {
-        let weight = checkpoint.matrix(&format!("{name}.weight"), &[out, input])?;
+        let weight = checkpoint.linear_weight(&format!("{name}.weight"), &[out, input])?;
         let bias = bias
             .then(|| checkpoint.row(&format!("{name}.bias"), out))
             .transpose()?;
@@ -58,7 +59,7 @@ impl Linear {
     pub fn new(
         registry: &mut LinearRegistry,
         name: &str,
-        weight: Matrix,
+        weight: PackedWeight,
         bias: Option<Matrix>,
     ) -> Self {
         let id = registry.ids.len();
@@ -68,7 +69,7 @@ impl Linear {
 
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.weight.rows
+        self.weight.out_features()
     }
 
     /// `activation(x·Wᵀ + b)` plus the LoRA deltas of `adapters`, whose deltas are added
@@ -102,14 +103,14 @@ impl Linear {
             })
             .collect::<Result<_>>()?;
         if deltas.is_empty() {
-            return Ok(matvec::linear(
+            return Ok(packed::linear(
                 x,
                 &self.weight,
                 self.bias.as_ref(),
                 activation,
             )?);
         }
-        let mut y = matvec::linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
+        let mut y = packed::linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
         for (start, delta) in deltas {
             let at = start * y.cols;
             y.data[at..at + delta.data.len()]
@@ -260,7 +261,7 @@ impl LoraAdapter {
             let matrix = Matrix {
                 rows: tensor.shape[0],
                 cols: tensor.shape[1],
-                data: tensor.data,
+                data: tensor.into_f32(),
             };
             halves.insert((canonical_name(module), is_a), matrix);
         }
@@ -307,15 +308,17 @@ impl LoraAdapter {
     /// Checks each adapted layer's shapes against the model's layers.
     pub(crate) fn check_shapes(&self, layer: &Linear) -> Result<()> {
         if let Some(Some(pair)) = self.pairs.get(layer.id) {
-            if pair.a.cols != layer.weight.cols || pair.b.rows != layer.weight.rows {
+            if pair.a.cols != layer.weight.in_features()
+                || pair.b.rows != layer.weight.out_features()
+            {
                 return Err(Error::Adapter(format!(
                     "a LoRA pair of shapes {}x{} / {}x{} does not fit a {}x{} layer",
                     pair.a.rows,
                     pair.a.cols,
                     pair.b.rows,
                     pair.b.cols,
-                    layer.weight.rows,
-                    layer.weight.cols
+                    layer.weight.out_features(),
+                    layer.weight.in_features()
                 )));
             }
         }

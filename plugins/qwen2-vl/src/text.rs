@@ -16,7 +16,7 @@ use crate::{Error, Result};
 use marquee_kernels::cpu::decoder::{
     add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul,
 };
-use marquee_kernels::cpu::matvec;
+use marquee_kernels::cpu::packed::{self, PackedWeight};
 use marquee_kernels::{Activation, Matrix};
 use rayon::prelude::*;
 
@@ -38,12 +38,22 @@ struct DecoderLayer {
 #[derive(Debug)]
 pub struct TextDecoder {
     config: TextConfig,
-    embed: Matrix,
+    /// The token embedding's rows; `None` when tied to the head, which holds them.
+    embed: Option<Matrix>,
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
-    /// `None` when tied to the embedding.
-    lm_head: Option<Linear>,
+    /// The LM head: `lm_head.weight`, or the embedding's values when tied.
+    lm_head: Head,
     rope: MRope,
+}
+
+/// The LM head.
+#[derive(Debug)]
+enum Head {
+    /// Its own weight, which LoRA adapters may target.
+    Untied(Linear),
+    /// The token embedding's values, packed for products.
+    Tied(PackedWeight),
 }
 
 /// One sequence's span of rows in a forward batch.
@@ -69,8 +79,17 @@ impl TextDecoder {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let kv = config.num_key_value_heads * config.head_dim();
         let p = "model.language_model";
-        let embed =
-            checkpoint.matrix(&format!("{p}.embed_tokens.weight"), &[config.vocab_size, h])?;
+        let embed_name = format!("{p}.embed_tokens.weight");
+        let tied_head = if tied && !checkpoint.contains("lm_head.weight") {
+            let weight = checkpoint.linear_weight(&embed_name, &[config.vocab_size, h]);
+            Some(weight?)
+        } else {
+            None
+        };
+        let embed = match tied_head {
+            Some(_) => None,
+            None => Some(checkpoint.matrix(&embed_name, &[config.vocab_size, h])?),
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let n = format!("{p}.layers.{l}");
@@ -101,18 +120,16 @@ impl TextDecoder {
             });
         }
         let norm = checkpoint.row(&format!("{p}.norm.weight"), h)?.data;
-        let lm_head = if checkpoint.contains("lm_head.weight") {
-            Some(Linear::load(
+        let lm_head = match tied_head {
+            Some(weight) => Head::Tied(weight),
+            None if checkpoint.contains("lm_head.weight") => Head::Untied(Linear::load(
                 checkpoint,
                 registry,
                 "lm_head",
                 (config.vocab_size, h),
                 false,
-            )?)
-        } else if tied {
-            None
-        } else {
-            return Err(Error::Weights("untied model without lm_head.weight".into()));
+            )?),
+            None => return Err(Error::Weights("untied model without lm_head.weight".into())),
         };
         Ok(Self {
             rope: MRope::new(config.rope_theta, config.head_dim(), &config.mrope_section),
@@ -129,12 +146,17 @@ impl TextDecoder {
         let h = self.config.hidden_size;
         let mut out = Matrix::zeros(ids.len(), h);
         for (row, &id) in out.data.chunks_exact_mut(h).zip(ids) {
-            if id as usize >= self.embed.rows {
+            let id = id as usize;
+            if id >= self.config.vocab_size {
                 return Err(Error::Request(format!(
                     "token id {id} is outside the vocabulary"
                 )));
             }
-            row.copy_from_slice(self.embed.row(id as usize));
+            match (&self.embed, &self.lm_head) {
+                (Some(embed), _) => row.copy_from_slice(embed.row(id)),
+                (None, Head::Tied(weight)) => weight.copy_output_row(id, row),
+                (None, Head::Untied(_)) => unreachable!("an untied model keeps its embedding"),
+            }
         }
         Ok(out)
     }
@@ -260,13 +282,8 @@ impl TextDecoder {
     /// Logits of normed hidden rows; `adapters` index those rows.
     pub fn logits(&self, hidden: &Matrix, adapters: &AdapterRows<'_>) -> Result<Matrix> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden, adapters, Activation::Identity),
-            None => Ok(matvec::linear(
-                hidden,
-                &self.embed,
-                None,
-                Activation::Identity,
-            )?),
+            Head::Untied(head) => head.forward(hidden, adapters, Activation::Identity),
+            Head::Tied(embed) => Ok(packed::linear(hidden, embed, None, Activation::Identity)?),
         }
     }
 
@@ -275,6 +292,9 @@ impl TextDecoder {
         self.layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-            .chain(self.lm_head.as_ref())
+            .chain(match &self.lm_head {
+                Head::Untied(head) => Some(head),
+                Head::Tied(_) => None,
+            })
     }
 }

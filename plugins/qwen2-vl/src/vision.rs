@@ -72,7 +72,7 @@ impl VisionTower {
         let patch_embed = Linear::new(
             registry,
             &format!("{p}.patch_embed.proj"),
-            checkpoint.matrix(&format!("{p}.patch_embed.proj.weight"), &patch_shape)?,
+            checkpoint.linear_weight(&format!("{p}.patch_embed.proj.weight"), &patch_shape)?,
             None,
         );
         let mut blocks = Vec::with_capacity(config.depth);

@@ -1,23 +1,64 @@
 //! The checkpoint: `model.safetensors`, or the shards listed by
-//! `model.safetensors.index.json`, with f32, bf16 or f16 tensors widened to f32. Names
+//! `model.safetensors.index.json`, with f32, bf16 or f16 tensors. bf16 and f16 tensors
+//! stay 16-bit until the model takes them: linear layers' weights keep them (their
+//! products widen them exactly as they go), everything else is widened to f32. Names
 //! are brought to the newer layout (`model.language_model.*`, `model.visual.*`,
 //! `lm_head.*`) whichever layout the files use (the older one is `model.*`, `visual.*`),
 //! as transformers' `_checkpoint_conversion_mapping` does.
 
 use crate::{Error, Result};
+use marquee_kernels::cpu::packed::{HalfFormat, PackedWeight};
 use marquee_kernels::Matrix;
 use marquee_plugin_api::weights::floats;
-use safetensors::SafeTensors;
+use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-/// A tensor widened to f32, row-major.
+/// A tensor, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
     /// The values.
-    pub data: Vec<f32>,
+    pub data: TensorData,
+}
+
+/// A tensor's values as the file stores them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// f32 (or wider, narrowed).
+    F32(Vec<f32>),
+    /// bf16 or f16 bit patterns.
+    Half(Vec<u16>, HalfFormat),
+}
+
+impl Tensor {
+    /// The values as f32 (16-bit values widened exactly).
+    pub fn into_f32(self) -> Vec<f32> {
+        match self.data {
+            TensorData::F32(values) => values,
+            TensorData::Half(bits, format) => {
+                let mut values = vec![0.0; bits.len()];
+                format.widen(&bits, &mut values);
+                values
+            }
+        }
+    }
+}
+
+/// The values of a tensor of element type `dtype` stored as `bytes`, `None` when they
+/// are not floating point.
+fn tensor_data(dtype: Dtype, bytes: &[u8]) -> Option<TensorData> {
+    let format = match dtype {
+        Dtype::BF16 => HalfFormat::Bf16,
+        Dtype::F16 => HalfFormat::F16,
+        _ => return floats(dtype, bytes).map(TensorData::F32),
+    };
+    let bits = bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    Some(TensorData::Half(bits, format))
 }
 
 /// Every tensor of a checkpoint, by its name in the newer layout.
@@ -55,7 +96,7 @@ pub(crate) fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     file.tensors()
         .into_iter()
         .map(|(name, view)| {
-            let data = floats(view.dtype(), view.data()).ok_or_else(|| {
+            let data = tensor_data(view.dtype(), view.data()).ok_or_else(|| {
                 Error::Weights(format!(
                     "{name}: element type {:?} is not a float",
                     view.dtype()
@@ -129,7 +170,18 @@ impl Checkpoint {
         Ok(Matrix {
             rows,
             cols,
-            data: t.data,
+            data: t.into_f32(),
+        })
+    }
+
+    /// `name` as a linear layer's `out × in` weight (flattened as [`Checkpoint::matrix`]),
+    /// packed for products; a bf16 or f16 tensor stays 16-bit.
+    pub fn linear_weight(&mut self, name: &str, shape: &[usize]) -> Result<PackedWeight> {
+        let t = self.take(name, shape)?;
+        let (rows, cols) = (shape[0], shape[1..].iter().product());
+        Ok(match t.data {
+            TensorData::F32(values) => PackedWeight::pack(rows, cols, &values),
+            TensorData::Half(bits, format) => PackedWeight::pack_half(rows, cols, &bits, format),
         })
     }
 
@@ -139,7 +191,7 @@ impl Checkpoint {
         Ok(Matrix {
             rows: 1,
             cols: len,
-            data: t.data,
+            data: t.into_f32(),
         })
     }
 
