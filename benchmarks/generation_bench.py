@@ -15,11 +15,12 @@ What it does:
 2. draws the prompt (seeded random ids of the BPE vocabulary, `--prompt-tokens` long);
 3. runs each system in a process of its own, one after the other: Marquee in-process
    (`marquee-bench generate`), transformers on the CPU, llama.cpp f32 and f16
-   (`generation_peers.py`): prompt processing tokens/s and time to first token on the whole
+   (`generation_peers.py`), and Marquee again on the bf16 copy of the checkpoint (its linear
+   weights kept 16-bit): prompt processing tokens/s and time to first token on the whole
    prompt, then greedy decode at batch 1 (`--new-tokens` after the prompt's first
    `--decode-prompt-tokens` ids, end tokens ignored): time to first token and tokens/s;
 4. [gRPC] aggregate tokens/s at 1 / 4 / 8 / 16 concurrent `GenerationService.GenerateStream`
-   streams against a release `marquee-server` serving the checkpoint; reported as missing when
+   streams against a release `marquee-server` serving the checkpoint, then its bf16 copy; reported as missing when
    the server or the service is not there;
 5. prints a table with Marquee ÷ peer ratios and writes the raw figures to
    benchmarks/results/generation.json.
@@ -47,7 +48,12 @@ RELEASE = os.path.join(REPO, "target", "release")
 PROTO_DIR = os.path.join(REPO, "proto")
 PROMPT_SEED = 20261206
 # The decode target of the issue, Marquee ÷ peer at batch 1.
-TARGETS = {"llama.cpp f32": 1.0, "transformers": 3.0}
+# Decode targets, per Marquee side: (peer, ratio). The bf16 checkpoint's peer at the same
+# precision is llama.cpp f16 (16-bit weights).
+TARGETS = {
+    "marquee": [("llama.cpp f32", 1.0), ("transformers", 3.0)],
+    "marquee bf16": [("llama.cpp f16", 1.0), ("transformers", 3.0)],
+}
 STREAMS_TARGET = 4.0
 
 
@@ -89,6 +95,7 @@ def in_process(paths, ids_file: str, args) -> list[dict]:
     peers = os.path.join(HERE, "generation_peers.py")
     systems = {
         "marquee": [exe("marquee-bench"), "generate", "--model", str(paths.vl), *common],
+        "marquee bf16": [exe("marquee-bench"), "generate", "--model", str(paths.vl_bf16), *common],
         "transformers": [sys.executable, peers, "transformers", "--model", str(paths.vl), *common],
         "llama.cpp f32": [sys.executable, peers, "llama-cpp", "--model", str(paths.gguf["f32"]),
                           "--label", "llama.cpp f32", *common],
@@ -194,15 +201,19 @@ def stream_sweep(addr: str, pb, pb_grpc, args) -> list[dict]:
 
 
 def grpc_part(paths, args) -> dict:
+    """The stream sweep against a server of each checkpoint: {"f32": ..., "bf16": ...}."""
     if not os.path.exists(exe("marquee-server")):
         return {"missing": f"{exe('marquee-server')} is not built"}
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            pb, pb_grpc = generation_stubs(work)
-            with generation_server(str(paths.vl), work, args.threads) as addr:
-                return {"steps": stream_sweep(addr, pb, pb_grpc, args)}
-    except Exception as e:  # noqa: BLE001 (the served path is reported, never fatal)
-        return {"missing": f"{type(e).__name__}: {e}"}
+    served = {}
+    for name, model_dir in (("f32", paths.vl), ("bf16", paths.vl_bf16)):
+        try:
+            with tempfile.TemporaryDirectory() as work:
+                pb, pb_grpc = generation_stubs(work)
+                with generation_server(str(model_dir), work, args.threads) as addr:
+                    served[name] = {"steps": stream_sweep(addr, pb, pb_grpc, args)}
+        except Exception as e:  # noqa: BLE001 (the served path is reported, never fatal)
+            served[name] = {"missing": f"{type(e).__name__}: {e}"}
+    return served
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -238,21 +249,25 @@ def print_report(reports: list[dict], served: dict, args) -> None:
               f"{d['time_to_first_token_ms']:>9.1f} {p['time_to_first_token_ms']:>15.1f} "
               f"{same:>6}/{len(d['tokens'])}")
     print("\n÷ = Marquee ÷ system (above 1: Marquee is faster)")
-    if ours:
-        for peer, want in TARGETS.items():
-            r = next((r for r in reports if r["system"] == peer and "missing" not in r), None)
-            if r:
-                got = ours["decode"]["tokens_per_s"] / r["decode"]["tokens_per_s"]
-                print(f"target decode ≥ {want:.1f}× {peer}: {got:.2f}× "
+    done = {r["system"]: r for r in reports if "missing" not in r}
+    for side, targets in TARGETS.items():
+        for peer, want in targets:
+            if side in done and peer in done:
+                got = done[side]["decode"]["tokens_per_s"] / done[peer]["decode"]["tokens_per_s"]
+                print(f"target {side} decode ≥ {want:.1f}× {peer}: {got:.2f}× "
                       f"{'met' if got >= want else 'NOT met'}")
     if "missing" in served:
         print(f"\ngRPC streams: missing ({served['missing'][:200]})")
-    else:
-        print("\ngRPC GenerateStream, aggregate")
-        for s in served["steps"]:
+        return
+    for checkpoint, sweep in served.items():
+        if "missing" in sweep:
+            print(f"\ngRPC streams, {checkpoint} checkpoint: missing ({sweep['missing'][:200]})")
+            continue
+        print(f"\ngRPC GenerateStream, aggregate, {checkpoint} checkpoint")
+        for s in sweep["steps"]:
             print(f"  {s['streams']:>3} streams: {s['tokens_per_s']:8.2f} tok/s "
                   f"({s['tokens']} tokens in {s['seconds']:.1f} s{', errors' if s['errors'] else ''})")
-        by = {s["streams"]: s["tokens_per_s"] for s in served["steps"]}
+        by = {s["streams"]: s["tokens_per_s"] for s in sweep["steps"]}
         if 1 in by and 8 in by and by[1] > 0:
             got = by[8] / by[1]
             print(f"target 8 streams ≥ {STREAMS_TARGET:.0f}× one stream: {got:.2f}× "

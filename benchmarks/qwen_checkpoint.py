@@ -1,7 +1,7 @@
 """The generation benchmark's checkpoint: random weights shaped like Qwen2.5-0.5B's text model,
 saved as a Qwen2.5-VL model directory (tiny vision tower; the benchmark is text-only), the same
-text weights as a plain `Qwen2ForCausalLM` directory for llama.cpp's converter, and GGUF f32 /
-f16 files made from it by `convert_hf_to_gguf.py`.
+directory saved bf16, the text weights as a plain `Qwen2ForCausalLM` directory for llama.cpp's
+converter, and GGUF f32 / f16 files made from it by `convert_hf_to_gguf.py`.
 
 The tokenizer is Qwen2's real byte-level BPE (151,643 tokens and their merges), read from the
 `ggml-vocab-qwen2.gguf` that llama-cpp-python's sdist ships, with Qwen2.5's 22 added tokens
@@ -91,6 +91,7 @@ class Paths:
         self.sdist = self.cache / "sdist"
         self.llama_cpp = self.sdist / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
         self.vl = self.cache / "qwen2.5-vl-0.5b-random"
+        self.vl_bf16 = self.cache / "qwen2.5-vl-0.5b-random-bf16"
         self.text = self.cache / "qwen2-0.5b-random-text"
         self.gguf = {p: self.cache / f"qwen2-0.5b-random-{p}.gguf" for p in ("f32", "f16")}
 
@@ -231,6 +232,24 @@ def make_vl_model(tok, out):
         {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643}))
 
 
+def make_bf16_model(vl, out):
+    """The Qwen2.5-VL directory with every tensor saved bf16, as released checkpoints are."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in vl.iterdir():
+        if path.suffix == ".safetensors":
+            tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(path)).items()}
+            save_file(tensors, str(out / path.name), metadata={"format": "pt"})
+        elif path.name == "config.json":
+            config = json.loads(path.read_text())
+            config["torch_dtype"] = "bfloat16"
+            (out / path.name).write_text(json.dumps(config, indent=2))
+        elif path.suffix in (".json", ".jinja"):
+            (out / path.name).write_bytes(path.read_bytes())
+
+
 def make_text_model(vl, out):
     """The Qwen2.5-VL directory's text weights as a `Qwen2ForCausalLM` (what llama.cpp's
     converter reads): same tensors, renamed, untouched."""
@@ -276,6 +295,9 @@ def ensure(paths=None):
         check_tokenizer(tok, paths.llama_cpp)
         print(f"making {paths.vl}", file=sys.stderr)
         make_vl_model(tok, paths.vl)
+    if not (paths.vl_bf16 / "config.json").exists():
+        print(f"making {paths.vl_bf16}", file=sys.stderr)
+        make_bf16_model(paths.vl, paths.vl_bf16)
     if not (paths.text / "model.safetensors").exists():
         print(f"making {paths.text}", file=sys.stderr)
         make_text_model(paths.vl, paths.text)

@@ -489,8 +489,15 @@ impl Job<'_> {
     fn run(&self, rows: Range<usize>, panels: Range<usize>) {
         let (tile, reads_half) = tile_kernel();
         let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
+        // One tile's rows keep no outputs worth keeping in cache over a depth block: each
+        // panel is then read once, start to end, as one stream.
+        let depth_block = if rows.len() <= TILE_ROWS {
+            self.k
+        } else {
+            DEPTH_BLOCK
+        };
         PACKED_ROWS.with_borrow_mut(|packed| {
-            self.pack_rows(rows.clone(), packed);
+            self.pack_rows(rows.clone(), depth_block, packed);
             WIDENED.with_borrow_mut(|widened| {
                 for first in panels.clone().step_by(group) {
                     let group = first..panels.end.min(first + group);
@@ -504,8 +511,8 @@ impl Job<'_> {
                             Panels::F32(widened)
                         }
                     };
-                    for depth in (0..self.k).step_by(DEPTH_BLOCK) {
-                        let depth_len = DEPTH_BLOCK.min(self.k - depth);
+                    for depth in (0..self.k).step_by(depth_block) {
+                        let depth_len = depth_block.min(self.k - depth);
                         let block = &packed[depth * rows.len()..];
                         for p in group.clone() {
                             let at = ((p - first) * self.k + depth) * PANEL;
@@ -576,10 +583,10 @@ impl Job<'_> {
     /// Copies the inputs of `rows` into `packed`: depth block after depth block, within
     /// one tile after tile, each tile's values input-major (`a[p * tile_rows + r]`) so
     /// a tile reads one stream.
-    fn pack_rows(&self, rows: Range<usize>, packed: &mut Vec<f32>) {
+    fn pack_rows(&self, rows: Range<usize>, depth_block: usize, packed: &mut Vec<f32>) {
         packed.resize(rows.len() * self.k, 0.0);
-        for depth in (0..self.k).step_by(DEPTH_BLOCK) {
-            let len = DEPTH_BLOCK.min(self.k - depth);
+        for depth in (0..self.k).step_by(depth_block) {
+            let len = depth_block.min(self.k - depth);
             let block = &mut packed[depth * rows.len()..][..len * rows.len()];
             let mut r = rows.start;
             while r < rows.end {
