@@ -487,11 +487,13 @@ impl Job<'_> {
     /// inputs packed once, then the panels in groups whose weights stay in L2, each
     /// group's outputs accumulated over the depth blocks while they stay in cache.
     fn run(&self, rows: Range<usize>, panels: Range<usize>) {
-        let (tile, reads_half) = tile_kernel();
+        let (tile, avx512) = tile_kernel();
         let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
         // One tile's rows keep no outputs worth keeping in cache over a depth block: each
-        // panel is then read once, start to end, as one stream.
-        let depth_block = if rows.len() <= TILE_ROWS {
+        // panel is then read once, start to end, as one stream. The AVX-512 tile sums such
+        // a pass in the depth blocks' order, so a row's values do not depend on how many
+        // rows it came with.
+        let depth_block = if avx512 && rows.len() <= TILE_ROWS {
             self.k
         } else {
             DEPTH_BLOCK
@@ -504,7 +506,7 @@ impl Job<'_> {
                     let span = first * self.k * PANEL..group.end * self.k * PANEL;
                     let weights = match self.panels {
                         Panels::F32(all) => Panels::F32(&all[span]),
-                        Panels::Half(all, format) if reads_half => Panels::Half(&all[span], format),
+                        Panels::Half(all, format) if avx512 => Panels::Half(&all[span], format),
                         Panels::Half(all, format) => {
                             widened.resize(span.len(), 0.0);
                             format.widen(&all[span], widened);
@@ -647,8 +649,9 @@ struct Tile {
     bias: *const f32,
 }
 
-/// The widest tile kernel this CPU runs, and whether it reads 16-bit panels (else they
-/// are widened to f32 first).
+/// The widest tile kernel this CPU runs, and whether it is the AVX-512 one: that one
+/// reads 16-bit panels (else they are widened to f32 first) and takes a depth longer
+/// than [`DEPTH_BLOCK`] in one pass.
 fn tile_kernel() -> (unsafe fn(Tile), bool) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -659,7 +662,7 @@ fn tile_kernel() -> (unsafe fn(Tile), bool) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{HalfFormat, PanelPtr, Tile, PANEL, TILE_ROWS};
+    use super::{HalfFormat, PanelPtr, Tile, DEPTH_BLOCK, PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
 
     /// Panel weights stored as f32.
@@ -721,15 +724,6 @@ mod avx512 {
             PanelPtr::F32(b) => (b, std::ptr::null()),
             PanelPtr::Half(b, _) => (std::ptr::null(), b),
         };
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for p in 0..t.depth {
-            let (b0, b1) = panel_row::<FORMAT>(f32s, halves, p);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*t.a.add(p * R + r));
-                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
-            }
-        }
         let low: __mmask16 = if t.cols >= 16 {
             0xffff
         } else {
@@ -747,9 +741,32 @@ mod avx512 {
             add0 = _mm512_maskz_loadu_ps(low, t.bias);
             add1 = _mm512_maskz_loadu_ps(high, t.bias.add(16));
         }
-        for (r, acc) in acc.iter().enumerate() {
+        // Sums over DEPTH_BLOCK inputs at a time, each added to the sum so far (the first
+        // to the bias): the order of the depth-blocked products, so a tile that takes
+        // the whole depth in one pass gives the same values.
+        let mut total = [[_mm512_setzero_ps(); 2]; R];
+        for start in (0..t.depth).step_by(DEPTH_BLOCK) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for p in start..t.depth.min(start + DEPTH_BLOCK) {
+                let (b0, b1) = panel_row::<FORMAT>(f32s, halves, p);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*t.a.add(p * R + r));
+                    acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+                }
+            }
+            for (total, acc) in total.iter_mut().zip(&acc) {
+                let (base0, base1) = if start == 0 {
+                    (add0, add1)
+                } else {
+                    (total[0], total[1])
+                };
+                *total = [_mm512_add_ps(acc[0], base0), _mm512_add_ps(acc[1], base1)];
+            }
+        }
+        for (r, total) in total.iter().enumerate() {
             let c = t.c.add(r * t.ldc);
-            let (mut v0, mut v1) = (_mm512_add_ps(acc[0], add0), _mm512_add_ps(acc[1], add1));
+            let (mut v0, mut v1) = (total[0], total[1]);
             if t.accumulate {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(low, c));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(high, c.add(16)));
@@ -1069,6 +1086,40 @@ mod tests {
             for j in [0, 31, 32, 69] {
                 packed.copy_output_row(j, &mut row);
                 assert_eq!(row, want[j * k..][..k], "row {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_values_alone_and_in_a_batch() {
+        // One row takes the whole depth in one pass, 20 rows go depth block by depth
+        // block: the sums are added in the same order, so the values are equal.
+        let (m, k, n) = (20, 896, 70);
+        let (x, w, b) = (values(m * k, 0.6), values(n * k, 2.9), values(n, 1.2));
+        let bits: Vec<u16> = w.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let bias = Matrix {
+            rows: 1,
+            cols: n,
+            data: b,
+        };
+        for weight in [
+            PackedWeight::pack(n, k, &w),
+            PackedWeight::pack_half(n, k, &bits, HalfFormat::Bf16),
+        ] {
+            let batch = Matrix {
+                rows: m,
+                cols: k,
+                data: x.clone(),
+            };
+            let all = linear(&batch, &weight, Some(&bias), Activation::Identity).unwrap();
+            for r in [0, 7, 19] {
+                let one = Matrix {
+                    rows: 1,
+                    cols: k,
+                    data: x[r * k..][..k].to_vec(),
+                };
+                let alone = linear(&one, &weight, Some(&bias), Activation::Identity).unwrap();
+                assert_eq!(alone.data, all.row(r), "row {r}");
             }
         }
     }
