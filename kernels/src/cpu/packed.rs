@@ -1096,7 +1096,10 @@ mod tests {
         // block: the sums are added in the same order, so the values are equal.
         let (m, k, n) = (20, 896, 70);
         let (x, w, b) = (values(m * k, 0.6), values(n * k, 2.9), values(n, 1.2));
-        let bits: Vec<u16> = w.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let bits: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
         let bias = Matrix {
             rows: 1,
             cols: n,
