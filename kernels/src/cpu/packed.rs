@@ -78,6 +78,14 @@ pub enum HalfFormat {
 }
 
 impl HalfFormat {
+    /// The f32 value of one bit pattern of this format.
+    pub fn to_f32(self, bits: u16) -> f32 {
+        match self {
+            HalfFormat::Bf16 => half::bf16::from_bits(bits).to_f32(),
+            HalfFormat::F16 => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+
     /// Widens `values` (bit patterns of this format) into `out`, which is as long.
     pub fn widen(self, values: &[u16], out: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
@@ -141,21 +149,12 @@ impl PackedWeight {
         format: HalfFormat,
     ) -> Self {
         assert_eq!(weight.len(), out_features * in_features);
-        let panel_len = (in_features * PANEL).max(1);
         let mut panels = vec![0u16; out_features.div_ceil(PANEL) * in_features * PANEL];
-        let fill = |(p, panel): (usize, &mut [u16])| {
-            for j in 0..PANEL.min(out_features - p * PANEL) {
-                let row = &weight[(p * PANEL + j) * in_features..][..in_features];
-                for (i, &v) in row.iter().enumerate() {
-                    panel[i * PANEL + j] = v;
-                }
-            }
-        };
-        if panels.len() >= PARALLEL_WORK {
-            panels.par_chunks_mut(panel_len).enumerate().for_each(fill);
-        } else {
-            panels.chunks_mut(panel_len).enumerate().for_each(fill);
-        }
+        fill_panels(&mut panels, in_features, |p, panel| {
+            copy_rows_into_panel(p, panel, out_features, in_features, |j| {
+                &weight[j * in_features..][..in_features]
+            })
+        });
         Self {
             out_features,
             in_features,
@@ -170,11 +169,7 @@ impl PackedWeight {
         row: impl Fn(usize) -> &'a [f32] + Sync,
     ) -> Self {
         Self::build(out_features, in_features, |p, panel| {
-            for j in 0..PANEL.min(out_features - p * PANEL) {
-                for (i, &v) in row(p * PANEL + j)[..in_features].iter().enumerate() {
-                    panel[i * PANEL + j] = v;
-                }
-            }
+            copy_rows_into_panel(p, panel, out_features, in_features, &row)
         })
     }
 
@@ -204,16 +199,7 @@ impl PackedWeight {
         let len = panels * in_features * PANEL;
         let mut packed = vec![0f32; len + CACHE_LINE_FLOATS];
         let start = packed.as_ptr().align_offset(64).min(CACHE_LINE_FLOATS);
-        let chunks = packed[start..start + len].chunks_mut((in_features * PANEL).max(1));
-        if len >= PARALLEL_WORK {
-            chunks
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(p, panel)| fill(p, panel));
-        } else {
-            chunks.enumerate().for_each(|(p, panel)| fill(p, panel));
-        }
+        fill_panels(&mut packed[start..start + len], in_features, fill);
         Self {
             out_features,
             in_features,
@@ -243,7 +229,7 @@ impl PackedWeight {
             }
             Values::Half { panels, format } => {
                 for (i, o) in out.iter_mut().enumerate() {
-                    format.widen(&panels[at(i)..][..1], std::slice::from_mut(o));
+                    *o = format.to_f32(panels[at(i)]);
                 }
             }
             Values::Amx(panels) => panels.copy_output_row(j, out),
@@ -266,6 +252,43 @@ impl PackedWeight {
             Values::F32 { panels, .. } => panels.len() * std::mem::size_of::<f32>(),
             Values::Amx(panels) => panels.memory_bytes(),
             Values::Half { panels, .. } => panels.len() * 2,
+        }
+    }
+}
+
+/// Splits `values` into panels of `in_features × PANEL` and fills each with
+/// `fill(p, panel)`, in parallel for large weights.
+fn fill_panels<T: Send>(
+    values: &mut [T],
+    in_features: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let panel_len = (in_features * PANEL).max(1);
+    if values.len() >= PARALLEL_WORK {
+        values
+            .par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(p, panel)| fill(p, panel));
+    } else {
+        values
+            .chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(p, panel)| fill(p, panel));
+    }
+}
+
+/// Fills panel `p` from the weight's rows (`row(j)`: output feature `j`'s `in_features`
+/// values), input-major: `panel[i * PANEL + j]`.
+fn copy_rows_into_panel<'a, T: Copy + 'a>(
+    p: usize,
+    panel: &mut [T],
+    out_features: usize,
+    in_features: usize,
+    row: impl Fn(usize) -> &'a [T],
+) {
+    for j in 0..PANEL.min(out_features - p * PANEL) {
+        for (i, &v) in row(p * PANEL + j)[..in_features].iter().enumerate() {
+            panel[i * PANEL + j] = v;
         }
     }
 }

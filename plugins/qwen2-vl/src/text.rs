@@ -38,21 +38,18 @@ struct DecoderLayer {
 #[derive(Debug)]
 pub struct TextDecoder {
     config: TextConfig,
-    /// The token embedding's rows; `None` when tied to the head, which holds them.
-    embed: Option<Matrix>,
+    embedding: Embedding,
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
-    /// The LM head: `lm_head.weight`, or the embedding's values when tied.
-    lm_head: Head,
     rope: MRope,
 }
 
-/// The LM head.
+/// The token embedding and the LM head.
 #[derive(Debug)]
-enum Head {
-    /// Its own weight, which LoRA adapters may target.
-    Untied(Linear),
-    /// The token embedding's values, packed for products.
+enum Embedding {
+    /// Two weights: the embedding's rows, and the head (which LoRA adapters may target).
+    Untied { rows: Matrix, head: Linear },
+    /// One weight, packed for the head's products; its output rows are the embedding's.
     Tied(PackedWeight),
 }
 
@@ -79,17 +76,6 @@ impl TextDecoder {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let kv = config.num_key_value_heads * config.head_dim();
         let p = "model.language_model";
-        let embed_name = format!("{p}.embed_tokens.weight");
-        let tied_head = if tied && !checkpoint.contains("lm_head.weight") {
-            let weight = checkpoint.linear_weight(&embed_name, &[config.vocab_size, h]);
-            Some(weight?)
-        } else {
-            None
-        };
-        let embed = match tied_head {
-            Some(_) => None,
-            None => Some(checkpoint.matrix(&embed_name, &[config.vocab_size, h])?),
-        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let n = format!("{p}.layers.{l}");
@@ -120,24 +106,30 @@ impl TextDecoder {
             });
         }
         let norm = checkpoint.row(&format!("{p}.norm.weight"), h)?.data;
-        let lm_head = match tied_head {
-            Some(weight) => Head::Tied(weight),
-            None if checkpoint.contains("lm_head.weight") => Head::Untied(Linear::load(
-                checkpoint,
-                registry,
-                "lm_head",
-                (config.vocab_size, h),
-                false,
-            )?),
-            None => return Err(Error::Weights("untied model without lm_head.weight".into())),
+        // After the layers, so the head is registered last, as it always was.
+        let embed_name = format!("{p}.embed_tokens.weight");
+        let embedding = if checkpoint.contains("lm_head.weight") {
+            Embedding::Untied {
+                rows: checkpoint.matrix(&embed_name, &[config.vocab_size, h])?,
+                head: Linear::load(
+                    checkpoint,
+                    registry,
+                    "lm_head",
+                    (config.vocab_size, h),
+                    false,
+                )?,
+            }
+        } else if tied {
+            Embedding::Tied(checkpoint.linear_weight(&embed_name, &[config.vocab_size, h])?)
+        } else {
+            return Err(Error::Weights("untied model without lm_head.weight".into()));
         };
         Ok(Self {
             rope: MRope::new(config.rope_theta, config.head_dim(), &config.mrope_section),
             config: config.clone(),
-            embed,
+            embedding,
             layers,
             norm,
-            lm_head,
         })
     }
 
@@ -152,10 +144,9 @@ impl TextDecoder {
                     "token id {id} is outside the vocabulary"
                 )));
             }
-            match (&self.embed, &self.lm_head) {
-                (Some(embed), _) => row.copy_from_slice(embed.row(id)),
-                (None, Head::Tied(weight)) => weight.copy_output_row(id, row),
-                (None, Head::Untied(_)) => unreachable!("an untied model keeps its embedding"),
+            match &self.embedding {
+                Embedding::Untied { rows, .. } => row.copy_from_slice(rows.row(id)),
+                Embedding::Tied(weight) => weight.copy_output_row(id, row),
             }
         }
         Ok(out)
@@ -281,9 +272,11 @@ impl TextDecoder {
 
     /// Logits of normed hidden rows; `adapters` index those rows.
     pub fn logits(&self, hidden: &Matrix, adapters: &AdapterRows<'_>) -> Result<Matrix> {
-        match &self.lm_head {
-            Head::Untied(head) => head.forward(hidden, adapters, Activation::Identity),
-            Head::Tied(embed) => Ok(packed::linear(hidden, embed, None, Activation::Identity)?),
+        match &self.embedding {
+            Embedding::Untied { head, .. } => head.forward(hidden, adapters, Activation::Identity),
+            Embedding::Tied(weight) => {
+                Ok(packed::linear(hidden, weight, None, Activation::Identity)?)
+            }
         }
     }
 
@@ -292,9 +285,9 @@ impl TextDecoder {
         self.layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-            .chain(match &self.lm_head {
-                Head::Untied(head) => Some(head),
-                Head::Tied(_) => None,
+            .chain(match &self.embedding {
+                Embedding::Untied { head, .. } => Some(head),
+                Embedding::Tied(_) => None,
             })
     }
 }
