@@ -34,6 +34,27 @@ pub fn silu_mul(gate: &mut Matrix, up: &Matrix) {
         .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
 }
 
+/// SwiGLU's gate on stacked projections: row `r` of the result is
+/// `silu(gate) · up`, `gate` and `up` the first and second halves of `gate_up`'s row `r`.
+///
+/// # Panics
+/// When `gate_up` has an odd number of columns.
+pub fn silu_mul_halves(gate_up: &Matrix) -> Matrix {
+    assert!(gate_up.cols.is_multiple_of(2), "gate and up must be of one width");
+    let width = gate_up.cols / 2;
+    let mut out = Matrix::zeros(gate_up.rows, width);
+    out.data
+        .par_chunks_mut(width.max(1))
+        .zip(gate_up.data.par_chunks(gate_up.cols.max(1)))
+        .for_each(|(out, row)| {
+            let (gate, up) = row.split_at(width);
+            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                *o = *g / (1.0 + (-*g).exp()) * u;
+            }
+        });
+    out
+}
+
 /// `x += y` element-wise.
 pub fn add_in_place(x: &mut Matrix, y: &Matrix) {
     x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);

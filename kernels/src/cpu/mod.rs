@@ -31,6 +31,18 @@ use crate::{
 };
 use rayon::prelude::*;
 
+/// Runs `body` on a worker thread of the current rayon pool (the global one when the
+/// caller is in none) and returns its result. A sequence of parallel ops inside it (a
+/// decode step's products) then splits each op from a worker, instead of sending every
+/// op to the pool and sleeping until it is done.
+pub fn on_worker<R: Send>(body: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        body()
+    } else {
+        rayon::scope(|_| body())
+    }
+}
+
 /// A row-major `rows × cols` matrix in host memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Matrix {

@@ -15,6 +15,7 @@ use crate::rope::Position3;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::text::Segment;
 use crate::{Error, Result};
+use marquee_kernels::cpu::on_worker;
 use marquee_kernels::Matrix;
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -325,9 +326,11 @@ impl<M: Deref<Target = Qwen2VlModel>> Generator<M> {
                 let adapter = self.sequences[&share.seq].request.adapter.as_deref();
                 head_rows.push(i, i + 1, adapter);
             }
-            let model = &*self.model;
-            let normed = model.text.forward(x, &segments, &mut self.cache, &wanted)?;
-            last_hidden = model.text.logits(&normed, &head_rows)?;
+            let (model, cache) = (&*self.model, &mut self.cache);
+            last_hidden = on_worker(|| {
+                let normed = model.text.forward(x, &segments, cache, &wanted)?;
+                model.text.logits(&normed, &head_rows)
+            })?;
         }
         let mut logits = last_hidden;
         let vocab = logits.cols;

@@ -9,6 +9,7 @@ use marquee_kernels::cpu::{matvec, packed};
 use marquee_kernels::{Activation, Matrix};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 /// The model's linear layers by name, numbered in load order (an adapter keeps its
@@ -28,14 +29,33 @@ impl LinearRegistry {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Registers a layer under `name` and returns its number.
+    fn register(&mut self, name: &str) -> usize {
+        let id = self.ids.len();
+        self.ids.insert(name.to_string(), id);
+        id
+    }
 }
 
-/// A linear layer, `weight` (`out × in` as in PyTorch) packed for products.
+/// A linear layer, `weight` (`out × in` as in PyTorch) packed for products. It may
+/// stack several of the model's layers that read the same input (q, k and v; gate and
+/// up): each is a range of its output columns, with its own LoRA pairs, and one product
+/// (one pass of a decode step over the weights) serves them all.
 #[derive(Debug)]
 pub struct Linear {
-    id: usize,
+    parts: Vec<Part>,
     weight: PackedWeight,
     bias: Option<Matrix>,
+}
+
+/// One of the model's layers within a [`Linear`].
+#[derive(Debug)]
+struct Part {
+    /// Its number in the registry.
+    id: usize,
+    /// Its output columns.
+    columns: Range<usize>,
 }
 
 impl Linear {
@@ -48,11 +68,46 @@ impl Linear {
         (out, input): (usize, usize),
         bias: bool,
     ) -> Result<Self> {
-        let weight = checkpoint.linear_weight(&format!("{name}.weight"), &[out, input])?;
-        let bias = bias
-            .then(|| checkpoint.row(&format!("{name}.bias"), out))
-            .transpose()?;
-        Ok(Self::new(registry, name, weight, bias))
+        Self::load_stacked(checkpoint, registry, &[(name, out)], input, bias)
+    }
+
+    /// Loads the layers `names` (each `(name, out)`, all reading `input` features) as
+    /// one, their outputs side by side in that order, registering each under its name.
+    pub fn load_stacked(
+        checkpoint: &mut Checkpoint,
+        registry: &mut LinearRegistry,
+        names: &[(&str, usize)],
+        input: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let suffixed = |suffix: &str| -> Vec<(String, usize)> {
+            names
+                .iter()
+                .map(|&(name, out)| (format!("{name}.{suffix}"), out))
+                .collect()
+        };
+        let weight = checkpoint.stacked_linear_weight(&suffixed("weight"), input)?;
+        let bias = if bias {
+            Some(checkpoint.stacked_row(&suffixed("bias"))?)
+        } else {
+            None
+        };
+        let mut start = 0;
+        let parts = names
+            .iter()
+            .map(|&(name, out)| {
+                start += out;
+                Part {
+                    id: registry.register(name),
+                    columns: start - out..start,
+                }
+            })
+            .collect();
+        Ok(Self {
+            parts,
+            weight,
+            bias,
+        })
     }
 
     /// A layer from its matrices, registered under `name`.
@@ -62,35 +117,40 @@ impl Linear {
         weight: PackedWeight,
         bias: Option<Matrix>,
     ) -> Self {
-        let id = registry.ids.len();
-        registry.ids.insert(name.to_string(), id);
-        Self { id, weight, bias }
+        Self {
+            parts: vec![Part {
+                id: registry.register(name),
+                columns: 0..weight.out_features(),
+            }],
+            weight,
+            bias,
+        }
     }
 
-    /// Output features.
+    /// Output features (of all its layers together).
     pub fn out_features(&self) -> usize {
         self.weight.out_features()
     }
 
     /// `activation(x·Wᵀ + b)` plus the LoRA deltas of `adapters`, whose deltas are added
-    /// before the activation. A few rows (decode steps) take the matrix-vector path.
+    /// before the activation.
     pub fn forward(
         &self,
         x: &Matrix,
         adapters: &AdapterRows<'_>,
         activation: Activation,
     ) -> Result<Matrix> {
-        let deltas: Vec<(usize, Matrix)> = adapters
+        // Per adapted (row span, layer): the delta of those rows and columns.
+        let deltas: Vec<(usize, &Range<usize>, Matrix)> = adapters
             .spans
             .iter()
-            .filter_map(|&(start, end, adapter)| {
-                adapter
-                    .pairs
-                    .get(self.id)?
-                    .as_ref()
-                    .map(|pair| (start, end, pair))
+            .flat_map(|&(start, end, adapter)| {
+                self.parts.iter().filter_map(move |part| {
+                    let pair = adapter.pairs.get(part.id)?.as_ref()?;
+                    Some((start, end, &part.columns, pair))
+                })
             })
-            .map(|(start, end, pair)| {
+            .map(|(start, end, columns, pair)| {
                 let rows = Matrix {
                     rows: end - start,
                     cols: x.cols,
@@ -99,7 +159,7 @@ impl Linear {
                 let down = matvec::linear(&rows, &pair.a, None, Activation::Identity)?;
                 let mut up = matvec::linear(&down, &pair.b, None, Activation::Identity)?;
                 up.data.iter_mut().for_each(|v| *v *= pair.scale);
-                Ok((start, up))
+                Ok((start, columns, up))
             })
             .collect::<Result<_>>()?;
         if deltas.is_empty() {
@@ -111,12 +171,14 @@ impl Linear {
             )?);
         }
         let mut y = packed::linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
-        for (start, delta) in deltas {
-            let at = start * y.cols;
-            y.data[at..at + delta.data.len()]
-                .iter_mut()
-                .zip(&delta.data)
-                .for_each(|(v, d)| *v += d);
+        let width = y.cols;
+        for (start, columns, delta) in deltas {
+            for (r, delta_row) in delta.data.chunks_exact(delta.cols).enumerate() {
+                y.data[(start + r) * width..][columns.clone()]
+                    .iter_mut()
+                    .zip(delta_row)
+                    .for_each(|(v, d)| *v += d);
+            }
         }
         match activation {
             Activation::Identity => {}
@@ -307,18 +369,15 @@ impl LoraAdapter {
 
     /// Checks each adapted layer's shapes against the model's layers.
     pub(crate) fn check_shapes(&self, layer: &Linear) -> Result<()> {
-        if let Some(Some(pair)) = self.pairs.get(layer.id) {
-            if pair.a.cols != layer.weight.in_features()
-                || pair.b.rows != layer.weight.out_features()
-            {
+        for part in &layer.parts {
+            let Some(Some(pair)) = self.pairs.get(part.id) else {
+                continue;
+            };
+            let (out, input) = (part.columns.len(), layer.weight.in_features());
+            if pair.a.cols != input || pair.b.rows != out {
                 return Err(Error::Adapter(format!(
-                    "a LoRA pair of shapes {}x{} / {}x{} does not fit a {}x{} layer",
-                    pair.a.rows,
-                    pair.a.cols,
-                    pair.b.rows,
-                    pair.b.cols,
-                    layer.weight.out_features(),
-                    layer.weight.in_features()
+                    "a LoRA pair of shapes {}x{} / {}x{} does not fit a {out}x{input} layer",
+                    pair.a.rows, pair.a.cols, pair.b.rows, pair.b.cols,
                 )));
             }
         }

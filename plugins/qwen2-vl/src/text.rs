@@ -14,7 +14,7 @@ use crate::rope::{MRope, Position3};
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
 use marquee_kernels::cpu::decoder::{
-    add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul,
+    add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul_halves,
 };
 use marquee_kernels::cpu::packed::{self, PackedWeight};
 use marquee_kernels::{Activation, Matrix};
@@ -25,12 +25,11 @@ use rayon::prelude::*;
 struct DecoderLayer {
     input_norm: Vec<f32>,
     post_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v stacked: one product per step.
+    qkv: Linear,
     o: Linear,
-    gate: Linear,
-    up: Linear,
+    /// gate and up stacked.
+    gate_up: Linear,
     down: Linear,
 }
 
@@ -79,16 +78,33 @@ impl TextDecoder {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let n = format!("{p}.layers.{l}");
-            let mut lin = |name: &str, shape, bias| {
-                Linear::load(checkpoint, registry, &format!("{n}.{name}"), shape, bias)
-            };
-            let q = lin("self_attn.q_proj", (h, h), true)?;
-            let k = lin("self_attn.k_proj", (kv, h), true)?;
-            let v = lin("self_attn.v_proj", (kv, h), true)?;
-            let o = lin("self_attn.o_proj", (h, h), false)?;
-            let gate = lin("mlp.gate_proj", (i, h), false)?;
-            let up = lin("mlp.up_proj", (i, h), false)?;
-            let down = lin("mlp.down_proj", (h, i), false)?;
+            let name = |module: &str| format!("{n}.{module}");
+            let qkv = Linear::load_stacked(
+                checkpoint,
+                registry,
+                &[
+                    (&name("self_attn.q_proj"), h),
+                    (&name("self_attn.k_proj"), kv),
+                    (&name("self_attn.v_proj"), kv),
+                ],
+                h,
+                true,
+            )?;
+            let o = Linear::load(
+                checkpoint,
+                registry,
+                &name("self_attn.o_proj"),
+                (h, h),
+                false,
+            )?;
+            let gate_up = Linear::load_stacked(
+                checkpoint,
+                registry,
+                &[(&name("mlp.gate_proj"), i), (&name("mlp.up_proj"), i)],
+                h,
+                false,
+            )?;
+            let down = Linear::load(checkpoint, registry, &name("mlp.down_proj"), (h, i), false)?;
             layers.push(DecoderLayer {
                 input_norm: checkpoint
                     .row(&format!("{n}.input_layernorm.weight"), h)?
@@ -96,12 +112,9 @@ impl TextDecoder {
                 post_norm: checkpoint
                     .row(&format!("{n}.post_attention_layernorm.weight"), h)?
                     .data,
-                q,
-                k,
-                v,
+                qkv,
                 o,
-                gate,
-                up,
+                gate_up,
                 down,
             });
         }
@@ -209,13 +222,16 @@ impl TextDecoder {
         let scale = (head_dim as f32).powf(-0.5);
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
-            let mut q = layer.q.forward(&normed, &adapters, Activation::Identity)?;
-            let mut k = layer.k.forward(&normed, &adapters, Activation::Identity)?;
-            let v = layer.v.forward(&normed, &adapters, Activation::Identity)?;
-            apply_rotary(&mut q, 0, heads, head_dim, &cos, &sin);
-            apply_rotary(&mut k, 0, kv_heads, head_dim, &cos, &sin);
+            // Each row: its queries, then its keys, then its values.
+            let mut qkv = layer
+                .qkv
+                .forward(&normed, &adapters, Activation::Identity)?;
+            let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+            apply_rotary(&mut qkv, 0, heads, head_dim, &cos, &sin);
+            apply_rotary(&mut qkv, q_width, kv_heads, head_dim, &cos, &sin);
             for (r, &(s, pos)) in row_seq.iter().enumerate() {
-                cache.write(l, segments[s].seq, pos, k.row(r), v.row(r));
+                let (keys, values) = qkv.row(r)[q_width..].split_at(kv_width);
+                cache.write(l, segments[s].seq, pos, keys, values);
             }
             let views: Vec<_> = segments.iter().map(|s| cache.view(l, s.seq)).collect();
             let mut attended = Matrix::zeros(rows, heads * head_dim);
@@ -229,7 +245,7 @@ impl TextDecoder {
                     for h in 0..heads {
                         let kvh = h / group;
                         attend(
-                            &q.row(r)[h * head_dim..][..head_dim],
+                            &qkv.row(r)[h * head_dim..][..head_dim],
                             pos + 1,
                             |j| &view.key(j)[kvh * head_dim..][..head_dim],
                             |j| &view.value(j)[kvh * head_dim..][..head_dim],
@@ -247,16 +263,14 @@ impl TextDecoder {
                     .forward(&attended, &adapters, Activation::Identity)?,
             );
             let normed = rms_norm(&x, &layer.post_norm, c.rms_norm_eps);
-            let mut gate = layer
-                .gate
+            let gate_up = layer
+                .gate_up
                 .forward(&normed, &adapters, Activation::Identity)?;
-            silu_mul(
-                &mut gate,
-                &layer.up.forward(&normed, &adapters, Activation::Identity)?,
-            );
             add_in_place(
                 &mut x,
-                &layer.down.forward(&gate, &adapters, Activation::Identity)?,
+                &layer
+                    .down
+                    .forward(&silu_mul_halves(&gate_up), &adapters, Activation::Identity)?,
             );
         }
         for s in segments {
@@ -284,7 +298,7 @@ impl TextDecoder {
     pub(crate) fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
             .chain(match &self.embedding {
                 Embedding::Untied { head, .. } => Some(head),
                 Embedding::Tied(_) => None,

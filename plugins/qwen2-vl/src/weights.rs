@@ -185,6 +185,61 @@ impl Checkpoint {
         })
     }
 
+    /// The `out × in` weights `names` (each `(name, out)`) stacked row-wise into one
+    /// packed weight, so one product serves layers that read the same input. They stay
+    /// 16-bit when all are of one 16-bit format.
+    pub fn stacked_linear_weight(
+        &mut self,
+        names: &[(String, usize)],
+        in_features: usize,
+    ) -> Result<PackedWeight> {
+        let tensors = names
+            .iter()
+            .map(|(name, out)| self.take(name, &[*out, in_features]))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = names.iter().map(|(_, out)| out).sum();
+        let format = match &tensors[0].data {
+            TensorData::Half(_, format) => Some(*format),
+            TensorData::F32(_) => None,
+        };
+        let all_half = |f: HalfFormat| {
+            tensors
+                .iter()
+                .all(|t| matches!(&t.data, TensorData::Half(_, g) if *g == f))
+        };
+        Ok(match format {
+            Some(format) if all_half(format) => {
+                let mut bits = Vec::with_capacity(rows * in_features);
+                for t in tensors {
+                    if let TensorData::Half(values, _) = t.data {
+                        bits.extend_from_slice(&values);
+                    }
+                }
+                PackedWeight::pack_half(rows, in_features, &bits, format)
+            }
+            _ => {
+                let mut values = Vec::with_capacity(rows * in_features);
+                for t in tensors {
+                    values.extend_from_slice(&t.into_f32());
+                }
+                PackedWeight::pack(rows, in_features, &values)
+            }
+        })
+    }
+
+    /// The vectors `names` (each `(name, len)`) one after the other, as a one-row matrix.
+    pub fn stacked_row(&mut self, names: &[(String, usize)]) -> Result<Matrix> {
+        let mut data = Vec::new();
+        for (name, len) in names {
+            data.extend_from_slice(&self.take(name, &[*len])?.into_f32());
+        }
+        Ok(Matrix {
+            rows: 1,
+            cols: data.len(),
+            data,
+        })
+    }
+
     /// A vector `name` of `len` values as a one-row matrix.
     pub fn row(&mut self, name: &str, len: usize) -> Result<Matrix> {
         let t = self.take(name, &[len])?;
