@@ -14,11 +14,14 @@ What it does:
    `Qwen2ForCausalLM` and the GGUF f32 / f16 conversions by llama.cpp's own converter;
 2. draws the prompt (seeded random ids of the BPE vocabulary, `--prompt-tokens` long);
 3. runs each system in a process of its own, one after the other: Marquee in-process
-   (`marquee-bench generate`), transformers on the CPU, llama.cpp f32 and f16
-   (`generation_peers.py`), and Marquee again on the bf16 copy of the checkpoint (its linear
-   weights kept 16-bit): prompt processing tokens/s and time to first token on the whole
+   (`marquee-bench generate`) then llama.cpp f32, Marquee on the bf16 copy of the checkpoint
+   (its linear weights kept 16-bit) then llama.cpp f16 (`generation_peers.py`), then
+   transformers on the CPU: prompt processing tokens/s and time to first token on the whole
    prompt, then greedy decode at batch 1 (`--new-tokens` after the prompt's first
    `--decode-prompt-tokens` ids, end tokens ignored): time to first token and tokens/s;
+   with `--rounds N`, N times over, each system's median reported and each decode target
+   judged on the median of its rounds' ratios (this VM's memory bandwidth moves from
+   minute to minute, and a round's ratio compares runs made seconds apart);
 4. [gRPC] aggregate tokens/s at 1 / 4 / 8 / 16 concurrent `GenerationService.GenerateStream`
    streams against a release `marquee-server` serving the checkpoint, then its bf16 copy; reported as missing when
    the server or the service is not there;
@@ -34,6 +37,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,25 +97,40 @@ def in_process(paths, ids_file: str, args) -> list[dict]:
     common = ["--prompt-ids", ids_file, "--decode-prompt-tokens", str(args.decode_prompt_tokens),
               "--new-tokens", str(args.new_tokens), "--threads", str(args.threads)]
     peers = os.path.join(HERE, "generation_peers.py")
+    # Each Marquee side next to its same-precision peer: a round's ratio compares runs made
+    # seconds apart.
     systems = {
         "marquee": [exe("marquee-bench"), "generate", "--model", str(paths.vl), *common],
-        "marquee bf16": [exe("marquee-bench"), "generate", "--model", str(paths.vl_bf16), *common],
-        "transformers": [sys.executable, peers, "transformers", "--model", str(paths.vl), *common],
         "llama.cpp f32": [sys.executable, peers, "llama-cpp", "--model", str(paths.gguf["f32"]),
                           "--label", "llama.cpp f32", *common],
+        "marquee bf16": [exe("marquee-bench"), "generate", "--model", str(paths.vl_bf16), *common],
         "llama.cpp f16": [sys.executable, peers, "llama-cpp", "--model", str(paths.gguf["f16"]),
                           "--label", "llama.cpp f16", *common],
+        "transformers": [sys.executable, peers, "transformers", "--model", str(paths.vl), *common],
     }
-    reports = []
-    for name, cmd in systems.items():
-        if args.only and name not in args.only:
-            continue
-        try:
-            report = run_json(cmd, env=peer_env(args.threads))
-        except (subprocess.CalledProcessError, json.JSONDecodeError, IndexError) as e:
-            report = {"missing": f"{type(e).__name__}: {e}"}
-        reports.append({**report, "system": name})
-    return reports
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for name, cmd in systems.items():
+            if args.only and name not in args.only:
+                continue
+            try:
+                report = run_json(cmd, env=peer_env(args.threads))
+            except (subprocess.CalledProcessError, json.JSONDecodeError, IndexError) as e:
+                report = {"missing": f"{type(e).__name__}: {e}"}
+            rounds.setdefault(name, []).append({**report, "system": name})
+    return [median_report(runs) for runs in rounds.values()]
+
+
+def median_report(runs: list[dict]) -> dict:
+    """One system's rounds as one report: the decode of its median round by decode tokens/s,
+    the prefill of its median round by prompt tokens/s, and every round's two figures."""
+    done = [r for r in runs if "missing" not in r]
+    if not done:
+        return runs[0]
+    by = lambda part: sorted(done, key=lambda r: r[part]["tokens_per_s"])[(len(done) - 1) // 2]  # noqa: E731
+    return {**by("decode"), "prefill": by("prefill")["prefill"],
+            "rounds": [{"decode_tokens_per_s": r["decode"]["tokens_per_s"],
+                        "prompt_tokens_per_s": r["prefill"]["tokens_per_s"]} for r in done]}
 
 
 # --- gRPC: aggregate tokens/s over concurrent GenerateStream streams -------------------------
@@ -228,6 +247,16 @@ def agreement(a: list[int], b: list[int]) -> int:
     return n
 
 
+def decode_ratio(side: dict, peer: dict) -> tuple[float, list[float]]:
+    """side ÷ peer decode tokens/s: with rounds, the median of each round's ratio (and
+    those ratios), else the one run's."""
+    a, b = side.get("rounds"), peer.get("rounds")
+    if a and b and len(a) == len(b) and len(a) > 1:
+        per_round = [x["decode_tokens_per_s"] / y["decode_tokens_per_s"] for x, y in zip(a, b)]
+        return statistics.median(per_round), per_round
+    return side["decode"]["tokens_per_s"] / peer["decode"]["tokens_per_s"], []
+
+
 def print_report(reports: list[dict], served: dict, args) -> None:
     ours = next((r for r in reports if r["system"] == "marquee" and "missing" not in r), None)
     print(f"\nGeneration, random Qwen2.5-0.5B-shaped checkpoint, {args.threads} threads, {machine()}")
@@ -249,13 +278,19 @@ def print_report(reports: list[dict], served: dict, args) -> None:
               f"{d['time_to_first_token_ms']:>9.1f} {p['time_to_first_token_ms']:>15.1f} "
               f"{same:>6}/{len(d['tokens'])}")
     print("\n÷ = Marquee ÷ system (above 1: Marquee is faster)")
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds, systems alternating; decode tok/s per round:")
+        for r in reports:
+            if "rounds" in r:
+                print(f"  {r['system']:<15} " + " ".join(f"{x['decode_tokens_per_s']:.2f}" for x in r["rounds"]))
     done = {r["system"]: r for r in reports if "missing" not in r}
     for side, targets in TARGETS.items():
         for peer, want in targets:
             if side in done and peer in done:
-                got = done[side]["decode"]["tokens_per_s"] / done[peer]["decode"]["tokens_per_s"]
+                got, per_round = decode_ratio(done[side], done[peer])
+                rounds = f" (median of rounds: {' '.join(f'{x:.2f}' for x in per_round)})" if per_round else ""
                 print(f"target {side} decode ≥ {want:.1f}× {peer}: {got:.2f}× "
-                      f"{'met' if got >= want else 'NOT met'}")
+                      f"{'met' if got >= want else 'NOT met'}{rounds}")
     if "missing" in served:
         print(f"\ngRPC streams: missing ({served['missing'][:200]})")
         return
@@ -280,6 +315,8 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=512)
     p.add_argument("--decode-prompt-tokens", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="in-process rounds, systems alternating; each system's median is reported")
     p.add_argument("--only", nargs="*", help="systems to run (default: all): marquee, transformers, "
                    "'llama.cpp f32', 'llama.cpp f16'")
     p.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16])
@@ -311,6 +348,7 @@ def main() -> None:
             "prompt_tokens": args.prompt_tokens,
             "decode_prompt_tokens": args.decode_prompt_tokens,
             "new_tokens": args.new_tokens,
+            "rounds": args.rounds,
             "in_process": reports,
             "grpc_streams": served,
         }, f, indent=2)

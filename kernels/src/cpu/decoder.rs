@@ -4,7 +4,7 @@
 //! attention over a paged KV cache (the reference of the CUDA kernels). All
 //! compute in f32, in the order PyTorch does, on row-major matrices.
 
-use super::Matrix;
+use super::{simd, Matrix};
 use rayon::prelude::*;
 
 /// `Qwen2RMSNorm`: each row `x · rsqrt(mean(x²) + eps) · weight`, into a new matrix.
@@ -40,7 +40,10 @@ pub fn silu_mul(gate: &mut Matrix, up: &Matrix) {
 /// # Panics
 /// When `gate_up` has an odd number of columns.
 pub fn silu_mul_halves(gate_up: &Matrix) -> Matrix {
-    assert!(gate_up.cols.is_multiple_of(2), "gate and up must be of one width");
+    assert!(
+        gate_up.cols.is_multiple_of(2),
+        "gate and up must be of one width"
+    );
     let width = gate_up.cols / 2;
     let mut out = Matrix::zeros(gate_up.rows, width);
     out.data
@@ -48,9 +51,7 @@ pub fn silu_mul_halves(gate_up: &Matrix) -> Matrix {
         .zip(gate_up.data.par_chunks(gate_up.cols.max(1)))
         .for_each(|(out, row)| {
             let (gate, up) = row.split_at(width);
-            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-                *o = *g / (1.0 + (-*g).exp()) * u;
-            }
+            simd::silu_mul(out, gate, up);
         });
     out
 }

@@ -265,7 +265,7 @@ fn fill_panels<T: Send>(
     fill: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let panel_len = (in_features * PANEL).max(1);
-    advise_huge_pages(values);
+    advise_huge_pages(values, true);
     if values.len() >= PARALLEL_WORK {
         values
             .par_chunks_mut(panel_len)
@@ -277,14 +277,17 @@ fn fill_panels<T: Send>(
             .enumerate()
             .for_each(|(p, panel)| fill(p, panel));
     }
+    advise_huge_pages(values, false);
 }
 
-/// Asks Linux to back the 2 MiB pages that fit inside `values` with transparent huge
-/// pages, before they are first written: a decode step streams every weight once, and
-/// on 4 KiB pages that stream stalls on TLB misses at every page (measured here: 2
-/// threads read 38–42 GB/s from 4 KiB pages, 60–62 GB/s from huge ones). Only advice:
-/// without THP nothing changes.
-fn advise_huge_pages<T>(values: &mut [T]) {
+/// Where Linux offers transparent huge pages, has the 2 MiB pages that fit inside
+/// `values` backed by them (`before_fill`: advice for the pages not yet touched;
+/// after: a collapse of those an earlier use of the memory had already mapped as
+/// 4 KiB pages). A decode step streams every weight once, and on 4 KiB pages that
+/// stream stalls at every page (measured here: 2 threads read 38–42 GB/s from 4 KiB
+/// pages, 60–62 GB/s from huge ones). Only advice: errors and other systems change
+/// nothing.
+fn advise_huge_pages<T>(values: &mut [T], before_fill: bool) {
     #[cfg(target_os = "linux")]
     {
         const HUGE_PAGE: usize = 2 << 20;
@@ -295,18 +298,25 @@ fn advise_huge_pages<T>(values: &mut [T]) {
             end / HUGE_PAGE * HUGE_PAGE,
         );
         if first < last {
+            let advice = if before_fill {
+                libc::MADV_HUGEPAGE
+            } else {
+                MADV_COLLAPSE
+            };
             // SAFETY: advice on whole pages inside the slice's own allocation; it
             // changes no values.
             unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
+                libc::madvise(first as *mut libc::c_void, last - first, advice);
             }
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (values, before_fill);
 }
+
+/// Linux's `MADV_COLLAPSE` (since 6.1; older kernels refuse it, which changes nothing).
+#[cfg(target_os = "linux")]
+const MADV_COLLAPSE: libc::c_int = 25;
 
 /// Fills panel `p` from the weight's rows (`row(j)`: output feature `j`'s `in_features`
 /// values), input-major: `panel[i * PANEL + j]`.
@@ -542,15 +552,17 @@ impl Job<'_> {
     /// group's outputs accumulated over the depth blocks while they stay in cache.
     fn run(&self, rows: Range<usize>, panels: Range<usize>) {
         let (tile, avx512) = tile_kernel();
-        let group = (PANELS_BYTES / (self.k * PANEL * 4)).max(1);
         // One tile's rows keep no outputs worth keeping in cache over a depth block: each
         // panel is then read once, start to end, as one stream. The AVX-512 tile sums such
         // a pass in the depth blocks' order, so a row's values do not depend on how many
-        // rows it came with.
-        let depth_block = if avx512 && rows.len() <= TILE_ROWS {
-            self.k
+        // rows it came with. Nothing is then kept in cache from panel to panel either, so
+        // the panels are one group (a single row takes them in pairs).
+        let one_pass = avx512 && rows.len() <= TILE_ROWS;
+        let depth_block = if one_pass { self.k } else { DEPTH_BLOCK };
+        let group = if one_pass {
+            panels.len()
         } else {
-            DEPTH_BLOCK
+            (PANELS_BYTES / (self.k * PANEL * 4)).max(1)
         };
         PACKED_ROWS.with_borrow_mut(|packed| {
             self.pack_rows(rows.clone(), depth_block, packed);

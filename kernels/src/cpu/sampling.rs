@@ -26,6 +26,12 @@ pub fn argmax(values: &[f32]) -> u32 {
     (1..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best }) as u32
 }
 
+/// `ln Σ exp(logits)`, vectorised (the log-probability of token `t` is
+/// `logits[t] − log_sum_exp(logits)`); minus infinity when every logit is.
+pub fn log_sum_exp(logits: &[f32]) -> f32 {
+    super::simd::log_sum_exp(logits)
+}
+
 /// `log_softmax(logits)[token]` in f32: `l[token] − max − ln Σ exp(l − max)`.
 pub fn token_logprob(logits: &[f32], token: u32) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -139,5 +145,29 @@ mod tests {
         assert_eq!(sample(&l, &params(1.0, 0, 0.45, 0.99), &[]), 2);
         // top-p 0.6 keeps tokens 2 and 0.
         assert_eq!(sample(&l, &params(1.0, 0, 0.6, 0.99), &[]), 0);
+    }
+
+    #[test]
+    fn log_sum_exp_matches_f64_over_a_vocabulary() {
+        // A vocabulary's worth of logits (and a tail past the vector lanes).
+        let logits: Vec<f32> = (0..151_939)
+            .map(|i| ((i as f32) * 0.37).sin() * 12.0 - 3.0)
+            .collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let expected = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let got = log_sum_exp(&logits) as f64;
+        assert!(
+            (got - expected).abs() < 1e-5 * expected.abs(),
+            "{got} vs {expected}"
+        );
+        let masked = [f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY];
+        assert!((log_sum_exp(&masked) - 2.0).abs() < 1e-6);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
     }
 }

@@ -479,6 +479,35 @@ multiversion! {
 }
 
 multiversion! {
+    /// `ln Σ exp(x)` over `xs`, the maximum taken out first; minus infinity when
+    /// `xs` is empty or all minus infinity.
+    pub fn log_sum_exp(xs: &[f32]) -> f32 {
+        let max = lane_max(xs);
+        if max == f32::NEG_INFINITY {
+            return max;
+        }
+        let mut acc = [0f32; LANES];
+        let chunks = xs.chunks_exact(LANES);
+        let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+        for c in chunks {
+            for i in 0..LANES {
+                acc[i] += exp(c[i] - max);
+            }
+        }
+        max + (acc.iter().sum::<f32>() + tail).ln()
+    }
+}
+
+multiversion! {
+    /// SwiGLU's gate: `out = silu(gate) · up` element-wise.
+    pub fn silu_mul(out: &mut [f32], gate: &[f32], up: &[f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
+    }
+}
+
+multiversion! {
     /// Softmax of each `len`-wide row of `data` after scaling it by `scale`.
     pub fn softmax_rows(data: &mut [f32], len: usize, scale: f32) {
         for row in data.chunks_exact_mut(len) {

@@ -16,6 +16,7 @@ use crate::sampling::{Sampler, SamplingParams};
 use crate::text::Segment;
 use crate::{Error, Result};
 use marquee_kernels::cpu::on_worker;
+use marquee_kernels::cpu::sampling::log_sum_exp;
 use marquee_kernels::Matrix;
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -398,16 +399,6 @@ fn choose(s: &mut Sequence, row: &mut [f32]) -> TokenChoice {
         logprob: logprob(token),
         top_logprobs,
     }
-}
-
-/// `ln Σ exp(x)`, computed stably.
-fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    max + sum.ln() as f32
 }
 
 /// The `n` largest entries' indices, largest first (ties by the lower index).
