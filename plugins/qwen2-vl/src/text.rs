@@ -220,13 +220,13 @@ impl TextDecoder {
         let kv_heads = c.num_key_value_heads;
         let group = heads / kv_heads;
         let scale = (head_dim as f32).powf(-0.5);
+        let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
             // Each row: its queries, then its keys, then its values.
             let mut qkv = layer
                 .qkv
                 .forward(&normed, &adapters, Activation::Identity)?;
-            let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
             apply_rotary(&mut qkv, 0, heads, head_dim, &cos, &sin);
             apply_rotary(&mut qkv, q_width, kv_heads, head_dim, &cos, &sin);
             for (r, &(s, pos)) in row_seq.iter().enumerate() {
@@ -234,10 +234,10 @@ impl TextDecoder {
                 cache.write(l, segments[s].seq, pos, keys, values);
             }
             let views: Vec<_> = segments.iter().map(|s| cache.view(l, s.seq)).collect();
-            let mut attended = Matrix::zeros(rows, heads * head_dim);
+            let mut attended = Matrix::zeros(rows, q_width);
             attended
                 .data
-                .par_chunks_mut(heads * head_dim)
+                .par_chunks_mut(q_width)
                 .enumerate()
                 .for_each_init(Vec::new, |scores, (r, out)| {
                     let (s, pos) = row_seq[r];

@@ -35,13 +35,47 @@ pub enum TensorData {
 impl Tensor {
     /// The values as f32 (16-bit values widened exactly).
     pub fn into_f32(self) -> Vec<f32> {
-        match self.data {
+        self.data.into_f32()
+    }
+}
+
+impl TensorData {
+    /// The values as f32 (16-bit values widened exactly).
+    fn into_f32(self) -> Vec<f32> {
+        match self {
             TensorData::F32(values) => values,
             TensorData::Half(bits, format) => {
                 let mut values = vec![0.0; bits.len()];
                 format.widen(&bits, &mut values);
                 values
             }
+        }
+    }
+
+    /// `self`'s values followed by `other`'s: 16-bit when both are of one 16-bit
+    /// format, else widened to f32.
+    fn append(self, other: TensorData) -> TensorData {
+        match (self, other) {
+            (TensorData::Half(mut bits, format), TensorData::Half(more, other_format))
+                if format == other_format =>
+            {
+                bits.extend_from_slice(&more);
+                TensorData::Half(bits, format)
+            }
+            (first, second) => {
+                let mut values = first.into_f32();
+                values.extend_from_slice(&second.into_f32());
+                TensorData::F32(values)
+            }
+        }
+    }
+
+    /// The values as a row-major `rows × cols` linear weight, packed for products
+    /// (16-bit values stay 16-bit).
+    fn pack(self, rows: usize, cols: usize) -> PackedWeight {
+        match self {
+            TensorData::F32(values) => PackedWeight::pack(rows, cols, &values),
+            TensorData::Half(bits, format) => PackedWeight::pack_half(rows, cols, &bits, format),
         }
     }
 }
@@ -178,11 +212,7 @@ impl Checkpoint {
     /// packed for products; a bf16 or f16 tensor stays 16-bit.
     pub fn linear_weight(&mut self, name: &str, shape: &[usize]) -> Result<PackedWeight> {
         let t = self.take(name, shape)?;
-        let (rows, cols) = (shape[0], shape[1..].iter().product());
-        Ok(match t.data {
-            TensorData::F32(values) => PackedWeight::pack(rows, cols, &values),
-            TensorData::Half(bits, format) => PackedWeight::pack_half(rows, cols, &bits, format),
-        })
+        Ok(t.data.pack(shape[0], shape[1..].iter().product()))
     }
 
     /// The `out × in` weights `names` (each `(name, out)`) stacked row-wise into one
@@ -193,38 +223,17 @@ impl Checkpoint {
         names: &[(String, usize)],
         in_features: usize,
     ) -> Result<PackedWeight> {
-        let tensors = names
-            .iter()
-            .map(|(name, out)| self.take(name, &[*out, in_features]))
-            .collect::<Result<Vec<_>>>()?;
+        let mut stacked: Option<TensorData> = None;
+        for (name, out) in names {
+            let data = self.take(name, &[*out, in_features])?.data;
+            stacked = Some(match stacked {
+                None => data,
+                Some(rows) => rows.append(data),
+            });
+        }
         let rows = names.iter().map(|(_, out)| out).sum();
-        let format = match &tensors[0].data {
-            TensorData::Half(_, format) => Some(*format),
-            TensorData::F32(_) => None,
-        };
-        let all_half = |f: HalfFormat| {
-            tensors
-                .iter()
-                .all(|t| matches!(&t.data, TensorData::Half(_, g) if *g == f))
-        };
-        Ok(match format {
-            Some(format) if all_half(format) => {
-                let mut bits = Vec::with_capacity(rows * in_features);
-                for t in tensors {
-                    if let TensorData::Half(values, _) = t.data {
-                        bits.extend_from_slice(&values);
-                    }
-                }
-                PackedWeight::pack_half(rows, in_features, &bits, format)
-            }
-            _ => {
-                let mut values = Vec::with_capacity(rows * in_features);
-                for t in tensors {
-                    values.extend_from_slice(&t.into_f32());
-                }
-                PackedWeight::pack(rows, in_features, &values)
-            }
-        })
+        let data = stacked.ok_or_else(|| Error::Weights("no weights to stack".into()))?;
+        Ok(data.pack(rows, in_features))
     }
 
     /// The vectors `names` (each `(name, len)`) one after the other, as a one-row matrix.
