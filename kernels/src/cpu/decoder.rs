@@ -106,23 +106,14 @@ pub fn attend<'a>(
     out: &mut [f32],
 ) {
     scores.clear();
-    let mut max = f32::NEG_INFINITY;
-    for j in 0..keys {
-        let s = super::simd::dot(query, key(j)) * scale;
-        max = max.max(s);
-        scores.push(s);
-    }
-    let mut total = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        total += *s;
-    }
     out.fill(0.0);
-    for (j, s) in scores.iter().enumerate() {
-        let w = s / total;
-        for (o, v) in out.iter_mut().zip(value(j)) {
-            *o += w * v;
-        }
+    if keys == 0 {
+        return;
+    }
+    scores.extend((0..keys).map(|j| super::simd::dot(query, key(j))));
+    super::simd::softmax_rows(scores, keys, scale);
+    for (j, &w) in scores.iter().enumerate() {
+        super::simd::axpy(out, w, value(j));
     }
 }
 

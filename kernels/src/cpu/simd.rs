@@ -499,6 +499,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// `acc ← acc + w · x` element-wise.
+    pub fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a = v.mul_add(w, *a);
+        }
+    }
+}
+
+multiversion! {
     /// SwiGLU's gate: `out = silu(gate) · up` element-wise.
     pub fn silu_mul(out: &mut [f32], gate: &[f32], up: &[f32]) {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {

@@ -234,16 +234,19 @@ impl TextDecoder {
                 cache.write(l, segments[s].seq, pos, keys, values);
             }
             let views: Vec<_> = segments.iter().map(|s| cache.view(l, s.seq)).collect();
+            // One task per row and KV head: the query heads of its group read the same
+            // keys and values, and a decode step's one row still splits across threads.
             let mut attended = Matrix::zeros(rows, q_width);
             attended
                 .data
-                .par_chunks_mut(q_width)
+                .par_chunks_mut(group * head_dim)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (r, out)| {
+                .for_each_init(Vec::new, |scores, (task, out)| {
+                    let (r, kvh) = (task / kv_heads, task % kv_heads);
                     let (s, pos) = row_seq[r];
                     let view = &views[s];
-                    for h in 0..heads {
-                        let kvh = h / group;
+                    for (g, out) in out.chunks_exact_mut(head_dim).enumerate() {
+                        let h = kvh * group + g;
                         attend(
                             &qkv.row(r)[h * head_dim..][..head_dim],
                             pos + 1,
@@ -251,7 +254,7 @@ impl TextDecoder {
                             |j| &view.value(j)[kvh * head_dim..][..head_dim],
                             scale,
                             scores,
-                            &mut out[h * head_dim..][..head_dim],
+                            out,
                         );
                     }
                 });
