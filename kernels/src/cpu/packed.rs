@@ -684,6 +684,8 @@ impl Job<'_> {
     /// a tile reads one stream.
     fn pack_rows(&self, rows: Range<usize>, depth_block: usize, packed: &mut Vec<f32>) {
         packed.resize(rows.len() * self.k, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        let transpose = !self.round_inputs && std::arch::is_x86_feature_detected!("avx512f");
         for depth in (0..self.k).step_by(depth_block) {
             let len = depth_block.min(self.k - depth);
             let block = &mut packed[depth * rows.len()..][..len * rows.len()];
@@ -693,6 +695,22 @@ impl Job<'_> {
                 let out = &mut block[(r - rows.start) * len..][..tile_rows * len];
                 let x = self.x.ptr as *const f32;
                 let first = r * self.x.row_stride + depth;
+                r += tile_rows;
+                #[cfg(target_arch = "x86_64")]
+                if transpose {
+                    // SAFETY: the CPU has AVX-512F; rows `r..r + tile_rows` of `x` hold
+                    // `depth + len` values and `out` holds `tile_rows × len`.
+                    unsafe {
+                        avx512::transpose_rows(
+                            x.add(first),
+                            self.x.row_stride,
+                            tile_rows,
+                            len,
+                            out.as_mut_ptr(),
+                        );
+                    }
+                    continue;
+                }
                 for (p, out) in out.chunks_exact_mut(tile_rows).enumerate() {
                     for (i, o) in out.iter_mut().enumerate() {
                         // SAFETY: rows `r..r + tile_rows` of `x` hold `depth + len` values.
@@ -700,7 +718,6 @@ impl Job<'_> {
                         *o = if self.round_inputs { round_bf16(v) } else { v };
                     }
                 }
-                r += tile_rows;
             }
         }
     }
@@ -768,6 +785,76 @@ mod avx512 {
     const BF16: u8 = 1;
     /// Panel weights stored as f16.
     const F16: u8 = 2;
+
+    /// `out[p * rows + r] = x[r * stride + p]` for `rows` (at most 16) rows of `len`
+    /// inputs: [`super::Job::pack_rows`]'s copy, 16 inputs of every row at a time
+    /// through a register transpose (four butterfly stages, each swapping one bit of
+    /// the row index with one of the input index), the last `len % 16` one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `x` holds `rows` rows of `len` values `stride` apart and
+    /// `out` holds `rows × len` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_rows(
+        x: *const f32,
+        stride: usize,
+        rows: usize,
+        len: usize,
+        out: *mut f32,
+    ) {
+        debug_assert!((1..=16).contains(&rows));
+        /// Lane indices of one butterfly stage swapping bit `BIT` (of 16 lanes): the
+        /// first output of a pair, then the second.
+        const fn stage(bit: usize) -> [[i32; 16]; 2] {
+            let mut idx = [[0i32; 16]; 2];
+            let mut e = 0;
+            while e < 16 {
+                let (lo, hi) = if e & bit == 0 {
+                    (e, e + bit)
+                } else {
+                    (16 + e - bit, 16 + e)
+                };
+                idx[0][e] = lo as i32;
+                idx[1][e] = hi as i32;
+                e += 1;
+            }
+            idx
+        }
+        const STAGES: [[[i32; 16]; 2]; 4] = [stage(8), stage(4), stage(2), stage(1)];
+        let idx: [[__m512i; 2]; 4] = std::array::from_fn(|s| {
+            std::array::from_fn(|h| _mm512_loadu_si512(STAGES[s][h].as_ptr().cast()))
+        });
+        let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+        let full = len / 16 * 16;
+        for p in (0..full).step_by(16) {
+            let mut v: [__m512; 16] = std::array::from_fn(|r| {
+                if r < rows {
+                    _mm512_loadu_ps(x.add(r * stride + p))
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            for (s, bit) in [8, 4, 2, 1].into_iter().enumerate() {
+                for a in 0..16 {
+                    if a & bit == 0 {
+                        let b = a | bit;
+                        let lo = _mm512_permutex2var_ps(v[a], idx[s][0], v[b]);
+                        let hi = _mm512_permutex2var_ps(v[a], idx[s][1], v[b]);
+                        v[a] = lo;
+                        v[b] = hi;
+                    }
+                }
+            }
+            for (j, column) in v.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add((p + j) * rows), mask, *column);
+            }
+        }
+        for p in full..len {
+            for r in 0..rows {
+                *out.add(p * rows + r) = *x.add(r * stride + p);
+            }
+        }
+    }
 
     /// [`Tile`] with AVX-512: `rows × 2` accumulators, the panel's two registers loaded
     /// once per input, each row's input broadcast.
@@ -1042,6 +1129,29 @@ mod tests {
         (0..n)
             .map(|i| (i as f32 * 0.731 + seed).sin() * 1.3)
             .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_transpose_copies_rows_input_major() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let stride = 300;
+        let x = values(16 * stride, 0.3);
+        for rows in 1..=16 {
+            for len in [0, 5, 16, 37, 256] {
+                let mut got = vec![f32::NAN; rows * len];
+                // SAFETY: the CPU has AVX-512F; `x` holds 16 rows of `stride ≥ len`
+                // values and `got` holds `rows × len`.
+                unsafe { avx512::transpose_rows(x.as_ptr(), stride, rows, len, got.as_mut_ptr()) };
+                let want: Vec<f32> = (0..len)
+                    .flat_map(|p| (0..rows).map(move |r| (r, p)))
+                    .map(|(r, p)| x[r * stride + p])
+                    .collect();
+                assert_eq!(got, want, "{rows} rows of {len}");
+            }
+        }
     }
 
     /// `x·Wᵀ + b` in f64.
