@@ -170,6 +170,28 @@ impl PackedWeight {
         row: impl Fn(usize) -> &'a [f32] + Sync,
     ) -> Self {
         Self::build(out_features, in_features, |p, panel| {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let cols = PANEL.min(out_features - p * PANEL);
+                for first in (0..cols).step_by(16) {
+                    let group = first..cols.min(first + 16);
+                    let mut rows = [std::ptr::null(); 16];
+                    for (ptr, j) in rows.iter_mut().zip(group.clone()) {
+                        *ptr = row(p * PANEL + j)[..in_features].as_ptr();
+                    }
+                    // SAFETY: the CPU has AVX-512F; each row holds `in_features` values
+                    // (sliced above) and the panel `in_features × PANEL`.
+                    unsafe {
+                        avx512::transpose_rows(
+                            &rows[..group.len()],
+                            in_features,
+                            panel[first..].as_mut_ptr(),
+                            PANEL,
+                        );
+                    }
+                }
+                return;
+            }
             copy_rows_into_panel(p, panel, out_features, in_features, &row)
         })
     }
@@ -701,12 +723,13 @@ impl Job<'_> {
                     // SAFETY: the CPU has AVX-512F; rows `r..r + tile_rows` of `x` hold
                     // `depth + len` values and `out` holds `tile_rows × len`.
                     unsafe {
+                        let rows: [*const f32; TILE_ROWS] =
+                            std::array::from_fn(|i| x.add(first + i * self.x.row_stride));
                         avx512::transpose_rows(
-                            x.add(first),
-                            self.x.row_stride,
-                            tile_rows,
+                            &rows[..tile_rows],
                             len,
                             out.as_mut_ptr(),
+                            tile_rows,
                         );
                     }
                     continue;
@@ -786,23 +809,24 @@ mod avx512 {
     /// Panel weights stored as f16.
     const F16: u8 = 2;
 
-    /// `out[p * rows + r] = x[r * stride + p]` for `rows` (at most 16) rows of `len`
-    /// inputs: [`super::Job::pack_rows`]'s copy, 16 inputs of every row at a time
-    /// through a register transpose (four butterfly stages, each swapping one bit of
-    /// the row index with one of the input index), the last `len % 16` one by one.
+    /// `out[p * out_stride + r] = rows[r][p]` for up to 16 `rows` of `len` inputs: the
+    /// copy of [`super::Job::pack_rows`] and of packing weights' panels, 16 inputs of
+    /// every row at a time through a register transpose (four butterfly stages, each
+    /// swapping one bit of the row index with one of the input index), the last
+    /// `len % 16` one by one.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x` holds `rows` rows of `len` values `stride` apart and
-    /// `out` holds `rows × len` values.
+    /// The CPU has AVX-512F; each of `rows` points to `len` values; `out` holds
+    /// `(len - 1) * out_stride + rows.len()` values.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose_rows(
-        x: *const f32,
-        stride: usize,
-        rows: usize,
+        rows: &[*const f32],
         len: usize,
         out: *mut f32,
+        out_stride: usize,
     ) {
-        debug_assert!((1..=16).contains(&rows));
+        let n = rows.len();
+        debug_assert!((1..=16).contains(&n));
         /// Lane indices of one butterfly stage swapping bit `BIT` (of 16 lanes): the
         /// first output of a pair, then the second.
         const fn stage(bit: usize) -> [[i32; 16]; 2] {
@@ -824,12 +848,12 @@ mod avx512 {
         let idx: [[__m512i; 2]; 4] = std::array::from_fn(|s| {
             std::array::from_fn(|h| _mm512_loadu_si512(STAGES[s][h].as_ptr().cast()))
         });
-        let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+        let mask: __mmask16 = ((1u32 << n) - 1) as __mmask16;
         let full = len / 16 * 16;
         for p in (0..full).step_by(16) {
             let mut v: [__m512; 16] = std::array::from_fn(|r| {
-                if r < rows {
-                    _mm512_loadu_ps(x.add(r * stride + p))
+                if r < n {
+                    _mm512_loadu_ps(rows[r].add(p))
                 } else {
                     _mm512_setzero_ps()
                 }
@@ -846,12 +870,12 @@ mod avx512 {
                 }
             }
             for (j, column) in v.iter().enumerate() {
-                _mm512_mask_storeu_ps(out.add((p + j) * rows), mask, *column);
+                _mm512_mask_storeu_ps(out.add((p + j) * out_stride), mask, *column);
             }
         }
         for p in full..len {
-            for r in 0..rows {
-                *out.add(p * rows + r) = *x.add(r * stride + p);
+            for (r, row) in rows.iter().enumerate() {
+                *out.add(p * out_stride + r) = *row.add(p);
             }
         }
     }
@@ -1144,7 +1168,10 @@ mod tests {
                 let mut got = vec![f32::NAN; rows * len];
                 // SAFETY: the CPU has AVX-512F; `x` holds 16 rows of `stride ≥ len`
                 // values and `got` holds `rows × len`.
-                unsafe { avx512::transpose_rows(x.as_ptr(), stride, rows, len, got.as_mut_ptr()) };
+                unsafe {
+                    let ptrs: Vec<_> = (0..rows).map(|r| x[r * stride..].as_ptr()).collect();
+                    avx512::transpose_rows(&ptrs, len, got.as_mut_ptr(), rows);
+                }
                 let want: Vec<f32> = (0..len)
                     .flat_map(|p| (0..rows).map(move |r| (r, p)))
                     .map(|(r, p)| x[r * stride + p])
