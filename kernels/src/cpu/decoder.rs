@@ -28,10 +28,11 @@ pub fn rms_norm_in_place(x: &mut Matrix, weight: &[f32], eps: f32) {
 
 /// `silu(gate) · up` element-wise, into `gate`.
 pub fn silu_mul(gate: &mut Matrix, up: &Matrix) {
+    let chunk = super::rows_per_task(1);
     gate.data
-        .par_iter_mut()
-        .zip(up.data.par_iter())
-        .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+        .par_chunks_mut(chunk)
+        .zip(up.data.par_chunks(chunk))
+        .for_each(|(g, u)| simd::silu_mul(g, u));
 }
 
 /// SwiGLU's gate on stacked projections: row `r` of the result is
@@ -51,7 +52,8 @@ pub fn silu_mul_halves(gate_up: &Matrix) -> Matrix {
         .zip(gate_up.data.par_chunks(gate_up.cols.max(1)))
         .for_each(|(out, row)| {
             let (gate, up) = row.split_at(width);
-            simd::silu_mul(out, gate, up);
+            out.copy_from_slice(gate);
+            simd::silu_mul(out, up);
         });
     out
 }
@@ -110,10 +112,10 @@ pub fn attend<'a>(
     if keys == 0 {
         return;
     }
-    scores.extend((0..keys).map(|j| super::simd::dot(query, key(j))));
-    super::simd::softmax_rows(scores, keys, scale);
+    scores.extend((0..keys).map(|j| simd::dot(query, key(j))));
+    simd::softmax_rows(scores, keys, scale);
     for (j, &w) in scores.iter().enumerate() {
-        super::simd::axpy(out, w, value(j));
+        simd::axpy(out, w, value(j));
     }
 }
 

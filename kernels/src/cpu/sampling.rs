@@ -32,11 +32,9 @@ pub fn log_sum_exp(logits: &[f32]) -> f32 {
     super::simd::log_sum_exp(logits)
 }
 
-/// `log_softmax(logits)[token]` in f32: `l[token] − max − ln Σ exp(l − max)`.
+/// `log_softmax(logits)[token]` in f32: `l[token] − log_sum_exp(l)`.
 pub fn token_logprob(logits: &[f32], token: u32) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-    logits[token as usize] - max - total.ln()
+    logits[token as usize] - log_sum_exp(logits)
 }
 
 /// The token `params` picks from `logits`, given the tokens `seen` so far (for the

@@ -508,10 +508,10 @@ multiversion! {
 }
 
 multiversion! {
-    /// SwiGLU's gate: `out = silu(gate) · up` element-wise.
-    pub fn silu_mul(out: &mut [f32], gate: &[f32], up: &[f32]) {
-        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + exp(-g)) * u;
+    /// SwiGLU's gate: `gate ← silu(gate) · up` element-wise.
+    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp(-*g)) * u;
         }
     }
 }
