@@ -3,13 +3,14 @@
 //! values k-major, so the inner loop reads one contiguous stream of weights and never
 //! repacks them (the `gemm` crate repacks its right-hand side on every call, which for a
 //! single document's ~100 rows costs as much as the product). The product is tiled in
-//! registers (up to [`TILE_ROWS`] rows × one panel, AVX-512 when the CPU has it),
-//! blocked over the inputs ([`DEPTH_BLOCK`]) and rows ([`ROWS_BYTES`]) to stay in cache,
-//! with the bias added in the tile's store and the activation applied while the block
-//! is still in cache. Rayon tasks take disjoint (row block, panel range) pieces. Panels
-//! may hold a checkpoint's bf16 or f16 values as they are, widened exactly as products
-//! read them. A single row (a decode step) takes the whole depth in one pass, two panels
-//! at a time, from weights on transparent huge pages where Linux gives them.
+//! registers (up to [`TILE_ROWS`] rows × one panel with AVX-512; 6 rows × half a panel
+//! with AVX2, in BLIS's order), blocked over the inputs ([`DEPTH_BLOCK`]) and rows
+//! ([`ROWS_BYTES`]) to stay in cache, with the bias added in the tile's store and the
+//! activation applied while the block is still in cache. Rayon tasks take disjoint (row
+//! block, panel range) pieces. Panels may hold a checkpoint's bf16 or f16 values as they
+//! are, widened exactly in registers as products read them (in a buffer first on CPUs
+//! without AVX2). A single row (a decode step) takes the whole depth in one pass, two
+//! panels at a time, from weights on transparent huge pages where Linux gives them.
 
 use super::amx::{self, AmxPanels};
 use super::gemm::SharedMut;
@@ -170,29 +171,24 @@ impl PackedWeight {
         row: impl Fn(usize) -> &'a [f32] + Sync,
     ) -> Self {
         Self::build(out_features, in_features, |p, panel| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                let cols = PANEL.min(out_features - p * PANEL);
-                for first in (0..cols).step_by(16) {
-                    let group = first..cols.min(first + 16);
-                    let mut rows = [std::ptr::null(); 16];
-                    for (ptr, j) in rows.iter_mut().zip(group.clone()) {
-                        *ptr = row(p * PANEL + j)[..in_features].as_ptr();
-                    }
-                    // SAFETY: the CPU has AVX-512F; each row holds `in_features` values
-                    // (sliced above) and the panel `in_features × PANEL`.
-                    unsafe {
-                        avx512::transpose_rows(
-                            &rows[..group.len()],
-                            in_features,
-                            panel[first..].as_mut_ptr(),
-                            PANEL,
-                        );
-                    }
+            let cols = PANEL.min(out_features - p * PANEL);
+            for first in (0..cols).step_by(16) {
+                let group = first..cols.min(first + 16);
+                let mut rows = [std::ptr::null(); 16];
+                for (ptr, j) in rows.iter_mut().zip(group.clone()) {
+                    *ptr = row(p * PANEL + j)[..in_features].as_ptr();
                 }
-                return;
+                // SAFETY: each row holds `in_features` values (sliced above) and the
+                // panel `in_features × PANEL`.
+                unsafe {
+                    transpose_rows(
+                        &rows[..group.len()],
+                        in_features,
+                        panel[first..].as_mut_ptr(),
+                        PANEL,
+                    );
+                }
             }
-            copy_rows_into_panel(p, panel, out_features, in_features, &row)
         })
     }
 
@@ -573,13 +569,19 @@ impl Job<'_> {
     /// inputs packed once, then the panels in groups whose weights stay in L2, each
     /// group's outputs accumulated over the depth blocks while they stay in cache.
     fn run(&self, rows: Range<usize>, panels: Range<usize>) {
-        let (tile, avx512) = tile_kernel();
+        let kernel = tile_kernel();
         // One tile's rows keep no outputs worth keeping in cache over a depth block: each
-        // panel is then read once, start to end, as one stream. The AVX-512 tile sums such
-        // a pass in the depth blocks' order, so a row's values do not depend on how many
-        // rows it came with. Nothing is then kept in cache from panel to panel either, so
-        // the panels are one group (a single row takes them in pairs).
-        let one_pass = avx512 && rows.len() <= TILE_ROWS;
+        // panel is then read once, start to end, as one stream. The one-pass tiles sum
+        // such a pass in the depth blocks' order, so a row's values do not depend on how
+        // many rows it came with. Nothing is then kept in cache from panel to panel
+        // either, so the panels are one group (a single row takes them in pairs).
+        let one_pass = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx512 => rows.len() <= TILE_ROWS,
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx2 => rows.len() == 1,
+            TileKernel::Plain => false,
+        };
         let depth_block = if one_pass { self.k } else { DEPTH_BLOCK };
         let group = if one_pass {
             panels.len()
@@ -594,7 +596,9 @@ impl Job<'_> {
                     let span = first * self.k * PANEL..group.end * self.k * PANEL;
                     let weights = match self.panels {
                         Panels::F32(all) => Panels::F32(&all[span]),
-                        Panels::Half(all, format) if avx512 => Panels::Half(&all[span], format),
+                        Panels::Half(all, format) if kernel.reads_half() => {
+                            Panels::Half(&all[span], format)
+                        }
                         Panels::Half(all, format) => {
                             widened.resize(span.len(), 0.0);
                             format.widen(&all[span], widened);
@@ -614,21 +618,32 @@ impl Job<'_> {
                         let mut p = group.start;
                         while p < group.end {
                             #[cfg(target_arch = "x86_64")]
-                            if avx512 && rows.len() == 1 && p + 1 < group.end {
+                            if one_pass && rows.len() == 1 {
+                                let pair = p + 1 < group.end;
                                 let depth = (depth, depth_len);
                                 let r = rows.start;
-                                // SAFETY: as for `panel`'s tiles; AVX-512 tiles of
-                                // one row, one input block and one panel format.
-                                unsafe {
-                                    avx512::one_row_pair(
-                                        self.tile(p, b(p), depth, r, 1, block),
-                                        self.tile(p + 1, b(p + 1), depth, r, 1, block),
-                                    );
+                                let tile = |p: usize| self.tile(p, b(p), depth, r, 1, block);
+                                // SAFETY: as for `panel`'s tiles; tiles of one row, one
+                                // input block and one panel format, run by the kernel
+                                // this CPU has.
+                                match kernel {
+                                    TileKernel::Avx512 if pair => unsafe {
+                                        avx512::one_row_pair(tile(p), tile(p + 1));
+                                    },
+                                    TileKernel::Avx2 if pair => unsafe {
+                                        avx2::one_row([&tile(p), &tile(p + 1)]);
+                                    },
+                                    TileKernel::Avx2 => unsafe { avx2::one_row([&tile(p)]) },
+                                    _ => {
+                                        self.panel(kernel, p, b(p), depth, rows.clone(), block);
+                                        p += 1;
+                                        continue;
+                                    }
                                 }
-                                p += 2;
+                                p += if pair { 2 } else { 1 };
                                 continue;
                             }
-                            self.panel(tile, p, b(p), (depth, depth_len), rows.clone(), block);
+                            self.panel(kernel, p, b(p), (depth, depth_len), rows.clone(), block);
                             p += 1;
                         }
                     }
@@ -655,21 +670,26 @@ impl Job<'_> {
     /// depth block).
     fn panel(
         &self,
-        tile: unsafe fn(Tile),
+        kernel: TileKernel,
         p: usize,
         b: PanelPtr,
         (depth, depth_len): (usize, usize),
         rows: Range<usize>,
         block: &[f32],
     ) {
-        let mut r = rows.start;
-        while r < rows.end {
+        let tiles = (rows.start..rows.end).step_by(TILE_ROWS).map(|r| {
             let tile_rows = TILE_ROWS.min(rows.end - r);
             let a = &block[(r - rows.start) * depth_len..];
-            // SAFETY: the tile lies inside the packed rows, the panel and this task's
-            // block of `dst` (the caller's contract).
-            unsafe { tile(self.tile(p, b, (depth, depth_len), r, tile_rows, a)) };
-            r += tile_rows;
+            self.tile(p, b, (depth, depth_len), r, tile_rows, a)
+        });
+        // SAFETY (both): every tile lies inside the packed rows, the panel and this
+        // task's block of `dst` (the caller's contract).
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx512 => tiles.for_each(|t| unsafe { avx512::tile(t) }),
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx2 => unsafe { avx2::panel(tiles) },
+            TileKernel::Plain => tiles.for_each(|t| unsafe { plain::tile(t) }),
         }
     }
 
@@ -706,8 +726,6 @@ impl Job<'_> {
     /// a tile reads one stream.
     fn pack_rows(&self, rows: Range<usize>, depth_block: usize, packed: &mut Vec<f32>) {
         packed.resize(rows.len() * self.k, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        let transpose = !self.round_inputs && std::arch::is_x86_feature_detected!("avx512f");
         for depth in (0..self.k).step_by(depth_block) {
             let len = depth_block.min(self.k - depth);
             let block = &mut packed[depth * rows.len()..][..len * rows.len()];
@@ -718,19 +736,13 @@ impl Job<'_> {
                 let x = self.x.ptr as *const f32;
                 let first = r * self.x.row_stride + depth;
                 r += tile_rows;
-                #[cfg(target_arch = "x86_64")]
-                if transpose {
-                    // SAFETY: the CPU has AVX-512F; rows `r..r + tile_rows` of `x` hold
-                    // `depth + len` values and `out` holds `tile_rows × len`.
+                if !self.round_inputs {
+                    // SAFETY: rows `r..r + tile_rows` of `x` hold `depth + len` values
+                    // and `out` holds `tile_rows × len`.
                     unsafe {
                         let rows: [*const f32; TILE_ROWS] =
                             std::array::from_fn(|i| x.add(first + i * self.x.row_stride));
-                        avx512::transpose_rows(
-                            &rows[..tile_rows],
-                            len,
-                            out.as_mut_ptr(),
-                            tile_rows,
-                        );
+                        transpose_rows(&rows[..tile_rows], len, out.as_mut_ptr(), tile_rows);
                     }
                     continue;
                 }
@@ -742,6 +754,33 @@ impl Job<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies `len` values of each of up to 16 `rows` into `out` input-major: value `p` of
+/// row `r` at `out[p * out_stride + r]` (through registers where the CPU has AVX-512
+/// or AVX2).
+///
+/// # Safety
+/// Each row holds `len` values; `out` holds `len` strides of at least `rows.len()`.
+unsafe fn transpose_rows(rows: &[*const f32], len: usize, out: *mut f32, out_stride: usize) {
+    debug_assert!(rows.len() <= 16 && rows.len() <= out_stride);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return avx512::transpose_rows(rows, len, out, out_stride);
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            for (group, first) in rows.chunks(8).zip((0..).step_by(8)) {
+                avx2::transpose_rows(group, len, out.add(first), out_stride);
+            }
+            return;
+        }
+    }
+    for p in 0..len {
+        for (r, row) in rows.iter().enumerate() {
+            *out.add(p * out_stride + r) = *row.add(p);
         }
     }
 }
@@ -762,6 +801,14 @@ enum PanelPtr {
 }
 
 impl PanelPtr {
+    /// The f32 values, or null; the 16-bit values, or null.
+    fn parts(self) -> (*const f32, *const u16) {
+        match self {
+            PanelPtr::F32(b) => (b, std::ptr::null()),
+            PanelPtr::Half(b, _) => (std::ptr::null(), b),
+        }
+    }
+
     /// The f32 values; a 16-bit panel here is a bug of the caller.
     fn f32(self) -> *const f32 {
         match self {
@@ -774,6 +821,7 @@ impl PanelPtr {
 /// One register tile: `c[rows × cols] (+)= a[rows × depth] · b[depth × PANEL]`, plus
 /// `bias[..cols]` when `bias` is not null; `c` is added to when `accumulate`. `a` is
 /// packed input-major: element `(r, p)` at `a[p * rows + r]`.
+#[derive(Clone, Copy)]
 struct Tile {
     rows: usize,
     a: *const f32,
@@ -786,28 +834,59 @@ struct Tile {
     bias: *const f32,
 }
 
-/// The widest tile kernel this CPU runs, and whether it is the AVX-512 one: that one
-/// reads 16-bit panels (else they are widened to f32 first) and takes a depth longer
-/// than [`DEPTH_BLOCK`] in one pass.
-fn tile_kernel() -> (unsafe fn(Tile), bool) {
+/// Panel weights stored as f32, as the tile kernels' const parameter.
+#[cfg(target_arch = "x86_64")]
+const F32: u8 = 0;
+/// Panel weights stored as bf16.
+#[cfg(target_arch = "x86_64")]
+const BF16: u8 = 1;
+/// Panel weights stored as f16.
+#[cfg(target_arch = "x86_64")]
+const F16: u8 = 2;
+
+/// The register tiles a CPU runs products on.
+#[derive(Clone, Copy)]
+enum TileKernel {
+    /// AVX-512: takes a depth longer than [`DEPTH_BLOCK`] in one pass for up to
+    /// [`TILE_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return (avx512::tile, true);
+    Avx512,
+    /// AVX2 + FMA + F16C: takes the whole depth in one pass for a single row.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Plain loops, for any CPU.
+    Plain,
+}
+
+impl TileKernel {
+    /// Whether the kernel reads 16-bit panels as they are (else they are widened to
+    /// f32 first, a group of panels at a time).
+    fn reads_half(self) -> bool {
+        !matches!(self, TileKernel::Plain)
     }
-    (portable::tile, false)
+}
+
+/// The widest tile kernel this CPU runs.
+fn tile_kernel() -> TileKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return TileKernel::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return TileKernel::Avx2;
+        }
+    }
+    TileKernel::Plain
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{HalfFormat, PanelPtr, Tile, DEPTH_BLOCK, PANEL, TILE_ROWS};
+    use super::{HalfFormat, PanelPtr, Tile, BF16, DEPTH_BLOCK, F16, F32, PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
-
-    /// Panel weights stored as f32.
-    const F32: u8 = 0;
-    /// Panel weights stored as bf16.
-    const BF16: u8 = 1;
-    /// Panel weights stored as f16.
-    const F16: u8 = 2;
 
     /// `out[p * out_stride + r] = rows[r][p]` for up to 16 `rows` of `len` inputs: the
     /// copy of [`super::Job::pack_rows`] and of packing weights' panels, 16 inputs of
@@ -1015,26 +1094,18 @@ mod avx512 {
     }
 }
 
-mod portable {
+/// Tiles as plain loops, for CPUs without AVX2.
+mod plain {
     use super::{Tile, PANEL};
 
-    /// Rows per register tile without AVX-512 (4 × 32 accumulators).
+    /// Rows accumulated at once (4 × 32 accumulators).
     const ROWS: usize = 4;
 
-    /// [`Tile`] with AVX2+FMA when the CPU has them, else as plain loops.
+    /// [`Tile`] as plain loops over f32 panels.
     ///
     /// # Safety
     /// The tile's pointers are valid for its extents.
     pub(super) unsafe fn tile(t: Tile) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return avx2::tile(&t);
-        }
-        tile_any(t)
-    }
-
-    unsafe fn tile_any(t: Tile) {
         let mut r = 0;
         while r < t.rows {
             let rows = ROWS.min(t.rows - r);
@@ -1049,97 +1120,265 @@ mod portable {
                 }
             }
             for (i, acc) in acc.iter().enumerate().take(rows) {
-                store(&t, r + i, 0, &acc[..t.cols]);
+                let c = t.c.add((r + i) * t.ldc);
+                for (j, &v) in acc[..t.cols].iter().enumerate() {
+                    let mut v = v;
+                    if !t.bias.is_null() {
+                        v += *t.bias.add(j);
+                    }
+                    if t.accumulate {
+                        v += *c.add(j);
+                    }
+                    *c.add(j) = v;
+                }
             }
             r += rows;
         }
     }
+}
 
-    /// Writes row `r`'s values for columns `col..col + values.len()` of the tile, with
-    /// the bias and what `c` held when accumulating.
-    unsafe fn store(t: &Tile, r: usize, col: usize, values: &[f32]) {
-        let c = t.c.add(r * t.ldc + col);
-        for (j, &v) in values.iter().enumerate() {
-            let mut v = v;
-            if !t.bias.is_null() {
-                v += *t.bias.add(col + j);
+/// Tiles with AVX2, FMA and F16C (16-bit panels widened in registers).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{HalfFormat, PanelPtr, Tile, BF16, DEPTH_BLOCK, F16, F32, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Rows per register block: 6 rows × 16 columns in 12 accumulators, two panel
+    /// registers and a broadcast input (15 of the 16 AVX2 registers).
+    const ROWS: usize = 6;
+
+    /// Copies `len` values of each of up to 8 `rows` into `out` input-major (value `p`
+    /// of row `r` at `out[p * out_stride + r]`), 8 inputs at a time through an 8 × 8
+    /// register transpose.
+    ///
+    /// # Safety
+    /// The CPU has AVX; each row holds `len` values; `out` holds `len` strides of at
+    /// least `rows.len()`.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn transpose_rows(
+        rows: &[*const f32],
+        len: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let n = rows.len();
+        debug_assert!((1..=8).contains(&n));
+        let full = len / 8 * 8;
+        for p in (0..full).step_by(8) {
+            let v: [__m256; 8] = std::array::from_fn(|r| {
+                if r < n {
+                    _mm256_loadu_ps(rows[r].add(p))
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (v[i / 2 * 2], v[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            // u[4g + j]: rows 4g..4g + 4 of inputs j and j + 4 (one per 128-bit lane).
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (g, j) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
+                if j % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for j in 0..8 {
+                let column = if j < 4 {
+                    _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j])
+                } else {
+                    _mm256_permute2f128_ps::<0x31>(u[j - 4], u[j])
+                };
+                let at = out.add((p + j) * out_stride);
+                match n {
+                    8 => _mm256_storeu_ps(at, column),
+                    4 => _mm_storeu_ps(at, _mm256_castps256_ps128(column)),
+                    _ => {
+                        // (AMD's masked stores are microcoded: slower than this copy.)
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), column);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), at, n);
+                    }
+                }
             }
-            if t.accumulate {
-                v += *c.add(j);
+        }
+        for p in full..len {
+            for (r, row) in rows.iter().enumerate() {
+                *out.add(p * out_stride + r) = *row.add(p);
             }
-            *c.add(j) = v;
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    mod avx2 {
-        use super::{store, Tile, PANEL};
-        use std::arch::x86_64::*;
+    /// Eight consecutive panel values from `at` on, as f32: read from `f32s` when
+    /// `FORMAT` is [`F32`], else widened (exactly) from the bf16 or f16 `halves`.
+    #[inline(always)]
+    unsafe fn load8<const FORMAT: u8>(f32s: *const f32, halves: *const u16, at: usize) -> __m256 {
+        if FORMAT == F32 {
+            return _mm256_loadu_ps(f32s.add(at));
+        }
+        let v = _mm_loadu_si128(halves.add(at) as *const __m128i);
+        if FORMAT == BF16 {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
+        } else {
+            _mm256_cvtph_ps(v)
+        }
+    }
 
-        /// Rows per register tile: 6 rows × 16 columns in 12 accumulators, two panel
-        /// registers and a broadcast input (15 of the 16 AVX2 registers).
-        const ROWS: usize = 6;
+    /// Stores `values` as row `r`'s columns `col..col + 8` of the tile (fewer past its
+    /// `cols`), added to what `c` held when accumulating.
+    #[inline(always)]
+    unsafe fn store8(t: &Tile, r: usize, col: usize, values: __m256) {
+        let c = t.c.add(r * t.ldc + col);
+        let cols = t.cols.saturating_sub(col).min(8);
+        if cols == 8 {
+            let v = if t.accumulate {
+                _mm256_add_ps(values, _mm256_loadu_ps(c))
+            } else {
+                values
+            };
+            _mm256_storeu_ps(c, v);
+            return;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), values);
+        for (j, &v) in lanes[..cols].iter().enumerate() {
+            *c.add(j) = if t.accumulate { v + *c.add(j) } else { v };
+        }
+    }
 
-        /// [`Tile`] as 6 × 16 blocks: each half of the panel in turn, row block by
-        /// row block.
-        ///
-        /// # Safety
-        /// The CPU has AVX2 and FMA; the tile's pointers are valid for its extents.
-        pub(in super::super) unsafe fn tile(t: &Tile) {
-            let halves = t.cols.div_ceil(16);
-            let mut r = 0;
-            while r < t.rows {
-                let rows = ROWS.min(t.rows - r);
-                for half in 0..halves {
+    /// Eight bias values from column `col` on (zeros past the tile's `cols`).
+    #[inline(always)]
+    unsafe fn bias8(t: &Tile, col: usize) -> __m256 {
+        let cols = t.cols.saturating_sub(col).min(8);
+        if cols == 8 {
+            return _mm256_loadu_ps(t.bias.add(col));
+        }
+        let mut lanes = [0f32; 8];
+        lanes[..cols].copy_from_slice(std::slice::from_raw_parts(t.bias.add(col), cols));
+        _mm256_loadu_ps(lanes.as_ptr())
+    }
+
+    /// The tiles of one panel as 6 × 16 blocks, in the order of BLIS's AVX2 kernel:
+    /// each half of the panel in turn against every tile's rows, 6 at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; each tile's pointers are valid for its extents,
+    /// and all read one panel.
+    pub(super) unsafe fn panel(tiles: impl Iterator<Item = Tile> + Clone) {
+        let Some(first) = tiles.clone().next() else {
+            return;
+        };
+        match first.b {
+            PanelPtr::F32(_) => panel_in::<F32>(first.cols, tiles),
+            PanelPtr::Half(_, HalfFormat::Bf16) => panel_in::<BF16>(first.cols, tiles),
+            PanelPtr::Half(_, HalfFormat::F16) => panel_in::<F16>(first.cols, tiles),
+        }
+    }
+
+    /// [`panel`] for one panel format, whose tiles have `cols` columns.
+    unsafe fn panel_in<const FORMAT: u8>(cols: usize, tiles: impl Iterator<Item = Tile> + Clone) {
+        for half in 0..cols.div_ceil(16) {
+            for t in tiles.clone() {
+                let mut r = 0;
+                while r < t.rows {
+                    let rows = ROWS.min(t.rows - r);
                     match rows {
-                        1 => block::<1>(t, r, half),
-                        2 => block::<2>(t, r, half),
-                        3 => block::<3>(t, r, half),
-                        4 => block::<4>(t, r, half),
-                        5 => block::<5>(t, r, half),
-                        _ => block::<6>(t, r, half),
+                        1 => block::<1, FORMAT>(&t, r, half),
+                        2 => block::<2, FORMAT>(&t, r, half),
+                        3 => block::<3, FORMAT>(&t, r, half),
+                        4 => block::<4, FORMAT>(&t, r, half),
+                        5 => block::<5, FORMAT>(&t, r, half),
+                        _ => block::<6, FORMAT>(&t, r, half),
                     }
+                    r += rows;
                 }
-                r += rows;
             }
         }
+    }
 
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn block<const R: usize>(t: &Tile, r0: usize, half: usize) {
-            let col = half * 16;
-            let b = t.b.f32().add(col);
-            let a = t.a.add(r0);
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            for p in 0..t.depth {
-                let b0 = _mm256_loadu_ps(b.add(p * PANEL));
-                let b1 = _mm256_loadu_ps(b.add(p * PANEL + 8));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm256_broadcast_ss(&*a.add(p * t.rows + r));
-                    acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+    /// Rows `r0..r0 + R` of a tile against half `half` of its panel (16 columns).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block<const R: usize, const FORMAT: u8>(t: &Tile, r0: usize, half: usize) {
+        let col = half * 16;
+        let (f32s, halves) = t.b.parts();
+        let a = t.a.add(r0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for p in 0..t.depth {
+            let b0 = load8::<FORMAT>(f32s, halves, p * PANEL + col);
+            let b1 = load8::<FORMAT>(f32s, halves, p * PANEL + col + 8);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(p * t.rows + r));
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (i, &sum) in acc.iter().enumerate() {
+                let at = col + 8 * i;
+                let v = if t.bias.is_null() {
+                    sum
+                } else {
+                    _mm256_add_ps(sum, bias8(t, at))
+                };
+                store8(t, r0 + r, at, v);
+            }
+        }
+    }
+
+    /// A decode step's one row against `N` whole panels at once (a pair: eight FMA
+    /// chains in flight), the whole depth in one pass, summed as the depth-blocked
+    /// [`panel`] sums it (each [`DEPTH_BLOCK`]'s sum added to the bias, then to the
+    /// sum so far), so a row's values do not depend on how many rows it came with.
+    ///
+    /// # Safety
+    /// As [`panel`]; every tile has one row, the same inputs and depth, and panels of
+    /// one format.
+    pub(super) unsafe fn one_row<const N: usize>(tiles: [&Tile; N]) {
+        match tiles[0].b {
+            PanelPtr::F32(_) => one_row_in::<N, F32>(tiles),
+            PanelPtr::Half(_, HalfFormat::Bf16) => one_row_in::<N, BF16>(tiles),
+            PanelPtr::Half(_, HalfFormat::F16) => one_row_in::<N, F16>(tiles),
+        }
+    }
+
+    /// [`one_row`] for one panel format.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn one_row_in<const N: usize, const FORMAT: u8>(tiles: [&Tile; N]) {
+        let t = tiles[0];
+        let parts = tiles.map(|tile| tile.b.parts());
+        let mut total = [[_mm256_setzero_ps(); 4]; N];
+        for (total, tile) in total.iter_mut().zip(&tiles) {
+            if !tile.bias.is_null() {
+                *total = std::array::from_fn(|i| bias8(tile, 8 * i));
+            }
+        }
+        for start in (0..t.depth).step_by(DEPTH_BLOCK) {
+            let mut acc = [[_mm256_setzero_ps(); 4]; N];
+            for p in start..t.depth.min(start + DEPTH_BLOCK) {
+                let x = _mm256_broadcast_ss(&*t.a.add(p));
+                for (acc, &(f32s, halves)) in acc.iter_mut().zip(&parts) {
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let b = load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i);
+                        *acc = _mm256_fmadd_ps(x, b, *acc);
+                    }
                 }
             }
-            let cols = (t.cols - col).min(16);
-            for (r, acc) in acc.iter().enumerate() {
-                if cols < 16 {
-                    let mut values = [0f32; 16];
-                    _mm256_storeu_ps(values.as_mut_ptr(), acc[0]);
-                    _mm256_storeu_ps(values.as_mut_ptr().add(8), acc[1]);
-                    store(t, r0 + r, col, &values[..cols]);
-                    continue;
+            for (total, acc) in total.iter_mut().zip(&acc) {
+                for (total, &acc) in total.iter_mut().zip(acc) {
+                    *total = _mm256_add_ps(acc, *total);
                 }
-                let c = t.c.add((r0 + r) * t.ldc + col);
-                let (mut v0, mut v1) = (acc[0], acc[1]);
-                if !t.bias.is_null() {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(t.bias.add(col)));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(t.bias.add(col + 8)));
-                }
-                if t.accumulate {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c.add(8)));
-                }
-                _mm256_storeu_ps(c, v0);
-                _mm256_storeu_ps(c.add(8), v1);
+            }
+        }
+        for (tile, total) in tiles.iter().zip(&total) {
+            for (i, &v) in total.iter().enumerate() {
+                store8(tile, 0, 8 * i, v);
             }
         }
     }
@@ -1155,22 +1394,18 @@ mod tests {
             .collect()
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
     fn register_transpose_copies_rows_input_major() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return;
-        }
         let stride = 300;
         let x = values(16 * stride, 0.3);
         for rows in 1..=16 {
-            for len in [0, 5, 16, 37, 256] {
+            for len in [0, 5, 8, 16, 37, 256] {
                 let mut got = vec![f32::NAN; rows * len];
-                // SAFETY: the CPU has AVX-512F; `x` holds 16 rows of `stride ≥ len`
-                // values and `got` holds `rows × len`.
+                // SAFETY: `x` holds 16 rows of `stride ≥ len` values and `got` holds
+                // `rows × len`.
                 unsafe {
                     let ptrs: Vec<_> = (0..rows).map(|r| x[r * stride..].as_ptr()).collect();
-                    avx512::transpose_rows(&ptrs, len, got.as_mut_ptr(), rows);
+                    transpose_rows(&ptrs, len, got.as_mut_ptr(), rows);
                 }
                 let want: Vec<f32> = (0..len)
                     .flat_map(|p| (0..rows).map(move |r| (r, p)))
