@@ -26,6 +26,13 @@ const TILE_ROWS: usize = 12;
 /// Row blocks of an f32 product are multiples of this many rows (but the last), so few
 /// tiles are short.
 const ROW_GRANULE: usize = 4;
+/// Most rows an AVX2 product takes in one pass over each panel, three rows at a time
+/// (the panel re-read from L2 for each three): a few decode steps' rows read each
+/// weight from memory once, as one stream.
+const AVX2_ONE_PASS_ROWS: usize = 2 * TILE_ROWS;
+/// Largest panel (bytes) an AVX2 product re-reads for each three rows of a pass: half
+/// of a small L2 cache, so the re-reads hit it.
+const AVX2_ONE_PASS_PANEL_BYTES: usize = 256 << 10;
 /// Inputs accumulated per pass over a panel (a 48 KiB slice of it, kept in L1/L2).
 const DEPTH_BLOCK: usize = 256;
 /// Bytes of packed inputs per row block (a quarter of an L2 cache).
@@ -548,6 +555,17 @@ enum Panels<'a> {
     Half(&'a [u16], HalfFormat),
 }
 
+impl Panels<'_> {
+    /// Bytes per stored value.
+    #[cfg(target_arch = "x86_64")]
+    fn value_bytes(&self) -> usize {
+        match self {
+            Panels::F32(_) => 4,
+            Panels::Half(..) => 2,
+        }
+    }
+}
+
 /// One product's operands, shared by its tasks.
 struct Job<'a> {
     x: Rows<usize>,
@@ -579,7 +597,11 @@ impl Job<'_> {
             #[cfg(target_arch = "x86_64")]
             TileKernel::Avx512 => rows.len() <= TILE_ROWS,
             #[cfg(target_arch = "x86_64")]
-            TileKernel::Avx2 => rows.len() == 1,
+            TileKernel::Avx2 => {
+                let panel_bytes = self.k * PANEL * self.panels.value_bytes();
+                rows.len() == 1
+                    || rows.len() <= AVX2_ONE_PASS_ROWS && panel_bytes <= AVX2_ONE_PASS_PANEL_BYTES
+            }
             TileKernel::Plain => false,
         };
         let depth_block = if one_pass { self.k } else { DEPTH_BLOCK };
@@ -635,7 +657,8 @@ impl Job<'_> {
                                     },
                                     TileKernel::Avx2 => unsafe { avx2::one_row([&tile(p)]) },
                                     _ => {
-                                        self.panel(kernel, p, b(p), depth, rows.clone(), block);
+                                        let rows = rows.clone();
+                                        self.panel(kernel, true, p, b(p), depth, rows, block);
                                         p += 1;
                                         continue;
                                     }
@@ -643,7 +666,15 @@ impl Job<'_> {
                                 p += if pair { 2 } else { 1 };
                                 continue;
                             }
-                            self.panel(kernel, p, b(p), (depth, depth_len), rows.clone(), block);
+                            self.panel(
+                                kernel,
+                                one_pass,
+                                p,
+                                b(p),
+                                (depth, depth_len),
+                                rows.clone(),
+                                block,
+                            );
                             p += 1;
                         }
                     }
@@ -665,12 +696,14 @@ impl Job<'_> {
         }
     }
 
-    /// Panel `p` over one depth block, for every tile of `rows` (`b`: the panel's
-    /// weights from the block's first input on; `block`: the rows' packed inputs of this
-    /// depth block).
+    /// Panel `p` over one depth block (the whole depth when `one_pass`), for every tile
+    /// of `rows` (`b`: the panel's weights from the block's first input on; `block`: the
+    /// rows' packed inputs of this depth block).
+    #[allow(clippy::too_many_arguments)]
     fn panel(
         &self,
         kernel: TileKernel,
+        one_pass: bool,
         p: usize,
         b: PanelPtr,
         (depth, depth_len): (usize, usize),
@@ -687,6 +720,10 @@ impl Job<'_> {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             TileKernel::Avx512 => tiles.for_each(|t| unsafe { avx512::tile(t) }),
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx2 if one_pass => {
+                tiles.for_each(|t| unsafe { avx2::tile_in_one_pass(&t) })
+            }
             #[cfg(target_arch = "x86_64")]
             TileKernel::Avx2 => unsafe { avx2::panel(tiles) },
             TileKernel::Plain => tiles.for_each(|t| unsafe { plain::tile(t) }),
@@ -851,7 +888,8 @@ enum TileKernel {
     /// [`TILE_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
     Avx512,
-    /// AVX2 + FMA + F16C: takes the whole depth in one pass for a single row.
+    /// AVX2 + FMA + F16C: takes the whole depth in one pass for up to
+    /// [`AVX2_ONE_PASS_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// Plain loops, for any CPU.
@@ -1333,52 +1371,89 @@ mod avx2 {
     }
 
     /// A decode step's one row against `N` whole panels at once (a pair: eight FMA
-    /// chains in flight), the whole depth in one pass, summed as the depth-blocked
-    /// [`panel`] sums it (each [`DEPTH_BLOCK`]'s sum added to the bias, then to the
-    /// sum so far), so a row's values do not depend on how many rows it came with.
+    /// chains in flight), the whole depth in one pass (see [`pass`]).
     ///
     /// # Safety
     /// As [`panel`]; every tile has one row, the same inputs and depth, and panels of
     /// one format.
     pub(super) unsafe fn one_row<const N: usize>(tiles: [&Tile; N]) {
         match tiles[0].b {
-            PanelPtr::F32(_) => one_row_in::<N, F32>(tiles),
-            PanelPtr::Half(_, HalfFormat::Bf16) => one_row_in::<N, BF16>(tiles),
-            PanelPtr::Half(_, HalfFormat::F16) => one_row_in::<N, F16>(tiles),
+            PanelPtr::F32(_) => pass::<1, N, F32>(tiles, 0),
+            PanelPtr::Half(_, HalfFormat::Bf16) => pass::<1, N, BF16>(tiles, 0),
+            PanelPtr::Half(_, HalfFormat::F16) => pass::<1, N, F16>(tiles, 0),
         }
     }
 
-    /// [`one_row`] for one panel format.
+    /// A tile's rows against its whole panel, three rows at a time, the whole depth in
+    /// one pass each (see [`pass`]).
+    ///
+    /// # Safety
+    /// As [`panel`].
+    pub(super) unsafe fn tile_in_one_pass(t: &Tile) {
+        macro_rules! rows {
+            ($format:ident) => {{
+                let mut r = 0;
+                while r < t.rows {
+                    match t.rows - r {
+                        1 => pass::<1, 1, $format>([t], r),
+                        2 => pass::<2, 1, $format>([t], r),
+                        _ => pass::<3, 1, $format>([t], r),
+                    }
+                    r += 3;
+                }
+            }};
+        }
+        match t.b {
+            PanelPtr::F32(_) => rows!(F32),
+            PanelPtr::Half(_, HalfFormat::Bf16) => rows!(BF16),
+            PanelPtr::Half(_, HalfFormat::F16) => rows!(F16),
+        }
+    }
+
+    /// Rows `r0..r0 + R` of `N` tiles (the same inputs and depth) against their whole
+    /// panels, the whole depth in one pass, summed as the depth-blocked [`panel`] sums
+    /// it (each [`DEPTH_BLOCK`]'s sum added to the bias, then to the sum so far), so a
+    /// row's values do not depend on how many rows it came with.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn one_row_in<const N: usize, const FORMAT: u8>(tiles: [&Tile; N]) {
+    unsafe fn pass<const R: usize, const N: usize, const FORMAT: u8>(tiles: [&Tile; N], r0: usize) {
         let t = tiles[0];
         let parts = tiles.map(|tile| tile.b.parts());
-        let mut total = [[_mm256_setzero_ps(); 4]; N];
-        for (total, tile) in total.iter_mut().zip(&tiles) {
+        let mut total = [[[_mm256_setzero_ps(); 4]; N]; R];
+        for (n, tile) in tiles.iter().enumerate() {
             if !tile.bias.is_null() {
-                *total = std::array::from_fn(|i| bias8(tile, 8 * i));
+                let bias: [__m256; 4] = std::array::from_fn(|i| bias8(tile, 8 * i));
+                for total in total.iter_mut() {
+                    total[n] = bias;
+                }
             }
         }
         for start in (0..t.depth).step_by(DEPTH_BLOCK) {
-            let mut acc = [[_mm256_setzero_ps(); 4]; N];
+            let mut acc = [[[_mm256_setzero_ps(); 4]; N]; R];
             for p in start..t.depth.min(start + DEPTH_BLOCK) {
-                let x = _mm256_broadcast_ss(&*t.a.add(p));
-                for (acc, &(f32s, halves)) in acc.iter_mut().zip(&parts) {
-                    for (i, acc) in acc.iter_mut().enumerate() {
-                        let b = load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i);
-                        *acc = _mm256_fmadd_ps(x, b, *acc);
+                for (n, &(f32s, halves)) in parts.iter().enumerate() {
+                    let b: [__m256; 4] =
+                        std::array::from_fn(|i| load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*t.a.add(p * t.rows + r0 + r));
+                        for (acc, &b) in acc[n].iter_mut().zip(&b) {
+                            *acc = _mm256_fmadd_ps(x, b, *acc);
+                        }
                     }
                 }
             }
             for (total, acc) in total.iter_mut().zip(&acc) {
-                for (total, &acc) in total.iter_mut().zip(acc) {
-                    *total = _mm256_add_ps(acc, *total);
+                for (total, acc) in total.iter_mut().zip(acc) {
+                    for (total, &acc) in total.iter_mut().zip(acc) {
+                        *total = _mm256_add_ps(acc, *total);
+                    }
                 }
             }
         }
-        for (tile, total) in tiles.iter().zip(&total) {
-            for (i, &v) in total.iter().enumerate() {
-                store8(tile, 0, 8 * i, v);
+        for (r, total) in total.iter().enumerate() {
+            for (tile, total) in tiles.iter().zip(total) {
+                for (i, &v) in total.iter().enumerate() {
+                    store8(tile, r0 + r, 8 * i, v);
+                }
             }
         }
     }
@@ -1591,11 +1666,11 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_values_alone_and_in_a_batch() {
-        // One row takes the whole depth in one pass (panels two at a time with AVX-512),
-        // 20 rows go depth block by depth block: the sums are added in the same order,
-        // so the values are equal. 70 outputs: a pair of whole panels and a partial
-        // one; 40: a whole and a partial panel as a pair.
-        for (m, k, n) in [(20, 896, 70), (20, 300, 40)] {
+        // One row takes the whole depth in one pass (panels two at a time), 20 rows
+        // too with AVX2 (three rows at a time) and 40 go depth block by depth block: the
+        // sums are added in the same order, so the values are equal. 70 outputs: a pair
+        // of whole panels and a partial one; 40: a whole and a partial panel as a pair.
+        for (m, k, n) in [(20, 896, 70), (40, 300, 40), (20, 300, 40)] {
             let (x, w, b) = (values(m * k, 0.6), values(n * k, 2.9), values(n, 1.2));
             let bits: Vec<u16> = w
                 .iter()

@@ -14,11 +14,16 @@ use crate::rope::{MRope, Position3};
 use crate::weights::Checkpoint;
 use crate::{Error, Result};
 use marquee_kernels::cpu::decoder::{
-    add_in_place, apply_rotary, attend, rms_norm, rms_norm_in_place, silu_mul_halves,
+    add_in_place, apply_rotary, attend, causal_attention, rms_norm, rms_norm_in_place,
+    silu_mul_halves, HeadLayout,
 };
 use marquee_kernels::cpu::packed::{self, PackedWeight};
 use marquee_kernels::{Activation, Matrix};
 use rayon::prelude::*;
+
+/// Segments of at least this many new tokens attend through matrix products
+/// ([`causal_attention`]); shorter ones (decode steps) one row at a time.
+const PRODUCT_ATTENTION_ROWS: usize = 8;
 
 /// One decoder layer.
 #[derive(Debug)]
@@ -220,6 +225,11 @@ impl TextDecoder {
         let kv_heads = c.num_key_value_heads;
         let group = heads / kv_heads;
         let scale = (head_dim as f32).powf(-0.5);
+        let layout = HeadLayout {
+            heads,
+            kv_heads,
+            head_dim,
+        };
         let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
@@ -234,9 +244,28 @@ impl TextDecoder {
                 cache.write(l, segments[s].seq, pos, keys, values);
             }
             let views: Vec<_> = segments.iter().map(|s| cache.view(l, s.seq)).collect();
-            // One task per row and KV head: the query heads of its group read the same
-            // keys and values, and a decode step's one row still splits across threads.
             let mut attended = Matrix::zeros(rows, q_width);
+            // A segment of many new tokens (a prompt, or a chunk of one) as products.
+            let mut first = 0;
+            for (s, view) in segments.iter().zip(&views) {
+                let len = s.positions.len();
+                if len >= PRODUCT_ATTENTION_ROWS {
+                    causal_attention(
+                        &qkv,
+                        first..first + len,
+                        row_seq[first].1,
+                        layout,
+                        |j| view.key(j),
+                        |j| view.value(j),
+                        scale,
+                        &mut attended,
+                    );
+                }
+                first += len;
+            }
+            // The others (decode steps) one row at a time: one task per row and KV head,
+            // the query heads of its group reading the same keys and values, so a decode
+            // step's one row still splits across threads.
             attended
                 .data
                 .par_chunks_mut(group * head_dim)
@@ -244,6 +273,9 @@ impl TextDecoder {
                 .for_each_init(Vec::new, |scores, (task, out)| {
                     let (r, kvh) = (task / kv_heads, task % kv_heads);
                     let (s, pos) = row_seq[r];
+                    if segments[s].positions.len() >= PRODUCT_ATTENTION_ROWS {
+                        return;
+                    }
                     let view = &views[s];
                     for (g, out) in out.chunks_exact_mut(head_dim).enumerate() {
                         let h = kvh * group + g;

@@ -217,7 +217,7 @@ impl VisionTower {
             let mut qkv = block.qkv.forward(&normed, adapter, Activation::Identity)?;
             apply_rotary(&mut qkv, 0, c.num_heads, head_dim, &cos, &sin);
             apply_rotary(&mut qkv, hidden, c.num_heads, head_dim, &cos, &sin);
-            let attended = segment_attention(&qkv, bounds, c.num_heads, head_dim);
+            let attended = segment_attention(&qkv, bounds, c.num_heads)?;
             add_in_place(
                 &mut x,
                 &block
