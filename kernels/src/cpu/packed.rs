@@ -10,7 +10,9 @@
 //! block, panel range) pieces. Panels may hold a checkpoint's bf16 or f16 values as they
 //! are, widened exactly in registers as products read them (in a buffer first on CPUs
 //! without AVX2). A single row (a decode step) takes the whole depth in one pass, two
-//! panels at a time, from weights on transparent huge pages where Linux gives them.
+//! panels at a time, from weights on transparent huge pages where Linux gives them; a
+//! few rows (a batched decode step) take each panel in one pass too, chunk by chunk
+//! through L1, every row against each chunk before the next (prefetched meanwhile).
 
 use super::amx::{self, AmxPanels};
 use super::gemm::SharedMut;
@@ -26,12 +28,12 @@ const TILE_ROWS: usize = 12;
 /// Row blocks of an f32 product are multiples of this many rows (but the last), so few
 /// tiles are short.
 const ROW_GRANULE: usize = 4;
-/// Most rows an AVX2 product takes in one pass over each panel, three rows at a time
-/// (the panel re-read from L2 for each three): a few decode steps' rows read each
-/// weight from memory once, as one stream.
+/// Most rows an AVX2 product takes in one pass over each panel, a tile of up to
+/// [`TILE_ROWS`] at a time (the panel re-read from L2 for the second): a few decode
+/// steps' rows read each weight from memory once, as one stream.
 const AVX2_ONE_PASS_ROWS: usize = 2 * TILE_ROWS;
-/// Largest panel (bytes) an AVX2 product re-reads for each three rows of a pass: half
-/// of a small L2 cache, so the re-reads hit it.
+/// Most bytes of a panel an AVX2 one-pass product takes per depth range: half of a
+/// small L2 cache, so a second tile's re-read hits it.
 const AVX2_ONE_PASS_PANEL_BYTES: usize = 256 << 10;
 /// Inputs accumulated per pass over a panel (a 48 KiB slice of it, kept in L1/L2).
 const DEPTH_BLOCK: usize = 256;
@@ -593,18 +595,22 @@ impl Job<'_> {
         // such a pass in the depth blocks' order, so a row's values do not depend on how
         // many rows it came with. Nothing is then kept in cache from panel to panel
         // either, so the panels are one group (a single row takes them in pairs).
-        let one_pass = match kernel {
+        let (one_pass, depth_block) = match kernel {
             #[cfg(target_arch = "x86_64")]
-            TileKernel::Avx512 => rows.len() <= TILE_ROWS,
+            TileKernel::Avx512 if rows.len() <= TILE_ROWS => (true, self.k),
+            // A few rows take each panel in one pass a tile at a time (a second tile
+            // re-reads it from L2): in depth ranges (whole depth blocks) whose slice of
+            // a panel fits half of it.
             #[cfg(target_arch = "x86_64")]
-            TileKernel::Avx2 => {
-                let panel_bytes = self.k * PANEL * self.panels.value_bytes();
-                rows.len() == 1
-                    || rows.len() <= AVX2_ONE_PASS_ROWS && panel_bytes <= AVX2_ONE_PASS_PANEL_BYTES
+            TileKernel::Avx2 if rows.len() == 1 => (true, self.k),
+            #[cfg(target_arch = "x86_64")]
+            TileKernel::Avx2 if rows.len() <= AVX2_ONE_PASS_ROWS => {
+                let step_bytes = PANEL * self.panels.value_bytes();
+                let blocks = (AVX2_ONE_PASS_PANEL_BYTES / (DEPTH_BLOCK * step_bytes)).max(1);
+                (true, blocks * DEPTH_BLOCK)
             }
-            TileKernel::Plain => false,
+            _ => (false, DEPTH_BLOCK),
         };
-        let depth_block = if one_pass { self.k } else { DEPTH_BLOCK };
         let group = if one_pass {
             panels.len()
         } else {
@@ -888,7 +894,8 @@ enum TileKernel {
     /// [`TILE_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
     Avx512,
-    /// AVX2 + FMA + F16C: takes the whole depth in one pass for up to
+    /// AVX2 + FMA + F16C: takes the depth in one pass (in ranges of at most
+    /// [`AVX2_ONE_PASS_PANEL_BYTES`] of a panel, the whole depth for one row) for up to
     /// [`AVX2_ONE_PASS_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -1185,6 +1192,9 @@ mod avx2 {
     /// registers and a broadcast input (15 of the 16 AVX2 registers).
     const ROWS: usize = 6;
 
+    /// Depth steps of one chunk of [`rows_in_chunks`] (8 KiB of an f32 panel, in L1).
+    const CHUNK: usize = 64;
+
     /// Copies `len` values of each of up to 8 `rows` into `out` input-major (value `p`
     /// of row `r` at `out[p * out_stride + r]`), 8 inputs at a time through an 8 × 8
     /// register transpose.
@@ -1291,6 +1301,20 @@ mod avx2 {
         }
     }
 
+    /// Row `r`'s columns `col..col + 8` of the tile as `c` holds them (zeros past its
+    /// `cols`).
+    #[inline(always)]
+    unsafe fn load_c8(t: &Tile, r: usize, col: usize) -> __m256 {
+        let c = t.c.add(r * t.ldc + col);
+        let cols = t.cols.saturating_sub(col).min(8);
+        if cols == 8 {
+            return _mm256_loadu_ps(c);
+        }
+        let mut lanes = [0f32; 8];
+        lanes[..cols].copy_from_slice(std::slice::from_raw_parts(c, cols));
+        _mm256_loadu_ps(lanes.as_ptr())
+    }
+
     /// Eight bias values from column `col` on (zeros past the tile's `cols`).
     #[inline(always)]
     unsafe fn bias8(t: &Tile, col: usize) -> __m256 {
@@ -1378,30 +1402,35 @@ mod avx2 {
     /// one format.
     pub(super) unsafe fn one_row<const N: usize>(tiles: [&Tile; N]) {
         match tiles[0].b {
-            PanelPtr::F32(_) => pass::<1, N, F32>(tiles, 0),
-            PanelPtr::Half(_, HalfFormat::Bf16) => pass::<1, N, BF16>(tiles, 0),
-            PanelPtr::Half(_, HalfFormat::F16) => pass::<1, N, F16>(tiles, 0),
+            PanelPtr::F32(_) => pass::<N, F32>(tiles),
+            PanelPtr::Half(_, HalfFormat::Bf16) => pass::<N, BF16>(tiles),
+            PanelPtr::Half(_, HalfFormat::F16) => pass::<N, F16>(tiles),
         }
     }
 
-    /// A tile's rows against its whole panel, three rows at a time, the whole depth in
-    /// one pass each (see [`pass`]).
+    /// A tile's rows (up to [`super::TILE_ROWS`]) against its panel, summed in the depth
+    /// blocks' order as [`pass`] sums one row (see [`rows_in_chunks`]).
     ///
     /// # Safety
     /// As [`panel`].
     pub(super) unsafe fn tile_in_one_pass(t: &Tile) {
         macro_rules! rows {
-            ($format:ident) => {{
-                let mut r = 0;
-                while r < t.rows {
-                    match t.rows - r {
-                        1 => pass::<1, 1, $format>([t], r),
-                        2 => pass::<2, 1, $format>([t], r),
-                        _ => pass::<3, 1, $format>([t], r),
-                    }
-                    r += 3;
+            ($format:ident) => {
+                match t.rows {
+                    1 => rows_in_chunks::<1, $format>(t),
+                    2 => rows_in_chunks::<2, $format>(t),
+                    3 => rows_in_chunks::<3, $format>(t),
+                    4 => rows_in_chunks::<4, $format>(t),
+                    5 => rows_in_chunks::<5, $format>(t),
+                    6 => rows_in_chunks::<6, $format>(t),
+                    7 => rows_in_chunks::<7, $format>(t),
+                    8 => rows_in_chunks::<8, $format>(t),
+                    9 => rows_in_chunks::<9, $format>(t),
+                    10 => rows_in_chunks::<10, $format>(t),
+                    11 => rows_in_chunks::<11, $format>(t),
+                    _ => rows_in_chunks::<12, $format>(t),
                 }
-            }};
+            };
         }
         match t.b {
             PanelPtr::F32(_) => rows!(F32),
@@ -1410,50 +1439,115 @@ mod avx2 {
         }
     }
 
-    /// Rows `r0..r0 + R` of `N` tiles (the same inputs and depth) against their whole
-    /// panels, the whole depth in one pass, summed as the depth-blocked [`panel`] sums
-    /// it (each [`DEPTH_BLOCK`]'s sum added to the bias, then to the sum so far), so a
-    /// row's values do not depend on how many rows it came with.
+    /// All `R` rows of a tile against its panel while the panel streams through L1 once:
+    /// [`CHUNK`] depth steps at a time, each chunk's slice of the panel taken 8 columns
+    /// at a time against every row (`R` sums, a panel register and a broadcast input in
+    /// the 16 registers), the sums parked in L1 between the four column groups, and the
+    /// next chunk prefetched meanwhile, a little at every step. Each [`DEPTH_BLOCK`]'s
+    /// sum is added to the bias (or to what `c` held), then to the sum so far, as
+    /// [`pass`] adds a single row's.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pass<const R: usize, const N: usize, const FORMAT: u8>(tiles: [&Tile; N], r0: usize) {
-        let t = tiles[0];
-        let parts = tiles.map(|tile| tile.b.parts());
-        let mut total = [[[_mm256_setzero_ps(); 4]; N]; R];
-        for (n, tile) in tiles.iter().enumerate() {
-            if !tile.bias.is_null() {
-                let bias: [__m256; 4] = std::array::from_fn(|i| bias8(tile, 8 * i));
-                for total in total.iter_mut() {
-                    total[n] = bias;
+    unsafe fn rows_in_chunks<const R: usize, const FORMAT: u8>(t: &Tile) {
+        const { assert!(DEPTH_BLOCK.is_multiple_of(CHUNK)) };
+        let (f32s, halves) = t.b.parts();
+        let mut total = [[_mm256_setzero_ps(); 4]; R];
+        for (r, total) in total.iter_mut().enumerate() {
+            if t.accumulate {
+                *total = std::array::from_fn(|i| load_c8(t, r, 8 * i));
+            } else if !t.bias.is_null() {
+                *total = std::array::from_fn(|i| bias8(t, 8 * i));
+            }
+        }
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        for start in (0..t.depth).step_by(CHUNK) {
+            let end = t.depth.min(start + CHUNK);
+            for i in 0..4 {
+                let mut sums: [__m256; R] = std::array::from_fn(|r| acc[r][i]);
+                for p in start..end {
+                    // The next chunk's values, a quarter of them per column group.
+                    let ahead = (start + CHUNK) * PANEL + (i * CHUNK + p - start) * PANEL / 4;
+                    prefetch::<FORMAT>(f32s, halves, ahead);
+                    let b = load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i);
+                    let x = t.a.add(p * t.rows);
+                    for (r, sum) in sums.iter_mut().enumerate() {
+                        *sum = _mm256_fmadd_ps(_mm256_broadcast_ss(&*x.add(r)), b, *sum);
+                    }
+                }
+                for (acc, sum) in acc.iter_mut().zip(sums) {
+                    acc[i] = sum;
+                }
+            }
+            if end.is_multiple_of(DEPTH_BLOCK) || end == t.depth {
+                for (total, acc) in total.iter_mut().zip(&mut acc) {
+                    for (total, acc) in total.iter_mut().zip(acc) {
+                        *total = _mm256_add_ps(*acc, *total);
+                        *acc = _mm256_setzero_ps();
+                    }
                 }
             }
         }
+        let replace = Tile {
+            accumulate: false,
+            ..*t
+        };
+        for (r, total) in total.iter().enumerate() {
+            for (i, &v) in total.iter().enumerate() {
+                store8(&replace, r, 8 * i, v);
+            }
+        }
+    }
+
+    /// Prefetches the panel's value `at` (its cache line) into L1.
+    #[inline(always)]
+    unsafe fn prefetch<const FORMAT: u8>(f32s: *const f32, halves: *const u16, at: usize) {
+        let line = if FORMAT == F32 {
+            f32s.wrapping_add(at) as *const i8
+        } else {
+            halves.wrapping_add(at) as *const i8
+        };
+        _mm_prefetch::<_MM_HINT_T0>(line);
+    }
+
+    /// One row of `N` tiles (the same inputs and depth) against their whole panels, the
+    /// whole depth in one pass: each [`DEPTH_BLOCK`]'s sum added to the bias (or to
+    /// what `c` held), then to the sum so far, as [`rows_in_chunks`] sums each of its
+    /// rows, so a row's values do not depend on how many rows it came with.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pass<const N: usize, const FORMAT: u8>(tiles: [&Tile; N]) {
+        let t = tiles[0];
+        let parts = tiles.map(|tile| tile.b.parts());
+        let mut total = [[_mm256_setzero_ps(); 4]; N];
+        for (total, tile) in total.iter_mut().zip(&tiles) {
+            if tile.accumulate {
+                *total = std::array::from_fn(|i| load_c8(tile, 0, 8 * i));
+            } else if !tile.bias.is_null() {
+                *total = std::array::from_fn(|i| bias8(tile, 8 * i));
+            }
+        }
         for start in (0..t.depth).step_by(DEPTH_BLOCK) {
-            let mut acc = [[[_mm256_setzero_ps(); 4]; N]; R];
+            let mut acc = [[_mm256_setzero_ps(); 4]; N];
             for p in start..t.depth.min(start + DEPTH_BLOCK) {
-                for (n, &(f32s, halves)) in parts.iter().enumerate() {
-                    let b: [__m256; 4] =
-                        std::array::from_fn(|i| load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*t.a.add(p * t.rows + r0 + r));
-                        for (acc, &b) in acc[n].iter_mut().zip(&b) {
-                            *acc = _mm256_fmadd_ps(x, b, *acc);
-                        }
+                let x = _mm256_broadcast_ss(&*t.a.add(p));
+                for (acc, &(f32s, halves)) in acc.iter_mut().zip(&parts) {
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let b = load8::<FORMAT>(f32s, halves, p * PANEL + 8 * i);
+                        *acc = _mm256_fmadd_ps(x, b, *acc);
                     }
                 }
             }
             for (total, acc) in total.iter_mut().zip(&acc) {
-                for (total, acc) in total.iter_mut().zip(acc) {
-                    for (total, &acc) in total.iter_mut().zip(acc) {
-                        *total = _mm256_add_ps(acc, *total);
-                    }
+                for (total, &acc) in total.iter_mut().zip(acc) {
+                    *total = _mm256_add_ps(acc, *total);
                 }
             }
         }
-        for (r, total) in total.iter().enumerate() {
-            for (tile, total) in tiles.iter().zip(total) {
-                for (i, &v) in total.iter().enumerate() {
-                    store8(tile, r0 + r, 8 * i, v);
-                }
+        for (tile, total) in tiles.iter().zip(&total) {
+            let replace = Tile {
+                accumulate: false,
+                ..**tile
+            };
+            for (i, &v) in total.iter().enumerate() {
+                store8(&replace, 0, 8 * i, v);
             }
         }
     }
@@ -1666,11 +1760,19 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_values_alone_and_in_a_batch() {
-        // One row takes the whole depth in one pass (panels two at a time), 20 rows
-        // too with AVX2 (three rows at a time) and 40 go depth block by depth block: the
-        // sums are added in the same order, so the values are equal. 70 outputs: a pair
-        // of whole panels and a partial one; 40: a whole and a partial panel as a pair.
-        for (m, k, n) in [(20, 896, 70), (40, 300, 40), (20, 300, 40)] {
+        // One row takes the whole depth in one pass (panels two at a time), up to 24
+        // rows with AVX2 take it in chunks (a tile of up to 12 rows against each 8
+        // columns; 2,600 f32 inputs in two depth ranges, the second ending in a partial
+        // chunk) and 40 go depth block by depth block: the sums are added in the same
+        // order, so the values are equal. 70 outputs: a pair of whole panels and a
+        // partial one; 40: a whole and a partial panel as a pair.
+        for (m, k, n) in [
+            (20, 896, 70),
+            (40, 300, 40),
+            (20, 300, 40),
+            (8, 2600, 40),
+            (5, 70, 70),
+        ] {
             let (x, w, b) = (values(m * k, 0.6), values(n * k, 2.9), values(n, 1.2));
             let bits: Vec<u16> = w
                 .iter()
@@ -1691,7 +1793,7 @@ mod tests {
                     data: x.clone(),
                 };
                 let all = linear(&batch, &weight, Some(&bias), Activation::Identity).unwrap();
-                for r in [0, 7, 19] {
+                for r in [0, 4, 7, 19].into_iter().filter(|&r| r < m) {
                     let one = Matrix {
                         rows: 1,
                         cols: k,
