@@ -59,7 +59,7 @@ fn timed_generation(
     batch: usize,
 ) -> Result<(Vec<f64>, Vec<u32>)> {
     let blocks = batch * (prompt.len() + new_tokens).div_ceil(BLOCK);
-    let vocab = model.config.text.vocab_size.min(150_000) as u32;
+    let vocab = model.config.text.vocab_size as u32;
     let mut generator = Generator::new(model, BLOCK, blocks);
     let start = Instant::now();
     let mut first = None;

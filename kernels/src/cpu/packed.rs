@@ -1494,18 +1494,16 @@ mod avx2 {
     }
 
     /// One row of `N` tiles (the same inputs and depth) against their whole panels, the
-    /// whole depth in one pass: each [`DEPTH_BLOCK`]'s sum added to the bias (or to
-    /// what `c` held), then to the sum so far, as [`rows_in_chunks`] sums each of its
-    /// rows, so a row's values do not depend on how many rows it came with.
+    /// whole depth in one pass: each [`DEPTH_BLOCK`]'s sum added to the bias, then to
+    /// the sum so far, as [`rows_in_chunks`] sums each of its rows, so a row's values do
+    /// not depend on how many rows it came with.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn pass<const N: usize, const FORMAT: u8>(tiles: [&Tile; N]) {
         let t = tiles[0];
         let parts = tiles.map(|tile| tile.b.parts());
         let mut total = [[_mm256_setzero_ps(); 4]; N];
         for (total, tile) in total.iter_mut().zip(&tiles) {
-            if tile.accumulate {
-                *total = std::array::from_fn(|i| load_c8(tile, 0, 8 * i));
-            } else if !tile.bias.is_null() {
+            if !tile.bias.is_null() {
                 *total = std::array::from_fn(|i| bias8(tile, 8 * i));
             }
         }
@@ -1527,12 +1525,8 @@ mod avx2 {
             }
         }
         for (tile, total) in tiles.iter().zip(&total) {
-            let replace = Tile {
-                accumulate: false,
-                ..**tile
-            };
             for (i, &v) in total.iter().enumerate() {
-                store8(&replace, 0, 8 * i, v);
+                store8(tile, 0, 8 * i, v);
             }
         }
     }
